@@ -1,0 +1,36 @@
+# The two set-up commands of the README: `make run` and `make test`. Each installs what is
+# missing (Debian packages when run as root, a virtualenv with the Python dependencies) first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
+
+RUN_PACKAGES := redis-server:redis-server python-venv:python3-venv
+TEST_PACKAGES := $(RUN_PACKAGES)
+
+.PHONY: run test venv system-run system-test clean
+
+run: system-run venv
+	$(BIN)/tempalias serve
+
+test: system-test venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+system-run:
+	@scripts/ensure-system-packages $(RUN_PACKAGES)
+
+system-test:
+	@scripts/ensure-system-packages $(TEST_PACKAGES)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

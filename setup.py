@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tempalias",
+    version="0.1.0",
+    description="Temporary email aliases that forward until a count or a date runs out",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["tempalias", "tempalias.*"]),
+    install_requires=[
+        "gevent>=24.2,<27",
+        "bottle>=0.13,<0.14",
+        "redis[hiredis]>=5.0,<9",
+        "dnspython>=2.6,<3",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "schemathesis>=4,<5",
+            "aiosmtpd>=1.4,<2",
+            "psutil>=5.9,<8",
+        ],
+    },
+    entry_points={"console_scripts": ["tempalias=tempalias.cli:main"]},
+)

@@ -1,0 +1,5 @@
+import sys
+
+from tempalias.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Mail address syntax (RFC 5321 mailboxes, with RFC 6531 UTF-8), shared by the API and SMTP.
+
+Deliberately stricter than the RFCs in one way: a target must have a domain name with at least
+two labels (no address literals, no bare host names), because mail is forwarded to it over the
+public internet.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_ADDRESS_OCTETS = 254
+MAX_LOCAL_OCTETS = 64
+
+# atext of RFC 5322 plus any non-ASCII character (RFC 6531 UTF8-non-ascii); no controls, no space.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010FFFF]+"
+_DOT_ATOM = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*$")
+_QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010FFFF]|\\[\x20-\x7e])*"$')
+_LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class InvalidAddress(ValueError):
+    """Says in words what is wrong with the address."""
+
+
+@dataclass(frozen=True)
+class Address:
+    local: str
+    domain: str  # lower case, IDNA (ASCII) form
+
+    def __str__(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+    @property
+    def is_ascii(self) -> bool:
+        return self.local.isascii()
+
+
+def parse_domain_name(domain: str) -> str:
+    """Lower-cased ASCII form of a domain name; raises InvalidAddress."""
+    if not domain:
+        raise InvalidAddress("the domain is missing")
+    if domain.startswith("["):
+        raise InvalidAddress("address literals are not accepted; use a domain name")
+    name = domain.rstrip(".") if domain.count(".") > 1 else domain
+    try:
+        ascii_name = name.lower().encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidAddress(f"{domain!r} is not a valid domain name") from None
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or not all(_LDH_LABEL.match(label) for label in labels):
+        raise InvalidAddress(f"{domain!r} is not a valid domain name")
+    if len(labels) < 2:
+        raise InvalidAddress(f"{domain!r} is not a fully qualified domain name")
+    if labels[-1].isdigit():
+        raise InvalidAddress(f"{domain!r} is not a domain name")
+    return ascii_name
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``local@domain``; raises InvalidAddress with a specific reason."""
+    if not isinstance(text, str) or not text:
+        raise InvalidAddress("the address is empty")
+    if _CONTROL.search(text):
+        raise InvalidAddress("the address contains control characters")
+    if len(text.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+        raise InvalidAddress(f"the address is longer than {MAX_ADDRESS_OCTETS} octets")
+    local, at, domain = text.rpartition("@")
+    if not at:
+        raise InvalidAddress("the address has no @")
+    if not local:
+        raise InvalidAddress("the part before the @ is empty")
+    if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
+        raise InvalidAddress(f"the part before the @ is longer than {MAX_LOCAL_OCTETS} octets")
+    if not (_DOT_ATOM.match(local) or _QUOTED.match(local)):
+        raise InvalidAddress("the part before the @ is not a valid mailbox name")
+    return Address(local, parse_domain_name(domain))

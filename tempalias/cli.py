@@ -1,0 +1,164 @@
+"""The ``tempalias`` command: ``serve`` and the operator's admin commands.
+
+This is the entry point, and so the one place that monkey-patches: ``patch_all()`` runs before
+anything else is imported, so that redis-py, smtplib and dnspython all yield to gevent.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from typing import Iterator  # noqa: E402
+
+from tempalias.config import Config, ConfigError, load_config  # noqa: E402
+from tempalias.embedded_redis import EmbeddedRedisError, RedisServer  # noqa: E402
+from tempalias.store import (  # noqa: E402
+    MS_PER_DAY, AliasNotFound, AliasStore, StoreUnavailable, connect)
+from tempalias.web.present import alias_json  # noqa: E402
+from tempalias.web.validation import FieldError, validate_order  # noqa: E402
+
+log = logging.getLogger("tempalias")
+
+
+def _embedded_redis(config: Config) -> RedisServer:
+    return RedisServer(os.path.join(config.data_dir, "redis"))
+
+
+@contextlib.contextmanager
+def _redis_url(config: Config, exclusive: bool) -> Iterator[str]:
+    """The configured Redis, or the embedded one: started here, or (admin commands) joined."""
+    if config.redis_url is not None:
+        yield config.redis_url
+        return
+    server = _embedded_redis(config)
+    if not exclusive and server.is_answering():
+        yield server.url  # a running `tempalias serve` owns it
+        return
+    server.start()
+    log.info("embedded redis-server started on %s", server.unix_path)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _store(config: Config, exclusive: bool = False) -> Iterator[AliasStore]:
+    with _redis_url(config, exclusive) as url:
+        store = AliasStore(connect(url, config.redis_timeout), id_length=config.id_length)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from tempalias.service import Service
+
+    with _store(config, exclusive=True) as store:
+        service = Service(config, store)
+        service.start()
+        if args.ready_file:
+            service.write_ready_file(args.ready_file)
+        log.info("ready: domains %s", ", ".join(config.domains))
+        service.serve_until_signalled()
+    return 0
+
+
+def cmd_create(config: Config, args: argparse.Namespace) -> int:
+    fields = {"target": args.target, "days": args.days, "uses": args.uses}
+    try:
+        order = validate_order(config, fields)
+    except FieldError as exc:
+        print(f"tempalias: {exc.description}", file=sys.stderr)
+        return 2
+    with _store(config) as store:
+        created = store.create(order.target, order.days * MS_PER_DAY, order.uses)
+    body = alias_json(config, created.alias)
+    print(f"address: {body['address']}")
+    print(f"token:   {created.token}")
+    print(f"expires: {body['expires_at']}")
+    print(f"uses:    {'unlimited' if order.uses is None else order.uses}")
+    return 0
+
+
+def cmd_show(config: Config, args: argparse.Namespace) -> int:
+    with _store(config) as store:
+        alias = store.lookup(args.id)
+    body = alias_json(config, alias)
+    body["delivered"] = alias.delivered
+    print(json.dumps(body, indent=2))
+    return 0
+
+
+def cmd_revoke(config: Config, args: argparse.Namespace) -> int:
+    with _store(config) as store:
+        store.revoke(args.id, token=None)
+    print(f"revoked and erased {args.id.lower()}")
+    return 0
+
+
+def cmd_purge(config: Config, args: argparse.Namespace) -> int:
+    with _store(config) as store:
+        removed = store.purge()
+    print(f"purged {removed} ended alias{'es' if removed != 1 else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tempalias", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="PATH", help="INI file with a [tempalias] section")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the HTTP API and the SMTP proxy")
+    serve.add_argument("--ready-file", metavar="PATH",
+                       help="write {pid, http, smtp} as JSON here once listening")
+    serve.set_defaults(run=cmd_serve)
+    create = commands.add_parser("create", help="create an alias and print its address and token")
+    create.add_argument("--target", required=True)
+    create.add_argument("--days", type=int)
+    create.add_argument("--uses", type=int)
+    create.set_defaults(run=cmd_create)
+    show = commands.add_parser("show", help="show an alias (operator view, no token needed)")
+    show.add_argument("id")
+    show.set_defaults(run=cmd_show)
+    revoke = commands.add_parser("revoke", help="revoke an alias and erase its data")
+    revoke.add_argument("id")
+    revoke.set_defaults(run=cmd_revoke)
+    purge = commands.add_parser("purge", help="erase ended aliases now (for cron or a timer)")
+    purge.set_defaults(run=cmd_purge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"tempalias: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(config, args)
+    except EmbeddedRedisError as exc:
+        print(f"tempalias: {exc}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        print(f"tempalias: {exc}", file=sys.stderr)
+        return 1
+    except AliasNotFound as exc:
+        print(f"tempalias: no live alias {str(exc.args[0]).lower()!r}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"tempalias: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

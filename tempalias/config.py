@@ -1,0 +1,283 @@
+"""Typed configuration: defaults, then an optional INI file, then ``TEMPALIAS_*`` variables.
+
+Every setting is declared once in ``SETTINGS`` with its parser, so the INI file, the
+environment and the README's table cannot drift apart. A bad value raises ``ConfigError``
+whose message is one line naming the setting; the CLI prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "TEMPALIAS_"
+INI_SECTION = "tempalias"
+
+
+class ConfigError(Exception):
+    """A setting has a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class Listen:
+    """A ``host:port`` to bind; port 0 asks the kernel for a free one (tests do)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    redis_url: str | None = None
+    domains: tuple[str, ...] = ("localhost",)
+    http_listen: Listen = Listen("127.0.0.1", 8080)
+    smtp_listen: Listen = Listen("127.0.0.1", 2525)
+    smarthost: Listen | None = None
+    data_dir: str = "./var"
+    max_days: int = 60
+    max_uses: int = 100
+    default_days: int = 7
+    id_length: int = 6
+    http_max_body: int = 16384
+    drain_seconds: float = 10.0
+    redis_timeout: float = 3.0
+    log_level: str = "INFO"
+    public_url: str | None = None
+    # SMTP proxy
+    banner_hostname: str | None = None
+    max_message_size: int = 25 * 1024 * 1024
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    srs_secret: str | None = None
+    smtp_max_connections: int = 1000
+    smtp_idle_timeout: float = 300.0
+    smtp_data_timeout: float = 600.0
+    smtp_max_bad_commands: int = 10
+    smtp_max_recipients: int = 100
+    smarthost_timeout: float = 60.0
+    smarthost_tls: str = "off"
+    smarthost_user: str | None = None
+    smarthost_password: str | None = None
+
+    @property
+    def primary_domain(self) -> str:
+        return self.domains[0]
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+# --- value parsers: each takes the raw string and returns the typed value or raises ValueError
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ValueError(f"must be a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise ValueError("must be a number of seconds above 0 and at most 86400")
+    return value
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def parse_domain(raw: str) -> str:
+    """A mail domain, lower-cased, IDNA-encoded (so ``bücher.example`` works)."""
+    name = raw.strip().rstrip(".").lower()
+    try:
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"{raw.strip()!r} is not a valid domain name") from None
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"{raw.strip()!r} is not a valid domain name")
+    return name
+
+
+def _domains(raw: str) -> tuple[str, ...]:
+    names = [part for part in raw.split(",") if part.strip()]
+    if not names:
+        raise ValueError("must name at least one domain")
+    return tuple(dict.fromkeys(parse_domain(part) for part in names))
+
+
+def parse_listen(raw: str) -> Listen:
+    """``host:port`` or ``[v6]:port``; the host must be an IP address or ``localhost``."""
+    text = raw.strip()
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text)
+    if not match:
+        raise ValueError(f"{text!r} is not host:port (use [addr]:port for IPv6)")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
+                raise ValueError(f"{host!r} is not an address or host name") from None
+    return Listen(host, port)
+
+
+def _optional_listen(raw: str) -> Listen | None:
+    return parse_listen(raw) if raw.strip() else None
+
+
+def _redis_url(raw: str) -> str | None:
+    url = raw.strip()
+    if not url:
+        return None
+    if not re.match(r"^(redis|rediss|unix)://", url):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _public_url(raw: str) -> str | None:
+    url = raw.strip().rstrip("/")
+    if not url:
+        return None
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+        raise ValueError("must be an http:// or https:// URL without query or fragment")
+    return url
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the Config field; TEMPALIAS_<NAME> in the environment, <name> in the INI file
+    parse: Callable[[str], Any]
+    doc: str = field(default="")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("redis_url", _redis_url, "Redis to keep aliases in; unset: a private redis-server is started"),
+    Setting("domains", _domains, "comma-separated mail domains; the first is used for new aliases"),
+    Setting("http_listen", parse_listen, "address:port of the HTTP API and frontend"),
+    Setting("smtp_listen", parse_listen, "address:port of the SMTP proxy"),
+    Setting("smarthost", _optional_listen, "host:port that forwarded mail is handed to"),
+    Setting("data_dir", _text, "directory for the embedded Redis, secrets and the Maildir"),
+    Setting("max_days", _int_between(1, 3650), "longest lifetime of an alias, in days"),
+    Setting("max_uses", _int_between(1, 1_000_000), "largest message count an alias may be given"),
+    Setting("default_days", _int_between(1, 3650), "lifetime of an alias created without days"),
+    Setting("id_length", _int_between(4, 32), "starting length of new alias ids"),
+    Setting("http_max_body", _int_between(256, 1_048_576), "largest accepted HTTP request body, bytes"),
+    Setting("drain_seconds", _seconds, "how long SIGTERM waits for in-flight work"),
+    Setting("redis_timeout", _seconds, "timeout of every Redis connect and command, seconds"),
+    Setting("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Setting("public_url", _public_url, "the URL people reach the frontend at; default http://HTTP_LISTEN"),
+    Setting("banner_hostname", _optional_text, "host name in the SMTP greeting; default the first domain"),
+    Setting("max_message_size", _int_between(1024, 1 << 30), "largest message accepted, bytes"),
+    Setting("tls_cert", _optional_text, "PEM certificate chain for STARTTLS; unset: no STARTTLS"),
+    Setting("tls_key", _optional_text, "PEM private key for STARTTLS"),
+    Setting("srs_secret", _optional_text, "SRS HMAC secret; unset: generated once into DATA_DIR"),
+    Setting("smtp_max_connections", _int_between(1, 1_000_000), "concurrent SMTP connections"),
+    Setting("smtp_idle_timeout", _seconds, "seconds an SMTP client may take per command"),
+    Setting("smtp_data_timeout", _seconds, "seconds an SMTP client may take for a whole DATA"),
+    Setting("smtp_max_bad_commands", _int_between(1, 1000), "bad commands before 421 and close"),
+    Setting("smtp_max_recipients", _int_between(1, 1000), "recipients accepted per message"),
+    Setting("smarthost_timeout", _seconds, "timeout of every smarthost connect and reply, seconds"),
+    Setting("smarthost_tls", _one_of("off", "opportunistic", "required"), "STARTTLS to the smarthost"),
+    Setting("smarthost_user", _optional_text, "AUTH user name at the smarthost"),
+    Setting("smarthost_password", _optional_text, "AUTH password at the smarthost"),
+)
+
+
+def env_name(setting: Setting) -> str:
+    return ENV_PREFIX + setting.name.upper()
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from defaults, the INI file at ``path`` and ``environ`` (which wins)."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, tuple[str, str]] = {}  # field -> (where it came from, text)
+    if path is not None:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except configparser.Error as exc:
+            raise ConfigError(f"config file {path}: {exc.message.splitlines()[0]}") from None
+        if parser.has_section(INI_SECTION):
+            known = {setting.name for setting in SETTINGS}
+            for key, value in parser.items(INI_SECTION):
+                if key not in known:
+                    raise ConfigError(f"{path} [{INI_SECTION}] {key}: unknown setting")
+                raw[key] = (f"{path} [{INI_SECTION}] {key}", value)
+    for setting in SETTINGS:
+        name = env_name(setting)
+        if name in environ:
+            raw[setting.name] = (name, environ[name])
+
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in raw:
+            where, text = raw[setting.name]
+            try:
+                values[setting.name] = setting.parse(text)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc} (got {text.strip()!r})") from None
+    config = Config(**values)
+    if "default_days" not in values:
+        config = config.replace(default_days=min(Config.default_days, config.max_days))
+    if config.default_days > config.max_days:
+        raise ConfigError(
+            f"{ENV_PREFIX}DEFAULT_DAYS: {config.default_days} is above "
+            f"{ENV_PREFIX}MAX_DAYS ({config.max_days})"
+        )
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError(f"{ENV_PREFIX}TLS_CERT and {ENV_PREFIX}TLS_KEY must be set together")
+    if (config.smarthost_user is None) != (config.smarthost_password is None):
+        raise ConfigError(
+            f"{ENV_PREFIX}SMARTHOST_USER and {ENV_PREFIX}SMARTHOST_PASSWORD must be set together"
+        )
+    return config

@@ -1,0 +1,66 @@
+"""The WSGI application: ``create_app(config, store)`` builds a fresh Bottle app.
+
+Routes live in their own modules (api, legacy, frontend); the store is handed to them, never
+imported as a global. Every error leaves as JSON through one funnel: ApiError for what a route
+refuses, the StoreUnavailable plugin for Redis trouble (503), and the default handler for
+Bottle's own 404/405/500.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from bottle import Bottle, request, response
+
+from tempalias.config import Config
+from tempalias.store import AliasStore, StoreUnavailable
+from tempalias.web import api, frontend, legacy
+from tempalias.web.errors import ApiError, json_error_handler
+
+log = logging.getLogger(__name__)
+
+CORS_PREFIXES = ("/api/", "/aliases")
+
+
+def _store_unavailable_is_503(callback):
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except StoreUnavailable as exc:
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            error = ApiError(503, "service-unavailable",
+                             "the alias store is unreachable; try again shortly")
+            error.set_header("Retry-After", "5")
+            raise error from None
+
+    return wrapper
+
+
+def _cors_headers() -> None:
+    """Any site may call the API (no credentials are involved): pages, extensions, bookmarklet."""
+    if request.path.startswith(CORS_PREFIXES):
+        response.set_header("Access-Control-Allow-Origin", "*")
+        response.set_header("Access-Control-Expose-Headers", "Location, Retry-After")
+
+
+def create_app(config: Config, store: AliasStore) -> Bottle:
+    app = Bottle(catchall=True, autojson=False)
+    app.default_error_handler = json_error_handler
+    app.install(_store_unavailable_is_503)
+    app.add_hook("after_request", _cors_headers)
+
+    @app.route("/api/<path:path>", method="OPTIONS")
+    @app.route("/aliases", method="OPTIONS")
+    def preflight(path: str = ""):
+        response.status = 204
+        response.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+        response.set_header("Access-Control-Allow-Headers", "Content-Type, Authorization")
+        response.set_header("Access-Control-Max-Age", "86400")
+        return b""
+
+    api.install(app, config, store)
+    legacy.install(app, config, store)
+    frontend.install(app, config)
+    return app

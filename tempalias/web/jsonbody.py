@@ -1,0 +1,42 @@
+"""Reads a request body as a JSON object, within a size limit, with a specific error for each fault."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bottle import request
+
+from tempalias.web.errors import ApiError
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_body(limit: int) -> bytes:
+    """At most ``limit`` bytes; a larger declared or actual body is a 413 before it is read."""
+    declared = request.content_length
+    if declared > limit:
+        raise ApiError(413, "payload-too-large", f"the request body may be at most {limit} bytes")
+    stream = request.environ["wsgi.input"]
+    body = stream.read(limit + 1) if declared < 0 else stream.read(declared)
+    if len(body) > limit:
+        raise ApiError(413, "payload-too-large", f"the request body may be at most {limit} bytes")
+    return body
+
+
+def read_json_object(limit: int, unsupported_status: int = 415,
+                     unsupported_code: str = "unsupported-media-type") -> dict[str, Any]:
+    media_type = request.content_type.split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(unsupported_status, unsupported_code,
+                       f"send the body as application/json, not {media_type or 'nothing'}")
+    body = read_body(limit)
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(400, "malformed-json", f"the body is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid-body", "the body must be a JSON object")
+    return data

@@ -1,0 +1,85 @@
+"""The original 2010 service's public API, so that its existing clients keep working.
+
+``POST /aliases`` takes ``{"target", "days", "max-usage"}`` and answers the original shape;
+``GET /aliases?callback=fn&...`` answers JSONP with status 200 even for errors, because a
+``<script>`` tag cannot see a status. Unlike the original, an invalid request never creates an
+alias, and a callback name must be a plain JavaScript identifier path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from bottle import Bottle, request, response
+
+from tempalias.config import Config
+from tempalias.store import MS_PER_DAY, AliasStore, StoreUnavailable
+from tempalias.web.errors import JSON_TYPE, ApiError
+from tempalias.web.jsonbody import read_json_object
+from tempalias.web.present import legacy_alias_json
+from tempalias.web.validation import FieldError, validate_order
+
+log = logging.getLogger(__name__)
+
+_CALLBACK = re.compile(r"^[A-Za-z_$][\w$]{0,63}(?:\.[A-Za-z_$][\w$]{0,63}){0,7}$", re.ASCII)
+_QUERY_FIELDS = ("target", "days", "max-usage")
+
+
+class LegacyError(Exception):
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.body = status, {"error": error, "description": description}
+
+
+def _create(config: Config, store: AliasStore, fields: dict[str, Any]) -> dict[str, Any]:
+    try:
+        order = validate_order(config, fields, uses_key="max-usage", legacy=True)
+    except FieldError as exc:
+        raise LegacyError(400, "invalid-data", exc.description) from None
+    try:
+        created = store.create(order.target, order.days * MS_PER_DAY, order.uses)
+    except StoreUnavailable:
+        raise LegacyError(503, "service-unavailable",
+                          "the alias store is unreachable; try again shortly") from None
+    log.info("alias %s created via the legacy API (days=%d uses=%s)",
+             created.alias.id, order.days, order.uses)
+    return legacy_alias_json(config, created.alias, order.days, created.token)
+
+
+def install(app: Bottle, config: Config, store: AliasStore) -> None:
+    @app.post("/aliases")
+    def legacy_create():
+        fields = read_json_object(config.http_max_body, 400, "invalid-request-type")
+        try:
+            body = _create(config, store, fields)
+        except LegacyError as exc:
+            raise ApiError(exc.status, **exc.body) from None
+        response.content_type = JSON_TYPE
+        response.set_header("Cache-Control", "no-store")
+        return json.dumps(body)
+
+    @app.get("/aliases")
+    def legacy_jsonp():
+        callback = request.query.getunicode("callback")
+        if not callback:
+            raise ApiError(405, "method-not-allowed",
+                           "/aliases only takes POST unless the JSONP callback parameter is set")
+        if not _CALLBACK.match(callback):
+            raise ApiError(400, "invalid-callback",
+                           "callback must be a JavaScript identifier such as handleAlias")
+        unknown = [name for name in request.query if name not in _QUERY_FIELDS + ("callback", "_")]
+        fields: dict[str, Any] = {name: request.query.getunicode(name) for name in _QUERY_FIELDS
+                                  if name in request.query}
+        fields.update({name: None for name in unknown})
+        try:
+            body = _create(config, store, fields)
+        except LegacyError as exc:
+            body = exc.body  # JSONP cannot see statuses: 200, with the error in the payload
+        response.content_type = "text/javascript; charset=utf-8"
+        response.set_header("X-Content-Type-Options", "nosniff")
+        response.set_header("Cache-Control", "no-store")
+        # The leading comment defeats content-sniffing attacks that start the body with the callback.
+        return f"/**/{callback}({json.dumps(body)});"

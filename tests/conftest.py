@@ -1,0 +1,69 @@
+"""Shared fixtures: a private redis-server per test session, stores on it, running services."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from processes import ServiceProcess
+from tempalias.config import Config
+from tempalias.embedded_redis import RedisServer, free_loopback_port
+from tempalias.store import AliasStore, connect
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A redis-server of our own on a free loopback port; never the shared one on 6379."""
+    server = RedisServer(str(tmp_path_factory.mktemp("redis")), port=free_loopback_port(),
+                         persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = connect(redis_server.url, timeout=5.0)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(redis_client):
+    return AliasStore(redis_client)
+
+
+@pytest.fixture
+def config():
+    return Config(domains=("tempalias.test",))
+
+
+@pytest.fixture(scope="session")
+def service_factory(tmp_path_factory, redis_server):
+    """Start ``tempalias serve`` children; each gets its own directory. All stop at session end.
+
+    By default they share the session's Redis; pass ``TEMPALIAS_REDIS_URL=""`` in ``env`` to get
+    the embedded default instead.
+    """
+    started: list[ServiceProcess] = []
+    counter = itertools.count()
+
+    def start(env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+              workdir=None) -> ServiceProcess:
+        env = {"TEMPALIAS_REDIS_URL": redis_server.url, **(env or {})}
+        if workdir is None:
+            workdir = tmp_path_factory.mktemp(f"service{next(counter)}")
+        service = ServiceProcess(workdir, env, args).start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def service(service_factory):
+    """One running tempalias on the session's Redis, shared by the tests that only talk to it."""
+    return service_factory()
