@@ -7,7 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 
 RUN_PACKAGES := redis-server:redis-server python-venv:python3-venv
-TEST_PACKAGES := $(RUN_PACKAGES)
+# What the test suite needs, one line per part of the project (COMMAND:DEBIAN_PACKAGE pairs).
+SMTP_TEST_PACKAGES :=
+FRONTEND_TEST_PACKAGES :=
+ABUSE_TEST_PACKAGES :=
+APPLIANCE_TEST_PACKAGES :=
+TEST_PACKAGES := $(RUN_PACKAGES) $(SMTP_TEST_PACKAGES) $(FRONTEND_TEST_PACKAGES) \
+	$(ABUSE_TEST_PACKAGES) $(APPLIANCE_TEST_PACKAGES)
 
 .PHONY: run test venv system-run system-test clean
 
@@ -34,3 +40,6 @@ system-test:
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
+
+# The appliance's targets (image, test-image) live beside its files.
+-include appliance/appliance.mk
