@@ -19,6 +19,7 @@ setup(
             "schemathesis>=4,<5",
             "aiosmtpd>=1.4,<2",
             "psutil>=5.9,<8",
+            "requests>=2.31,<3",
         ],
     },
     entry_points={"console_scripts": ["tempalias=tempalias.cli:main"]},

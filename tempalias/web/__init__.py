@@ -51,9 +51,11 @@ def create_app(config: Config, store: AliasStore) -> Bottle:
     app.install(_store_unavailable_is_503)
     app.add_hook("after_request", _cors_headers)
 
-    @app.route("/api/<path:path>", method="OPTIONS")
+    @app.route("/api/v1/aliases", method="OPTIONS")
+    @app.route("/api/v1/aliases/<alias_id>", method="OPTIONS")
+    @app.route("/api/openapi.json", method="OPTIONS")
     @app.route("/aliases", method="OPTIONS")
-    def preflight(path: str = ""):
+    def preflight(alias_id: str = ""):
         response.status = 204
         response.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
         response.set_header("Access-Control-Allow-Headers", "Content-Type, Authorization")

@@ -26,11 +26,12 @@ def read_body(limit: int) -> bytes:
     return body
 
 
-def read_json_object(limit: int, unsupported_status: int = 415,
-                     unsupported_code: str = "unsupported-media-type") -> dict[str, Any]:
+def read_json_object(limit: int, legacy: bool = False) -> dict[str, Any]:
+    """``legacy`` answers as the original service did: 400 for every fault of the body."""
     media_type = request.content_type.split(";")[0].strip().lower()
     if media_type != "application/json":
-        raise ApiError(unsupported_status, unsupported_code,
+        raise ApiError(400 if legacy else 415,
+                       "invalid-request-type" if legacy else "unsupported-media-type",
                        f"send the body as application/json, not {media_type or 'nothing'}")
     body = read_body(limit)
     try:
@@ -38,5 +39,6 @@ def read_json_object(limit: int, unsupported_status: int = 415,
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "malformed-json", f"the body is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ApiError(422, "invalid-body", "the body must be a JSON object")
+        raise ApiError(400 if legacy else 422, "invalid-data" if legacy else "invalid-body",
+                       "the body must be a JSON object")
     return data

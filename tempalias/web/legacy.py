@@ -52,7 +52,7 @@ def _create(config: Config, store: AliasStore, fields: dict[str, Any]) -> dict[s
 def install(app: Bottle, config: Config, store: AliasStore) -> None:
     @app.post("/aliases")
     def legacy_create():
-        fields = read_json_object(config.http_max_body, 400, "invalid-request-type")
+        fields = read_json_object(config.http_max_body, legacy=True)
         try:
             body = _create(config, store, fields)
         except LegacyError as exc:

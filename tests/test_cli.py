@@ -1,0 +1,159 @@
+"""The ``tempalias`` command as an operator runs it: admin commands, serve, signals, embedded Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from processes import ServiceProcess
+
+
+def tempalias(*args, env=None, cwd=None):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TEMPALIAS_")}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "tempalias", *args], env=environment, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def admin_env(redis_server):
+    return {"TEMPALIAS_REDIS_URL": redis_server.url, "TEMPALIAS_DOMAINS": "cli.example"}
+
+
+def test_create_show_revoke(admin_env, store):
+    created = tempalias("create", "--target", "cli@example.org", "--days", "2", "--uses", "3",
+                        env=admin_env)
+    assert created.returncode == 0, created.stderr
+    address = re.search(r"address: (\w+)@cli\.example", created.stdout)
+    token = re.search(r"token:\s+(\S+)", created.stdout)
+    assert address and token
+    alias_id = address.group(1)
+    assert store.get(alias_id, token.group(1)).uses_left == 3
+
+    shown = tempalias("show", alias_id.upper(), env=admin_env)
+    assert shown.returncode == 0
+    body = json.loads(shown.stdout)
+    assert body["target"] == "cli@example.org" and body["uses_left"] == 3
+    assert token.group(1) not in shown.stdout
+
+    revoked = tempalias("revoke", alias_id, env=admin_env)
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    missing = tempalias("show", alias_id, env=admin_env)
+    assert missing.returncode == 1 and "no live alias" in missing.stderr
+
+
+def test_create_refuses_invalid_input_with_one_line(admin_env):
+    result = tempalias("create", "--target", "nope", env=admin_env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "target" in result.stderr
+
+
+def test_purge_reports_what_it_removed(admin_env, store):
+    store.purge()
+    ended = store.create("a@example.org", 1, None)
+    result = tempalias("purge", env=admin_env)
+    assert result.returncode == 0
+    assert re.match(r"purged \d+ ended alias", result.stdout)
+    assert int(result.stdout.split()[1]) >= 1
+    assert not store.redis.exists(f"ta:{{{ended.alias.id}}}:alias")
+
+
+def test_bad_setting_stops_start_up_with_one_clear_line():
+    result = tempalias("serve", env={"TEMPALIAS_MAX_USES": "lots"})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "TEMPALIAS_MAX_USES" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_redis_binary_says_how_to_install(tmp_path):
+    env = {"PATH": str(tmp_path), "TEMPALIAS_DATA_DIR": str(tmp_path / "data"),
+           "TEMPALIAS_HTTP_LISTEN": "127.0.0.1:0"}
+    result = tempalias("serve", env=env)
+    assert result.returncode == 1
+    assert "redis-server" in result.stderr and "apt-get install redis-server" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_redis_unreachable_for_admin_command_is_one_line(tmp_path):
+    result = tempalias("show", "abc", env={"TEMPALIAS_REDIS_URL": "redis://127.0.0.1:1/0",
+                                           "TEMPALIAS_REDIS_TIMEOUT": "1"})
+    assert result.returncode == 1 and "redis unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_embedded_redis_keeps_aliases_across_restarts(tmp_path):
+    service = ServiceProcess(tmp_path, {"TEMPALIAS_DOMAINS": "embedded.example"}).start()
+    try:
+        created = requests.post(f"{service.http_url}/api/v1/aliases", timeout=10,
+                                json={"target": "keep@example.org", "uses": 4}).json()
+        redis_dir = tmp_path / "data" / "redis"
+        assert (redis_dir / "redis.sock").exists()
+        redis_pid = _child_redis_pid(service.pid)
+    finally:
+        assert service.stop() == 0
+    assert not _alive(redis_pid), "the embedded redis-server outlived tempalias"
+    assert (redis_dir / "appendonly").is_dir()
+
+    # The operator's CLI reaches the embedded store while nothing runs, too.
+    shown = tempalias("show", created["id"], env={"TEMPALIAS_DATA_DIR": str(tmp_path / "data")})
+    assert shown.returncode == 0 and json.loads(shown.stdout)["uses_left"] == 4
+
+    service.start()
+    try:
+        answer = requests.get(f"{service.http_url}/api/v1/aliases/{created['id']}", timeout=10,
+                              headers={"Authorization": f"Bearer {created['token']}"})
+        assert answer.status_code == 200 and answer.json()["target"] == "keep@example.org"
+    finally:
+        assert service.stop() == 0
+
+
+def test_second_serve_on_the_same_data_dir_is_refused(tmp_path):
+    first = ServiceProcess(tmp_path, {}).start()
+    try:
+        env = {"TEMPALIAS_DATA_DIR": str(tmp_path / "data"), "TEMPALIAS_HTTP_LISTEN": "127.0.0.1:0"}
+        second = tempalias("serve", env=env)
+        assert second.returncode == 1 and "already answers" in second.stderr
+        assert requests.get(f"{first.http_url}/healthz", timeout=10).status_code == 200
+    finally:
+        first.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_drains_and_exits_zero(service_factory, sig):
+    service = service_factory()
+    # An idle keep-alive connection must not hold up the exit beyond the drain bound.
+    session = requests.Session()
+    assert session.get(f"{service.http_url}/healthz", timeout=10).status_code == 200
+    assert service.stop(sig) == 0
+    assert "draining" in service.log_text() and "stopped" in service.log_text()
+    session.close()
+
+
+def _child_redis_pid(parent_pid: int) -> int:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{entry}/comm") as comm:
+                    name = comm.read().strip()
+            except OSError:
+                continue
+            if int(fields[1]) == parent_pid and name.startswith("redis-server"):
+                return int(entry)
+    raise AssertionError("no redis-server child found")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,113 @@
+"""The original service's API: POST /aliases and the JSONP GET, as its old clients use them."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import requests
+
+JSONP = re.compile(r"^/\*\*/(?P<callback>[\w$.]+)\((?P<body>.*)\);$", re.S)
+
+
+def jsonp(service, **params):
+    answer = requests.get(f"{service.http_url}/aliases", params=params, timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/javascript")
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    match = JSONP.match(answer.text)
+    assert match, answer.text
+    assert match["callback"] == params["callback"]
+    return json.loads(match["body"])
+
+
+def test_post_answers_the_original_shape(service, store):
+    answer = requests.post(f"{service.http_url}/aliases", timeout=10,
+                           json={"target": "old@example.org", "days": 2, "max-usage": 4})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["aid"] and body["target"] == "old@example.org"
+    assert body["days"] == 2 and body["max_usage"] == 4
+    assert body["valid_until"] > body["valid_from"]
+    assert body["address"] == f"{body['aid']}@tempalias.test"
+    alias = store.get(body["aid"], body["token"])
+    assert alias.uses_left == 4 and alias.target == "old@example.org"
+
+
+def test_post_zero_means_unset_as_in_the_original(service, store):
+    body = requests.post(f"{service.http_url}/aliases", timeout=10,
+                         json={"target": "old@example.org", "days": 0, "max-usage": 0}).json()
+    assert body["max_usage"] is None and body["days"] == 7
+
+
+def test_post_errors_keep_the_original_codes(service, redis_client):
+    before = redis_client.zcard("ta:ends")
+    wrong_type = requests.post(f"{service.http_url}/aliases", data="x", timeout=10,
+                               headers={"Content-Type": "text/plain"})
+    assert wrong_type.status_code == 400 and wrong_type.json()["error"] == "invalid-request-type"
+    invalid = requests.post(f"{service.http_url}/aliases", json={"target": "nope"}, timeout=10)
+    assert invalid.status_code == 400 and invalid.json()["error"] == "invalid-data"
+    too_long = requests.post(f"{service.http_url}/aliases", timeout=10,
+                             json={"target": "a@example.org", "days": 1000})
+    assert too_long.status_code == 400 and "days" in too_long.json()["description"]
+    assert redis_client.zcard("ta:ends") == before
+
+
+def test_jsonp_creates_alias(service, store):
+    body = jsonp(service, callback="handleAlias", target="js@example.org", days="3",
+                 **{"max-usage": "2"})
+    assert body["days"] == 3 and body["max_usage"] == 2
+    assert store.get(body["aid"], body["token"]).target == "js@example.org"
+
+
+def test_jsonp_accepts_dotted_callback_and_cache_buster(service):
+    body = jsonp(service, callback="jQuery.cb_123", target="js@example.org", _="1700000000")
+    assert body["aid"]
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"target": "broken"}, "target"),
+    ({"target": "js@example.org", "days": "abc"}, "days"),
+    ({"target": "js@example.org", "days": "-1"}, "days"),
+    ({"target": "js@example.org", "max-usage": "100000"}, "max-usage"),
+    ({"target": "js@example.org", "evil": "1"}, "evil"),
+    ({}, "target"),
+])
+def test_jsonp_errors_are_200_with_the_error_and_create_nothing(service, redis_client, params, needle):
+    before = redis_client.zcard("ta:ends")
+    body = jsonp(service, callback="cb", **params)
+    assert body["error"] == "invalid-data" and needle in body["description"]
+    assert redis_client.zcard("ta:ends") == before
+
+
+@pytest.mark.parametrize("callback", ["alert(1)//", "a b", "1abc", "x;y", "<script>", "a" * 70])
+def test_jsonp_refuses_callbacks_that_are_not_identifiers(service, redis_client, callback):
+    before = redis_client.zcard("ta:ends")
+    answer = requests.get(f"{service.http_url}/aliases", timeout=10,
+                          params={"callback": callback, "target": "js@example.org"})
+    assert answer.status_code == 400
+    assert answer.headers["Content-Type"].startswith("application/json")
+    assert answer.json()["error"] == "invalid-callback"
+    assert callback not in answer.text
+    assert redis_client.zcard("ta:ends") == before
+
+
+def test_get_without_callback_is_405_as_in_the_original(service):
+    answer = requests.get(f"{service.http_url}/aliases", params={"target": "a@example.org"}, timeout=10)
+    assert answer.status_code == 405 and answer.json()["error"] == "method-not-allowed"
+
+
+def test_legacy_api_answers_cross_origin(service):
+    answer = requests.get(f"{service.http_url}/aliases", timeout=10,
+                          params={"callback": "cb", "target": "a@example.org"},
+                          headers={"Origin": "https://elsewhere.example"})
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("body", [b"[]", b"42", b"{", b'"x"'])
+def test_post_body_that_is_not_an_object_is_invalid_data(service, body):
+    answer = requests.post(f"{service.http_url}/aliases", data=body, timeout=10,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json()["error"] in ("invalid-data", "malformed-json")

@@ -1,0 +1,204 @@
+"""The alias store against a real redis-server: ids, consumption under concurrency, erasure."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from processes import wait_for
+from tempalias.store import (ENDS_KEY, IDLEN_KEY, AliasExhausted, AliasNotFound, AliasStore,
+                             hash_token)
+
+HOUR_MS = 3_600_000
+
+
+def keys_of(client, alias_id: str) -> set[str]:
+    return set(client.scan_iter(match=f"ta:{{{alias_id}}}:*", count=1000))
+
+
+@pytest.fixture
+def isolated_store(redis_client, request):
+    """A store whose id-length key is private to the test, so growth tests do not interfere."""
+    redis_client.delete(IDLEN_KEY)
+    yield lambda **kw: AliasStore(redis_client, **kw)
+    redis_client.delete(IDLEN_KEY)
+
+
+def test_create_stores_alias_with_hashed_token_only(store, redis_client):
+    created = store.create("owner@example.org", HOUR_MS, 5)
+    fields = redis_client.hgetall(f"ta:{{{created.alias.id}}}:alias")
+    assert fields["target"] == "owner@example.org"
+    assert fields["token"] == hash_token(created.token)
+    assert created.token not in fields.values()
+    assert int(fields["uses"]) == 5
+    assert created.alias.expires_ms - created.alias.created_ms == HOUR_MS
+    assert 0 < redis_client.pttl(f"ta:{{{created.alias.id}}}:alias") <= HOUR_MS
+
+
+def test_ids_are_lowercase_letters_and_digits_of_configured_length(isolated_store):
+    store = isolated_store(id_length=9)
+    ids = {store.create("a@example.org", HOUR_MS, None).alias.id for _ in range(20)}
+    assert len(ids) == 20
+    for alias_id in ids:
+        assert len(alias_id) == 9 and alias_id.isalnum() and alias_id == alias_id.lower()
+
+
+def test_collision_raises_length_permanently_and_never_returns_existing(isolated_store):
+    # Two possible ids of length 1: the third creation must collide and grow the length.
+    store = isolated_store(id_length=1, id_alphabet="ab")
+    made = [store.create(f"user{n}@example.org", HOUR_MS, None) for n in range(6)]
+    ids = [m.alias.id for m in made]
+    assert len(set(ids)) == 6, "an existing id was handed out twice"
+    assert store.current_id_length() >= 2
+    # Each alias still points where it was created to point: nothing was overwritten.
+    for n, m in enumerate(made):
+        assert store.get(m.alias.id, m.token).target == f"user{n}@example.org"
+    # A fresh store (another process) starts from the grown length, not the configured one.
+    assert isolated_store(id_length=1, id_alphabet="ab").current_id_length() == store.current_id_length()
+
+
+def test_preserved_reservation_blocks_reuse_after_erasure(isolated_store, redis_client):
+    store = isolated_store(id_length=1, id_alphabet="z")
+    first = store.create("a@example.org", HOUR_MS, None)
+    assert first.alias.id == "z"
+    store.revoke("z", first.token)
+    assert redis_client.exists("ta:{z}:id") == 1
+    second = store.create("b@example.org", HOUR_MS, None)
+    assert second.alias.id != "z" and set(second.alias.id) == {"z"}
+    with pytest.raises(AliasNotFound):
+        store.get("z", first.token)
+
+
+def test_lookup_is_case_insensitive(store):
+    created = store.create("a@example.org", HOUR_MS, None)
+    upper = created.alias.id.upper()
+    assert store.get(upper, created.token).id == created.alias.id
+    reservation = store.reserve(f"  {upper} ")
+    assert reservation.alias_id == created.alias.id
+    store.release(reservation)
+
+
+@pytest.mark.parametrize("bad_id", ["", "a b", "x" * 65, "ü1", "../x", "a*"])
+def test_malformed_ids_match_nothing(store, bad_id):
+    with pytest.raises(AliasNotFound):
+        store.reserve(bad_id)
+    with pytest.raises(AliasNotFound):
+        store.get(bad_id, "token")
+
+
+def test_wrong_token_is_indistinguishable_from_unknown_id(store):
+    created = store.create("a@example.org", HOUR_MS, None)
+    with pytest.raises(AliasNotFound):
+        store.get(created.alias.id, created.token + "x")
+    with pytest.raises(AliasNotFound):
+        store.revoke(created.alias.id, "not-the-token")
+    assert store.get(created.alias.id, created.token).target == "a@example.org"
+
+
+def test_reserve_commit_release_counts_uses(store):
+    created = store.create("a@example.org", HOUR_MS, 2)
+    first = store.reserve(created.alias.id)
+    assert first.target == "a@example.org"
+    second = store.reserve(created.alias.id)
+    with pytest.raises(AliasExhausted):
+        store.reserve(created.alias.id)  # both remaining uses are held
+    store.release(second)
+    assert store.commit(first) == 1
+    assert store.get(created.alias.id, created.token).delivered == 1
+    last = store.reserve(created.alias.id)
+    assert store.commit(last) == 0
+    with pytest.raises(AliasNotFound):
+        store.reserve(created.alias.id)
+
+
+@pytest.mark.parametrize("uses", [1, 3, 7])
+def test_concurrent_deliveries_commit_exactly_the_uses_left(store, redis_client, uses):
+    created = store.create("a@example.org", HOUR_MS, uses)
+    senders = 60
+    barrier = threading.Barrier(senders)
+    committed, refused, errors = [], [], []
+
+    def deliver():
+        try:
+            barrier.wait(10)
+            reservation = store.reserve(created.alias.id)
+        except (AliasExhausted, AliasNotFound):
+            refused.append(1)
+            return
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            return
+        committed.append(store.commit(reservation))
+
+    threads = [threading.Thread(target=deliver) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert len(committed) == uses and len(refused) == senders - uses
+    assert sorted(committed) == list(range(uses))  # every use counted once, down to 0
+    assert keys_of(redis_client, created.alias.id) == {f"ta:{{{created.alias.id}}}:id"}
+
+
+def test_unlimited_alias_counts_deliveries(store):
+    created = store.create("a@example.org", HOUR_MS, None)
+    for _ in range(3):
+        assert store.commit(store.reserve(created.alias.id)) is None
+    assert store.get(created.alias.id, created.token).delivered == 3
+
+
+def test_lapsed_reservation_frees_its_use(redis_client):
+    store = AliasStore(redis_client, reservation_seconds=0.2)
+    created = store.create("a@example.org", HOUR_MS, 1)
+    store.reserve(created.alias.id)  # its holder "dies" and never commits nor releases
+
+    def reservable():
+        try:
+            return store.reserve(created.alias.id)
+        except AliasExhausted:
+            return None
+
+    assert wait_for(reservable, 10, "the lapsed reservation to free its use")
+
+
+def test_expired_alias_is_refused_and_erased(store, redis_client):
+    created = store.create("a@example.org", 300, 5)
+    alias_id = created.alias.id
+
+    def refused_and_gone():
+        try:
+            store.release(store.reserve(alias_id))
+            return False
+        except AliasNotFound:
+            return keys_of(redis_client, alias_id) == {f"ta:{{{alias_id}}}:id"}
+
+    wait_for(refused_and_gone, 10, "the alias to expire")
+    with pytest.raises(AliasNotFound):
+        store.get(alias_id, created.token)
+
+
+def test_revoke_erases_everything_but_the_id_reservation(store, redis_client):
+    created = store.create("a@example.org", HOUR_MS, 3)
+    store.reserve(created.alias.id)
+    store.revoke(created.alias.id, created.token)
+    assert keys_of(redis_client, created.alias.id) == {f"ta:{{{created.alias.id}}}:id"}
+    assert redis_client.zscore(ENDS_KEY, created.alias.id) is None
+    with pytest.raises(AliasNotFound):
+        store.reserve(created.alias.id)
+
+
+def test_purge_removes_exactly_the_ended_aliases(store, redis_client):
+    ended = [store.create("a@example.org", 50, None).alias.id for _ in range(5)]
+    live = [store.create("b@example.org", HOUR_MS, None).alias.id for _ in range(5)]
+    wait_for(lambda: redis_client.time()[0] * 1000 > max(
+        redis_client.zscore(ENDS_KEY, alias_id) for alias_id in ended), 5, "the aliases to end")
+    assert store.purge() >= 5
+    for alias_id in ended:
+        assert keys_of(redis_client, alias_id) == {f"ta:{{{alias_id}}}:id"}
+        assert redis_client.zscore(ENDS_KEY, alias_id) is None
+    for alias_id in live:
+        assert redis_client.exists(f"ta:{{{alias_id}}}:alias") == 1
+        assert redis_client.zscore(ENDS_KEY, alias_id) is not None
+    assert store.purge() == 0
