@@ -71,3 +71,13 @@ def test_every_setting_is_a_config_field_and_documented():
     for setting in SETTINGS:
         assert setting.name in fields and setting.doc
         assert env_name(setting) == "TEMPALIAS_" + setting.name.upper()
+
+
+def test_readme_settings_table_is_current():
+    """The README's table is generated; regenerate it with `python -m tempalias.settings_doc --write README.md`."""
+    from pathlib import Path
+
+    from tempalias.settings_doc import replace_block
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert replace_block(readme) == readme
