@@ -1,0 +1,50 @@
+"""What the proxy hands a message to: the smarthost (``relay.py``) or a Maildir (``maildir.py``).
+
+Both offer the same small interface, so the forwarding policy does not know which one it has.
+A transaction is opened after the first alias resolved, takes recipients one by one (each with
+its own verdict), streams the message in chunks and then either ``finish``es (the message is
+safely with the next hop) or is ``abort``ed (nothing was delivered).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from tempalias.smtp.replies import Reply
+
+
+class DeliveryError(Exception):
+    """The next hop did not take the message or recipient; ``reply`` is what the client gets."""
+
+    def __init__(self, reply: Reply, detail: str = "", next_hop_code: int | None = None) -> None:
+        super().__init__(detail or reply.text)
+        self.reply = reply
+        self.detail = detail
+        self.next_hop_code = next_hop_code  # the next hop's own reply code, when it gave one
+
+
+class Transaction(Protocol):
+    def add_recipient(self, address: str) -> Reply | None:
+        """None when accepted; otherwise the reply to give for this recipient."""
+
+    def start_data(self, header: bytes) -> None:
+        """Begin the message with ``header`` (our Received: line); raises DeliveryError."""
+
+    def write(self, lines: Sequence[bytes]) -> None:
+        """Lines as the client meant them (dot-stuffing undone), each with its CRLF."""
+
+    def finish(self) -> str:
+        """End the message; returns the next hop's queue id. Raises DeliveryError."""
+
+    def abort(self) -> None:
+        """Drop the message; idempotent, never raises."""
+
+
+class Delivery(Protocol):
+    description: str  # for the start-up log line
+
+    def open(self, sender: str, smtputf8: bool, eight_bit: bool, size: int | None) -> Transaction:
+        """Start a transaction for ``sender`` (already SRS-rewritten); raises DeliveryError."""
+
+    def close(self) -> None:
+        """Release what is kept between transactions (idle smarthost connections)."""

@@ -1,0 +1,352 @@
+"""The SMTP server state machine (RFC 5321, with RFC 1870 SIZE, RFC 2920 PIPELINING, RFC 6152
+8BITMIME, RFC 2034 ENHANCEDSTATUSCODES, RFC 6531 SMTPUTF8, RFC 3207 STARTTLS).
+
+The shape is aiosmtpd's: one ``smtp_VERB`` method per command found by name, the state of the
+connection and of the transaction in plain objects (``session.py``), the forwarding policy in its
+own module, and one error funnel (``run``) through which every way a connection can end passes,
+so that every reservation is released and the socket closed on every path. Per-connection
+budgets bound what one client can cost: line lengths, bad commands, recipients, idle time per
+command and the total time of one DATA.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+
+import gevent
+from gevent import GreenletExit
+
+from tempalias.addresses import InvalidAddress, parse_address
+from tempalias.smtp import replies
+from tempalias.smtp.connection import ClientGone, Connection, LineTooLong
+from tempalias.smtp.forwarder import Forwarder
+from tempalias.smtp.replies import Reply
+from tempalias.smtp.session import Envelope, Session
+
+log = logging.getLogger("tempalias.smtp")
+
+COMMAND_LINE_LIMIT = 512  # octets with CRLF, RFC 5321 section 4.5.3.1.4
+TEXT_LINE_LIMIT = 1000  # octets with CRLF, RFC 5321 section 4.5.3.1.6
+DATA_CHUNK = 65536  # bytes handed on to the next hop at a time
+_BAD_COMMAND_CODES = frozenset((500, 501, 502, 503, 555))
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_size: int
+    idle_timeout: float
+    data_timeout: float
+    max_bad_commands: int
+    max_recipients: int
+
+
+class Closing(Exception):
+    """End the connection after sending ``reply``; ``reason`` goes into the transaction's log."""
+
+    def __init__(self, reply: Reply | None, reason: str) -> None:
+        super().__init__(reason)
+        self.reply = reply
+        self.reason = reason
+
+
+class _IdleTimeout(Exception):
+    pass
+
+
+class _DataTimeout(Exception):
+    pass
+
+
+def _split_path(argument: str, keyword: str) -> tuple[str, list[str]] | None:
+    """``FROM:<path> PARAMS`` -> (path without brackets and source route, params); None if bad."""
+    if argument[:len(keyword)].upper() != keyword:
+        return None
+    rest = argument[len(keyword):].lstrip(" ")
+    if not rest.startswith("<"):
+        return None
+    end = rest.find(">")
+    if end < 0:
+        return None
+    path, params = rest[1:end], rest[end + 1:]
+    if params and not params.startswith(" "):
+        return None
+    if path.startswith("@"):  # a source route: accepted and ignored (RFC 5321 section 3.3)
+        _, colon, path = path.partition(":")
+        if not colon:
+            return None
+    return path, params.split()
+
+
+class SMTPProtocol:
+    def __init__(self, connection: Connection, session: Session, forwarder: Forwarder,
+                 limits: Limits, banner: str, tls_context: ssl.SSLContext | None) -> None:
+        self.connection = connection
+        self.session = session
+        self.forwarder = forwarder
+        self.limits = limits
+        self.banner = banner
+        self.tls_context = tls_context
+        self.envelope: Envelope | None = None
+
+    # --- the error funnel: every way out of a connection passes here
+
+    def run(self) -> None:
+        reason = "connection closed"
+        farewell: Reply | None = None
+        try:
+            self.connection.queue(f"220 {self.banner} ESMTP tempalias\r\n".encode("ascii"))
+            while True:
+                self._dispatch(self._read_command())
+        except Closing as exc:
+            farewell, reason = exc.reply, exc.reason
+        except (_IdleTimeout, socket.timeout):
+            farewell, reason = replies.IDLE_TIMEOUT, "idle timeout"
+        except _DataTimeout:
+            farewell, reason = replies.DATA_TIMEOUT, "data timeout"
+        except ClientGone:
+            reason = "client disconnected"
+        except GreenletExit:
+            farewell, reason = replies.SHUTTING_DOWN, "service shutting down"
+        except Exception:
+            log.exception("smtp client=%s: unexpected error", self.session.peer_ip)
+            farewell, reason = replies.LOCAL_ERROR.with_text("local error, closing"), "local error"
+        finally:
+            try:
+                self._end_envelope(reason)
+            finally:
+                if farewell is not None:
+                    self.connection.queue(farewell.encode())
+                self.connection.close()
+
+    def _read_command(self) -> bytes:
+        with gevent.Timeout(self.limits.idle_timeout, _IdleTimeout):
+            while True:
+                try:
+                    return self.connection.read_line(COMMAND_LINE_LIMIT)
+                except LineTooLong:
+                    self._reply(replies.COMMAND_TOO_LONG)
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            text = line.rstrip(b"\r\n").decode("utf-8")
+        except UnicodeDecodeError:
+            self._reply(replies.SYNTAX.with_text("command is not valid UTF-8"))
+            return
+        verb, _, argument = text.partition(" ")
+        handler = getattr(self, "smtp_" + verb.upper(), None) if verb.isascii() else None
+        if handler is None or not verb.isalpha():
+            self._reply(replies.NOT_IMPLEMENTED)
+            return
+        try:
+            handler(argument.strip(" "))
+        except (Closing, ClientGone, socket.timeout, _IdleTimeout, _DataTimeout, GreenletExit):
+            raise
+        except Exception:
+            log.exception("smtp client=%s: error in %s", self.session.peer_ip, verb.upper())
+            self._end_envelope("local error")
+            self._reply(replies.LOCAL_ERROR)
+
+    def _reply(self, reply: Reply) -> None:
+        """Answer a command; command errors count against the connection's budget."""
+        if reply.code in _BAD_COMMAND_CODES:
+            self.session.bad_commands += 1
+            if self.session.bad_commands >= self.limits.max_bad_commands:
+                raise Closing(replies.TOO_MANY_ERRORS, "too many bad commands")
+        self.connection.queue(reply.encode())
+
+    def _end_envelope(self, outcome: str) -> None:
+        envelope, self.envelope = self.envelope, None
+        if envelope is not None:
+            self.forwarder.end_envelope(self.session, envelope, outcome)
+
+    # --- greeting commands
+
+    def smtp_EHLO(self, argument: str) -> None:
+        if not argument:
+            self._reply(replies.SYNTAX.with_text("EHLO needs your domain name"))
+            return
+        self._end_envelope("reset by EHLO")
+        self.session.helo, self.session.esmtp = argument, True
+        lines = [f"{self.banner} greets {self.session.peer_ip}",
+                 f"SIZE {self.limits.max_message_size}", "8BITMIME", "PIPELINING",
+                 "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+        if self.tls_context is not None and not self.session.tls:
+            lines.append("STARTTLS")
+        lines.append("HELP")
+        text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
+        self.connection.queue(text.encode("ascii"))
+
+    def smtp_HELO(self, argument: str) -> None:
+        if not argument:
+            self._reply(replies.SYNTAX.with_text("HELO needs your domain name"))
+            return
+        self._end_envelope("reset by HELO")
+        self.session.helo, self.session.esmtp = argument, False
+        self.connection.queue(f"250 {self.banner}\r\n".encode("ascii"))
+
+    def smtp_STARTTLS(self, argument: str) -> None:
+        if self.tls_context is None:
+            self._reply(replies.NOT_IMPLEMENTED)
+        elif self.session.tls:
+            self._reply(replies.TLS_ALREADY)
+        elif argument:
+            self._reply(replies.SYNTAX)
+        else:
+            self._end_envelope("reset by STARTTLS")
+            self._reply(replies.READY_FOR_TLS)
+            self.connection.start_tls(self.tls_context)
+            self.session.helo, self.session.esmtp, self.session.tls = None, False, True
+
+    # --- the transaction
+
+    def smtp_MAIL(self, argument: str) -> None:
+        if self.session.helo is None:
+            return self._reply(replies.NEED_HELO)
+        if self.envelope is not None:
+            return self._reply(replies.NESTED_MAIL)
+        parsed = _split_path(argument, "FROM:")
+        if parsed is None:
+            return self._reply(replies.SYNTAX.with_text("syntax: MAIL FROM:<address> [parameters]"))
+        path, params = parsed
+        envelope = Envelope(sender=path)
+        for param in params:
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key == "SIZE" and value.isdigit() and value.isascii():
+                envelope.declared_size = int(value)
+            elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                envelope.eight_bit = value.upper() == "8BITMIME"
+            elif key == "SMTPUTF8" and not value:
+                envelope.smtputf8 = True
+            elif key in ("SIZE", "BODY", "SMTPUTF8"):
+                return self._reply(replies.SYNTAX.with_text(f"bad value for {key}"))
+            else:
+                return self._reply(replies.UNKNOWN_PARAMETER)
+        if envelope.declared_size is not None and \
+                envelope.declared_size > self.limits.max_message_size:
+            return self._reply(replies.MESSAGE_TOO_BIG)
+        if path:
+            problem = self._address_problem(path, envelope, replies.BAD_SENDER_SYNTAX)
+            if problem is not None:
+                return self._reply(problem)
+        refused = self.forwarder.sender(self.session)
+        if refused is not None:
+            return self._reply(refused)
+        self.envelope = envelope
+        self._reply(replies.SENDER_OK)
+
+    def _address_problem(self, path: str, envelope: Envelope, syntax: Reply) -> Reply | None:
+        if not path.isascii() and not envelope.smtputf8:
+            return replies.NEEDS_SMTPUTF8
+        try:
+            parse_address(path)
+        except InvalidAddress as exc:
+            return syntax.with_text(f"{syntax.text}: {exc}")
+        return None
+
+    def smtp_RCPT(self, argument: str) -> None:
+        envelope = self.envelope
+        if envelope is None:
+            return self._reply(replies.NEED_MAIL)
+        parsed = _split_path(argument, "TO:")
+        if parsed is None:
+            return self._reply(replies.SYNTAX.with_text("syntax: RCPT TO:<address>"))
+        path, params = parsed
+        if params:
+            return self._reply(replies.UNKNOWN_PARAMETER)
+        if envelope.accepted >= self.limits.max_recipients:
+            return self._reply(replies.TOO_MANY_RECIPIENTS)
+        problem = self._address_problem(path, envelope, replies.BAD_RECIPIENT_SYNTAX)
+        if problem is not None:
+            return self._reply(problem)
+        verdict = self.forwarder.recipient(self.session, envelope, parse_address(path))
+        if verdict.code == 250:
+            envelope.accepted += 1
+        self._reply(verdict)
+
+    def smtp_DATA(self, argument: str) -> None:
+        envelope = self.envelope
+        if argument:
+            return self._reply(replies.SYNTAX.with_text("DATA takes no parameters"))
+        if envelope is None:
+            return self._reply(replies.NEED_MAIL)
+        if not envelope.recipients:
+            return self._reply(replies.NEED_RCPT)
+        verdict = self.forwarder.begin_data(self.session, envelope)
+        if verdict.code != 354:
+            self._end_envelope(f"not delivered ({verdict.code} {verdict.status} at DATA)")
+            return self._reply(verdict)
+        self.connection.queue(verdict.encode())
+        problem = self._receive_message(envelope)
+        self.envelope = None  # end_data ends it, whatever the outcome
+        self.connection.queue(self.forwarder.end_data(self.session, envelope, problem).encode())
+
+    def _receive_message(self, envelope: Envelope) -> Reply | None:
+        """Read to the final dot, streaming lines on; returns why the message is refused, if so.
+
+        A message that breaks a limit is still read to its end, so the connection stays usable.
+        A bare CR or LF closes the connection (as Postfix's smtpd_forbid_bare_newline does): it is
+        how a second message is smuggled past a next hop that ends lines differently.
+        """
+        read_line, write = self.connection.read_line, self.forwarder.write
+        limit = self.limits.max_message_size
+        size = 0
+        problem: Reply | None = None
+        batch: list[bytes] = []
+        batch_bytes = 0
+        with gevent.Timeout(self.limits.data_timeout, _DataTimeout):
+            while True:
+                try:
+                    line = read_line(TEXT_LINE_LIMIT + 1)  # +1: the dot of dot-stuffing
+                except LineTooLong:
+                    problem = problem or replies.TEXT_LINE_TOO_LONG
+                    continue
+                if line == b".\r\n":
+                    break
+                length = len(line)
+                if line[-2:-1] != b"\r" or line.find(b"\r", 0, length - 2) >= 0:
+                    raise Closing(replies.BARE_LINE_END, "bare CR or LF in the message")
+                if line[:1] == b".":
+                    line = line[1:]
+                    length -= 1
+                size += length
+                if problem is not None:
+                    continue
+                if size > limit:
+                    problem = replies.MESSAGE_TOO_BIG
+                    continue
+                batch.append(line)
+                batch_bytes += length
+                if batch_bytes >= DATA_CHUNK:
+                    write(envelope, batch)
+                    batch, batch_bytes = [], 0
+        if problem is None and batch:
+            write(envelope, batch)
+        return problem
+
+    def smtp_RSET(self, argument: str) -> None:
+        if argument:
+            return self._reply(replies.SYNTAX.with_text("RSET takes no parameters"))
+        self._end_envelope("reset")
+        self._reply(replies.RESET)
+
+    # --- the rest
+
+    def smtp_NOOP(self, argument: str) -> None:
+        self._reply(replies.NOOP)
+
+    def smtp_VRFY(self, argument: str) -> None:
+        if not argument:
+            return self._reply(replies.SYNTAX.with_text("VRFY needs an argument"))
+        self._reply(replies.CANNOT_VERIFY)
+
+    def smtp_HELP(self, argument: str) -> None:
+        self._reply(replies.HELP)
+
+    def smtp_QUIT(self, argument: str) -> None:
+        if argument:
+            return self._reply(replies.SYNTAX.with_text("QUIT takes no parameters"))
+        raise Closing(replies.CLOSING, "quit")

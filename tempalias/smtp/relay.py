@@ -1,0 +1,265 @@
+"""The smarthost client: smtplib connections, kept for the next message, the message streamed.
+
+smtplib gives us the connection, EHLO, STARTTLS and AUTH; for MAIL, RCPT and the message itself
+we write on its socket directly, because ``smtplib.SMTP.data`` wants the whole message in memory.
+A connection whose transaction completed is kept idle for the next one (a few per process, for a
+few seconds); any other ending closes it without the final dot, so nothing half-sent is delivered.
+Every wait is bounded by ``smarthost_timeout`` (the socket's timeout). The smarthost's reply texts
+are never passed to our client: they may name the target address, which only the alias's owner may
+see. Its reply codes and enhanced status codes are passed back.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import socket
+import ssl
+import time
+from typing import Callable, Sequence
+
+from tempalias.config import Config
+from tempalias.smtp import replies
+from tempalias.smtp.delivery import DeliveryError
+from tempalias.smtp.replies import Reply
+
+IDLE_CONNECTIONS = 16  # idle smarthost connections kept per process
+IDLE_SECONDS = 10.0  # and for how long; well below the 300 s an SMTP server waits (RFC 5321)
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+_QUEUE_ID = re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+)", re.IGNORECASE)
+
+STREAM_CHUNK = 65536  # bytes of message held before they are written to the smarthost
+RCPT_DEFERRED = Reply(450, "4.0.0", "the next hop deferred this recipient, try again later")
+RCPT_REFUSED = Reply(550, "5.0.0", "the next hop refused this recipient")
+
+
+def passed_back(code: int, text: bytes | str, temporary: Reply, permanent: Reply) -> Reply:
+    """Our reply for a next-hop refusal: its code and enhanced code, our own words."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    base = permanent if 500 <= code <= 599 else temporary
+    if not (400 <= code <= 599):
+        return temporary  # nonsense from the next hop: try again later
+    if code == 421:
+        code = 451  # the next hop closing its connection is no reason to close ours
+    match = _ENHANCED.match(text.strip())
+    status = base.status
+    if match and match.group(1) == str(code // 100):
+        status = ".".join(match.groups())
+    return Reply(code, status, f"{base.text} ({code} {status} from the next hop)")
+
+
+def queue_id_of(text: bytes) -> str:
+    match = _QUEUE_ID.search(text.decode("utf-8", "replace"))
+    return match.group(1) if match else "-"
+
+
+class SmarthostTransaction:
+    def __init__(self, client: smtplib.SMTP, give_back: Callable[[smtplib.SMTP], None]) -> None:
+        self._client = client
+        self._give_back = give_back
+        self._unsent: list[bytes] = []  # header and lines not yet written: one send, not three
+        self._unsent_bytes = 0
+
+    def _command(self, line: str) -> tuple[int, bytes]:
+        if self._client is None:
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, "smarthost transaction is over")
+        try:
+            self._client.putcmd(line)
+            return self._client.getreply()
+        except (OSError, smtplib.SMTPException, UnicodeError) as exc:
+            self.abort()
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}") from None
+
+    def mail(self, sender: str, options: list[str]) -> None:
+        code, text = self._command(f"MAIL FROM:<{sender}>" + "".join(" " + o for o in options))
+        if code != 250:
+            self.abort()
+            raise DeliveryError(passed_back(code, text, replies.SMARTHOST_TEMPFAIL,
+                                            replies.SMARTHOST_REFUSED), f"smarthost MAIL {code}",
+                                next_hop_code=code)
+
+    def add_recipient(self, address: str) -> Reply | None:
+        code, text = self._command(f"RCPT TO:<{address}>")
+        if code in (250, 251):
+            return None
+        return passed_back(code, text, RCPT_DEFERRED, RCPT_REFUSED)
+
+    def start_data(self, header: bytes) -> None:
+        code, text = self._command("DATA")
+        if code != 354:
+            self.abort()
+            raise DeliveryError(passed_back(code, text, replies.SMARTHOST_TEMPFAIL,
+                                            replies.SMARTHOST_REFUSED), f"smarthost DATA {code}")
+        self._unsent, self._unsent_bytes = [header], len(header)
+
+    def write(self, lines: Sequence[bytes]) -> None:
+        # Dot-stuffing redone on output (RFC 5321 section 4.5.2).
+        chunk = b"".join(b"." + line if line[:1] == b"." else line for line in lines)
+        self._unsent.append(chunk)
+        self._unsent_bytes += len(chunk)
+        if self._unsent_bytes >= STREAM_CHUNK:
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        data = b"".join(self._unsent)
+        self._unsent, self._unsent_bytes = [], 0
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        sock = self._client.sock if self._client is not None else None
+        if sock is None:
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, "smarthost connection closed")
+        try:
+            sock.sendall(data)
+        except OSError as exc:
+            self.abort()
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}") from None
+
+    def finish(self) -> str:
+        self._unsent.append(b".\r\n")
+        self._send_unsent()
+        try:
+            code, text = self._client.getreply()
+        except (OSError, smtplib.SMTPException) as exc:
+            self.abort()
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}") from None
+        if code != 250:
+            self.abort()
+            verdict = passed_back(code, text, replies.SMARTHOST_TEMPFAIL, replies.SMARTHOST_REFUSED)
+            raise DeliveryError(verdict, f"smarthost DATA end {code}")
+        client, self._client = self._client, None
+        self._give_back(client)  # the transaction is complete: the connection can take the next
+        return queue_id_of(text)
+
+    def abort(self) -> None:
+        """Close without the final dot, so a half-sent message is discarded by the smarthost."""
+        if self._client is None:
+            return
+        try:
+            self._client.close()
+        except OSError:
+            pass
+
+
+class SmarthostDelivery:
+    def __init__(self, config: Config, helo_name: str) -> None:
+        if config.smarthost is None:
+            raise ValueError("no smarthost configured")
+        self.host = config.smarthost.host
+        self.port = config.smarthost.port
+        self.timeout = config.smarthost_timeout
+        self.tls = config.smarthost_tls
+        self.user = config.smarthost_user
+        self.password = config.smarthost_password
+        self.helo_name = helo_name
+        self.description = f"smarthost {config.smarthost}"
+        self._idle: list[tuple[float, smtplib.SMTP]] = []  # (since, connection), newest last
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if self.tls == "opportunistic":
+            # Opportunistic TLS guards against passive listening only (RFC 7435): no verification.
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _connect(self) -> smtplib.SMTP:
+        # Connects and reads the greeting (SMTPConnectError unless 220); the host name given here
+        # is also the one STARTTLS verifies.
+        client = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
+                              local_hostname=self.helo_name)
+        try:
+            # Commands and the message go out in separate small writes: without this, Nagle's
+            # algorithm and the peer's delayed ACK add ~40 ms to each (see shared/MEASURED.md).
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code, _ = client.ehlo()
+            if code != 250:
+                raise smtplib.SMTPHeloError(code, "EHLO refused")
+            if self.tls != "off":
+                if client.has_extn("starttls"):
+                    client.starttls(context=self._tls_context())
+                    client.ehlo()
+                elif self.tls == "required":
+                    raise smtplib.SMTPNotSupportedError("smarthost does not offer STARTTLS")
+            if self.user is not None:
+                client.login(self.user, self.password or "")
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    # --- a few idle connections are kept: a new one per message costs about half the throughput
+    # (shared/MEASURED.md). After a completed DATA a session is ready for its next MAIL.
+
+    def _give_back(self, client: smtplib.SMTP) -> None:
+        self._drop_stale()
+        if len(self._idle) >= IDLE_CONNECTIONS or client.sock is None:
+            _quit(client)
+            return
+        self._idle.append((time.monotonic(), client))
+
+    def _drop_stale(self) -> None:
+        limit = time.monotonic() - IDLE_SECONDS
+        while self._idle and self._idle[0][0] < limit:
+            _quit(self._idle.pop(0)[1])
+
+    def _reused(self) -> smtplib.SMTP | None:
+        self._drop_stale()
+        return self._idle.pop()[1] if self._idle else None
+
+    def close(self) -> None:
+        """Say goodbye on every idle connection (at shutdown)."""
+        while self._idle:
+            _quit(self._idle.pop()[1])
+
+    def open(self, sender: str, smtputf8: bool, eight_bit: bool,
+             size: int | None) -> SmarthostTransaction:
+        client = self._reused()
+        if client is not None:
+            try:
+                return self._begin(client, sender, smtputf8, eight_bit, size)
+            except DeliveryError as exc:
+                if exc.reply is not replies.SMARTHOST_UNAVAILABLE and exc.next_hop_code != 421:
+                    raise
+                # The smarthost closed it while it was idle: a fresh connection, once.
+        try:
+            client = self._connect()
+        except (OSError, smtplib.SMTPException, ValueError) as exc:  # ValueError: from ssl
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE,
+                                f"smarthost {self.host}:{self.port}: {exc}") from None
+        return self._begin(client, sender, smtputf8, eight_bit, size)
+
+    def _begin(self, client: smtplib.SMTP, sender: str, smtputf8: bool, eight_bit: bool,
+               size: int | None) -> SmarthostTransaction:
+        options: list[str] = []
+        if size is not None and client.has_extn("size"):
+            options.append(f"SIZE={size}")
+        if eight_bit and client.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if smtputf8:
+            if not client.has_extn("smtputf8"):
+                client.close()
+                raise DeliveryError(replies.SMTPUTF8_NOT_DELIVERABLE, "smarthost lacks SMTPUTF8")
+            options.append("SMTPUTF8")
+        client.command_encoding = "utf-8" if smtputf8 else "ascii"
+        transaction = SmarthostTransaction(client, self._give_back)
+        transaction.mail(sender, options)
+        return transaction
+
+
+
+
+
+def _quit(client: smtplib.SMTP) -> None:
+    """Say goodbye without waiting for the answer, and close."""
+    try:
+        if client.sock is not None:
+            client.sock.sendall(b"QUIT\r\n")
+    except OSError:
+        pass
+    try:
+        client.close()
+    except OSError:
+        pass

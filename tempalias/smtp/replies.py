@@ -1,0 +1,78 @@
+"""Every reply the SMTP proxy sends, as named constants shared by the server and its tests.
+
+Each reply carries an RFC 3463 enhanced status code (RFC 2034), so a test asserts on the name and
+a client sees a precise reason. Texts never contain a target address: the people who send mail to
+an alias are not its owner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    status: str  # enhanced status code, e.g. "5.1.1"
+    text: str
+
+    def encode(self) -> bytes:
+        return f"{self.code} {self.status} {self.text}\r\n".encode("utf-8")
+
+    def with_text(self, text: str) -> "Reply":
+        return Reply(self.code, self.status, text)
+
+
+# --- 2xx
+OK = Reply(250, "2.0.0", "OK")
+SENDER_OK = Reply(250, "2.1.0", "sender OK")
+RECIPIENT_OK = Reply(250, "2.1.5", "recipient OK")
+QUEUED = Reply(250, "2.0.0", "OK: delivered")  # text gets the smarthost's queue id
+RESET = Reply(250, "2.0.0", "reset")
+NOOP = Reply(250, "2.0.0", "OK")
+CANNOT_VERIFY = Reply(252, "2.5.0", "cannot verify; send mail and it will be tried")
+HELP = Reply(214, "2.0.0", "commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS")
+READY_FOR_TLS = Reply(220, "2.0.0", "ready to start TLS")
+CLOSING = Reply(221, "2.0.0", "bye")
+START_DATA = Reply(354, "2.0.0", "send the message, end with <CRLF>.<CRLF>")
+
+# --- 4xx: try again later; mail is never lost by these
+TOO_BUSY = Reply(421, "4.3.2", "too many connections, try again later")
+SHUTTING_DOWN = Reply(421, "4.3.2", "service shutting down, try again later")
+IDLE_TIMEOUT = Reply(421, "4.4.2", "timeout waiting for a command, closing")
+DATA_TIMEOUT = Reply(421, "4.4.2", "timeout receiving the message, closing")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "too many bad commands, closing")
+STORE_UNAVAILABLE = Reply(451, "4.3.0", "cannot look up the recipient now, try again later")
+SMARTHOST_UNAVAILABLE = Reply(451, "4.4.1", "the next hop is not reachable now, try again later")
+SMARTHOST_TEMPFAIL = Reply(451, "4.4.0", "the next hop deferred the message, try again later")
+LOCAL_ERROR = Reply(451, "4.3.0", "local error, try again later")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "too many recipients for one message")
+
+# --- 5xx
+LINE_TOO_LONG = Reply(500, "5.5.2", "line too long")
+COMMAND_TOO_LONG = Reply(500, "5.5.2", "command line too long (at most 512 octets)")
+TEXT_LINE_TOO_LONG = Reply(500, "5.5.2", "message line too long (at most 1000 octets with CRLF)")
+UNRECOGNISED = Reply(500, "5.5.1", "command not recognised")
+SYNTAX = Reply(501, "5.5.4", "syntax error in parameters")
+BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "bad sender address syntax")
+BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "bad recipient address syntax")
+NOT_IMPLEMENTED = Reply(502, "5.5.1", "command not implemented")
+BAD_SEQUENCE = Reply(503, "5.5.1", "bad sequence of commands")
+NEED_HELO = Reply(503, "5.5.1", "send EHLO or HELO first")
+NEED_MAIL = Reply(503, "5.5.1", "send MAIL first")
+NEED_RCPT = Reply(503, "5.5.1", "no valid recipients")
+NESTED_MAIL = Reply(503, "5.5.1", "sender already given")
+TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")
+UNKNOWN_PARAMETER = Reply(555, "5.5.4", "MAIL or RCPT parameter not recognised")
+TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")
+BARE_LINE_END = Reply(521, "5.5.2", "bare CR or LF received; lines must end with CRLF, closing")
+NO_SUCH_ALIAS = Reply(550, "5.1.1", "no such alias (unknown, expired, used up or revoked)")
+RELAY_DENIED = Reply(550, "5.7.1", "relaying denied")
+BAD_SRS = Reply(550, "5.1.1", "no such address (invalid or expired return address)")
+SRS_NEEDS_NULL_SENDER = Reply(550, "5.7.1", "return addresses accept only bounces (MAIL FROM:<>)")
+SMARTHOST_REFUSED = Reply(550, "5.0.0", "the next hop refused the message")
+NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "non-ASCII address needs the SMTPUTF8 parameter")
+TARGET_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "this alias forwards to a non-ASCII address; "
+                                             "send with the SMTPUTF8 parameter")
+SMTPUTF8_NOT_DELIVERABLE = Reply(553, "5.6.7", "the next hop cannot take non-ASCII addresses")
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "message exceeds the size limit")

@@ -1,0 +1,97 @@
+"""The SMTP listener: a gevent StreamServer whose connections run ``SMTPProtocol``.
+
+Shape of gevent's ``examples/portforwarder.py``: dependencies come in through ``__init__``,
+connections run in a bounded ``Pool``. Over the bound, a new connection is answered ``421`` at once
+and closed (StreamServer's own behaviour would be to stop accepting, leaving clients hanging).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from tempalias.abuse import AbusePolicy, Refusal
+from tempalias.config import Config
+from tempalias.smtp import replies
+from tempalias.smtp.connection import Connection
+from tempalias.smtp.forwarder import Forwarder
+from tempalias.smtp.protocol import Limits, SMTPProtocol
+from tempalias.smtp.session import Session
+
+log = logging.getLogger("tempalias.smtp")
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The STARTTLS context, when a certificate is configured; raises OSError if unreadable."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+class SMTPServer(StreamServer):
+    def __init__(self, listener, config: Config, forwarder: Forwarder,
+                 policy: AbusePolicy | None = None) -> None:
+        super().__init__(listener, spawn=Pool(config.smtp_max_connections))
+        self.policy = policy
+        self.refusal_timeout = config.smtp_idle_timeout
+        self.full = lambda: False  # never stop accepting: over the bound we answer 421 instead
+        self.forwarder = forwarder
+        self.banner = config.banner_hostname or config.primary_domain
+        self.tls_context = tls_context(config)
+        self.limits = Limits(
+            max_message_size=config.max_message_size,
+            idle_timeout=config.smtp_idle_timeout,
+            data_timeout=config.smtp_data_timeout,
+            max_bad_commands=config.smtp_max_bad_commands,
+            max_recipients=config.smtp_max_recipients,
+        )
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self.pool)
+
+    def do_handle(self, sock, address) -> None:
+        if self.pool.full():
+            self._refuse(sock)
+            return
+        super().do_handle(sock, address)
+
+    def _refuse(self, sock) -> None:
+        """Runs in the accept loop: must not wait. A fresh socket's send buffer is empty."""
+        try:
+            sock.setblocking(False)
+            sock.send(replies.TOO_BUSY.encode())
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def handle(self, sock, address) -> None:
+        """Ask the abuse policy first (block lists, connection limits), then speak SMTP."""
+        refusal = self.policy.on_connect(address[0]) if self.policy else None
+        if refusal is not None:
+            self._refuse_client(sock, refusal)
+            return
+        try:
+            session = Session(peer_ip=address[0], peer_port=address[1])
+            connection = Connection(sock, self.limits.idle_timeout)
+            SMTPProtocol(connection, session, self.forwarder, self.limits, self.banner,
+                         self.tls_context).run()
+        finally:
+            if self.policy:
+                self.policy.on_disconnect(address[0])
+
+    def _refuse_client(self, sock, refusal: Refusal) -> None:
+        """The refusal takes the place of the greeting (RFC 5321 3.1: 554 or 421, then close)."""
+        try:
+            sock.settimeout(self.refusal_timeout)
+            sock.sendall(f"{refusal.smtp_reply}\r\n".encode("utf-8"))
+        except OSError:
+            pass
+        finally:
+            sock.close()

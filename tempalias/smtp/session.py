@@ -1,0 +1,51 @@
+"""The state of one SMTP connection (Session) and of one mail transaction in it (Envelope).
+
+Kept apart from the protocol so that the forwarding policy sees plain data, as aiosmtpd does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tempalias.smtp.delivery import DeliveryError, Transaction
+from tempalias.store import Reservation
+
+
+@dataclass
+class Session:
+    peer_ip: str
+    peer_port: int
+    helo: str | None = None
+    esmtp: bool = False
+    tls: bool = False
+    bad_commands: int = 0
+
+
+@dataclass
+class Recipient:
+    """One accepted RCPT: an alias with its held use, or a bounce going back through SRS."""
+
+    label: str  # what the log may show: the alias id, or "srs" for a reversed bounce
+    target: str
+    reservation: Reservation | None = None
+
+
+@dataclass
+class Envelope:
+    sender: str  # "" is the null sender
+    smtputf8: bool = False
+    eight_bit: bool = False
+    declared_size: int | None = None
+    recipients: list[Recipient] = field(default_factory=list)
+    refused: int = 0
+    accepted: int = 0  # RCPT commands answered 250, a repeated alias included
+    transaction: Transaction | None = None
+    failure: DeliveryError | None = None  # the next hop gave up during DATA
+    local_id: str | None = None  # our id for the message, in its Received: header and the log
+    queue_id: str | None = None  # the next hop's id once it accepted the message
+
+    def has_alias(self, alias_id: str) -> bool:
+        return any(r.reservation is not None and r.label == alias_id for r in self.recipients)
+
+    def has_target(self, target: str) -> bool:
+        return any(r.target == target for r in self.recipients)

@@ -1,0 +1,42 @@
+"""Without a smarthost, deliveries become files in a Maildir under the data directory."""
+
+from __future__ import annotations
+
+import smtplib
+
+from processes import wait_for
+from smtp_sink import RawClient
+from test_smtp_forwarding import DAY_MS, alias_address, uses_left
+
+
+def test_without_smarthost_mail_lands_in_the_maildir(service_factory, store):
+    service = service_factory()
+    maildir = service.workdir / "data" / "Maildir"
+    assert f"mail goes to Maildir {maildir} (no smarthost configured)" in service.log_text()
+    new = store.create("owner@target.example", DAY_MS, 2)
+    body = b"Subject: local\r\n\r\n.leading dot\r\nbye\r\n"
+    with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30) as client:
+        client.sendmail("a@sender.example", [alias_address(new)], body)
+    [delivered] = list((maildir / "new").iterdir())
+    content = delivered.read_bytes()
+    assert content.startswith(b"Return-Path: <SRS0=")
+    assert b"Delivered-To: owner@target.example\r\n" in content
+    assert content.endswith(b"\r\n" + body)  # dot-stuffing undone, nothing else changed
+    assert oct(delivered.stat().st_mode & 0o777) == oct(0o600)
+    assert uses_left(store, new.alias.id) == 1
+
+    # A message the client abandons leaves nothing behind in tmp/ or new/.
+    with RawClient(service.smtp_port) as raw:
+        raw.reply()
+        raw.send(b"EHLO c.example\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<"
+                 + alias_address(new).encode() + b">\r\nDATA\r\n")
+        for _ in range(4):
+            raw.reply()
+        raw.send(b"Subject: abandoned\r\n\r\npartial\r\n")
+    wait_for(lambda: "outcome=client disconnected" in service.log_text(), 10, "the hang-up")
+    assert list((maildir / "tmp").iterdir()) == []
+    assert len(list((maildir / "new").iterdir())) == 1
+    assert uses_left(store, new.alias.id) == 1
+    assert (service.workdir / "data" / "srs_secret").exists()
+    assert (service.workdir / "data" / "srs_secret").read_text().strip() not in service.log_text()
+    service.stop()

@@ -1,0 +1,302 @@
+"""The proxy end to end: client -> tempalias (a real child process) -> a real SMTP sink.
+
+Each test creates its own aliases in the session's Redis and checks what a user would notice:
+the reply codes, what reached the sink, and how many uses the alias has left.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import threading
+
+import pytest
+
+from processes import wait_for
+from smtp_sink import DroppingSmarthost, RawClient
+from tempalias.embedded_redis import RedisServer, free_loopback_port
+from tempalias.smtp import replies
+from tempalias.store import AliasNotFound, AliasStore, connect
+
+DAY_MS = 86_400_000
+BODY = (b"From: Alice <alice@sender.example>\r\n"
+        b"To: someone@tempalias.test\r\n"
+        b"Subject: hello\r\n"
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=sender.example; s=x; b=abc\r\n"
+        b"\r\n"
+        b"First line.\r\n"
+        b".A line that starts with a dot.\r\n"
+        b".\r\n"
+        b"..\r\n"
+        b"Trailing spaces   \r\n"
+        b"\xc3\xa4\xc3\xb6\xc3\xbc 8-bit text\r\n")
+
+
+def alias_address(new_alias) -> str:
+    return f"{new_alias.alias.id}@tempalias.test"
+
+
+def uses_left(store, alias_id: str):
+    try:
+        return store.lookup(alias_id).uses_left
+    except AliasNotFound:
+        return "gone"
+
+
+def send(port: int, sender: str, recipients: list[str], body: bytes = BODY,
+         mail_options: tuple[str, ...] = ()) -> dict:
+    """One transaction with smtplib; returns every reply so tests can assert on each."""
+    result: dict = {"rcpt": []}
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.example")
+        result["mail"] = client.mail(sender, list(mail_options))
+        for recipient in recipients:
+            result["rcpt"].append(client.rcpt(recipient))
+        if any(code == 250 for code, _ in result["rcpt"]):
+            result["data"] = client.data(body)
+        else:
+            result["data"] = None
+    return result
+
+
+def status_of(reply) -> str:
+    code, text = reply
+    return f"{code} {text.decode().split(' ', 1)[0]}"
+
+
+def test_message_arrives_unchanged_with_target_and_srs_sender(smtp_service, smtp_sink, store):
+    new = store.create("owner@target.example", DAY_MS, 3)
+    result = send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)],
+                  mail_options=("BODY=8BITMIME",))
+    assert result["data"][0] == 250
+    [message] = smtp_sink.messages
+    assert message.rcpt_tos == ["owner@target.example"]
+    assert message.mail_from.startswith("SRS0=") and message.mail_from.endswith("@tempalias.test")
+    assert message.mail_from.split("=", 3)[3] == "sender.example=alice@tempalias.test"
+    assert message.body_after_received() == BODY
+    assert message.content.startswith(b"Received: from client.example ([127.0.0.1])\r\n")
+    assert uses_left(store, new.alias.id) == 2
+    assert message.queue_id.encode() in result["data"][1]
+    log = smtp_service.log_text()
+    assert f"aliases={new.alias.id}" in log and f"queue_id={message.queue_id}" in log
+    assert "owner@target.example" not in log
+
+
+def test_client_gets_250_only_after_the_smarthost_accepted(service_factory, smtp_sink, store):
+    # Its own service: the shared one gives up on a silent smarthost after 3 s.
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": smtp_sink.address})
+    new = store.create("owner@target.example", DAY_MS, None)
+    smtp_sink.state.data_mode = "hold"
+    with RawClient(service.smtp_port) as client:
+        client.reply()
+        client.send(b"EHLO client.example\r\nMAIL FROM:<a@sender.example>\r\n"
+                    b"RCPT TO:<" + alias_address(new).encode() + b">\r\nDATA\r\n")
+        assert [client.reply()[0] for _ in range(4)] == [250, 250, 250, 354]
+        client.send(b"Subject: wait\r\n\r\nfor it\r\n.\r\n")
+        wait_for(lambda: smtp_sink.state.held, 20, "the sink to hold the message")
+        # The sink has the whole message but has not said 250 yet: so nothing has come to us.
+        client.sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            client.sock.recv(1, socket.MSG_PEEK)
+        client.sock.settimeout(30)
+        smtp_sink.release.set()
+        assert client.reply()[0] == 250
+    assert len(smtp_sink.messages) == 1
+    service.stop()
+
+
+@pytest.mark.parametrize("kind", ["unknown", "foreign", "expired", "exhausted", "revoked",
+                                  "malformed"])
+def test_refused_recipients_never_reach_the_smarthost(kind, smtp_service, smtp_sink, store):
+    if kind == "unknown":
+        recipient, expected = "zzzzzzzzzz@tempalias.test", replies.NO_SUCH_ALIAS
+    elif kind == "foreign":
+        recipient, expected = "someone@elsewhere.example", replies.RELAY_DENIED
+    elif kind == "malformed":
+        recipient, expected = "not_an-alias!@tempalias.test", replies.NO_SUCH_ALIAS
+    else:
+        new = store.create("owner@target.example", 200 if kind == "expired" else DAY_MS, 1)
+        recipient, expected = alias_address(new), replies.NO_SUCH_ALIAS
+        if kind == "expired":
+            wait_for(lambda: uses_left(store, new.alias.id) == "gone", 10, "the alias to expire")
+        elif kind == "revoked":
+            store.revoke(new.alias.id, token=None)
+        elif kind == "exhausted":
+            assert send(smtp_service.smtp_port, "a@sender.example", [recipient])["data"][0] == 250
+            smtp_sink.reset()
+    result = send(smtp_service.smtp_port, "alice@sender.example", [recipient])
+    assert result["rcpt"][0][0] == expected.code
+    assert result["rcpt"][0][1].startswith(expected.status.encode())
+    assert smtp_sink.connections == 0
+
+
+def test_three_uses_thirty_senders(smtp_service, smtp_sink, store):
+    new = store.create("owner@target.example", DAY_MS, 3)
+    codes: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(30)
+
+    def one() -> None:
+        start.wait(10)
+        result = send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)])
+        code = result["data"][0] if result["data"] else result["rcpt"][0][0]
+        with lock:
+            codes.append(code)
+
+    threads = [threading.Thread(target=one) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(codes) == [250] * 3 + [550] * 27
+    assert len(smtp_sink.messages) == 3
+    assert uses_left(store, new.alias.id) == "gone"  # the last use erased it
+
+
+def test_same_alias_twice_is_one_use_and_one_copy(smtp_service, smtp_sink, store):
+    new = store.create("owner@target.example", DAY_MS, 2)
+    address = alias_address(new)
+    result = send(smtp_service.smtp_port, "alice@sender.example", [address, address.upper()])
+    assert [code for code, _ in result["rcpt"]] == [250, 250]
+    assert result["data"][0] == 250
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [["owner@target.example"]]
+    assert uses_left(store, new.alias.id) == 1
+
+
+@pytest.mark.parametrize("refusal, expected", [("550 5.1.1 no such user here", "550 5.1.1"),
+                                               ("450 4.2.1 mailbox busy", "450 4.2.1")])
+def test_several_aliases_one_transaction_with_per_recipient_results(
+        refusal, expected, smtp_service, smtp_sink, store):
+    first = store.create("first@target.example", DAY_MS, 2)
+    refused = store.create("refused@target.example", DAY_MS, 2)
+    second = store.create("second@target.example", DAY_MS, 2)
+    smtp_sink.state.refuse_rcpt["refused@target.example"] = refusal
+    result = send(smtp_service.smtp_port, "alice@sender.example",
+                  [alias_address(first), alias_address(refused), alias_address(second)])
+    assert [status_of(r) for r in result["rcpt"]] == ["250 2.1.5", expected, "250 2.1.5"]
+    assert b"refused@target.example" not in result["rcpt"][1][1]  # the target stays private
+    assert result["data"][0] == 250
+    [message] = smtp_sink.messages
+    assert message.rcpt_tos == ["first@target.example", "second@target.example"]
+    assert uses_left(store, first.alias.id) == 1
+    assert uses_left(store, refused.alias.id) == 2  # its use was released
+    assert uses_left(store, second.alias.id) == 1
+
+
+@pytest.mark.parametrize("mode, expected_class", [("tempfail", 4), ("permfail", 5)])
+def test_smarthost_verdict_is_passed_back(mode, expected_class, smtp_service, smtp_sink, store):
+    new = store.create("owner@target.example", DAY_MS, 2)
+    smtp_sink.state.data_mode = mode
+    result = send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)])
+    code, text = result["data"]
+    assert code // 100 == expected_class
+    assert text.startswith(b"4.3.0" if mode == "tempfail" else b"5.7.1")
+    assert b"secret-target" not in text  # the smarthost's words are not passed on
+    assert smtp_sink.messages == []
+    assert uses_left(store, new.alias.id) == 2
+
+
+def test_smarthost_stalling_past_its_timeout_is_a_4xx(smtp_service, smtp_sink, store):
+    new = store.create("owner@target.example", DAY_MS, 2)
+    smtp_sink.state.data_mode = "hold"  # never answers the final dot; the proxy waits 3 s
+    result = send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)])
+    assert status_of(result["data"]) == "451 4.4.1"
+    assert uses_left(store, new.alias.id) == 2
+    smtp_sink.release.set()
+    assert smtp_sink.messages == []
+
+
+def test_smarthost_down_is_a_4xx_at_rcpt(service_factory, store):
+    port = free_loopback_port()  # nothing listens there
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": f"127.0.0.1:{port}"})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    result = send(service.smtp_port, "alice@sender.example", [alias_address(new)])
+    assert status_of(result["rcpt"][0]) == "451 4.4.1"
+    assert uses_left(store, new.alias.id) == 2
+    service.stop()
+
+
+def test_smarthost_dropping_mid_data_is_a_4xx(service_factory, store):
+    dropper = DroppingSmarthost(drop_after=300).start()
+    try:
+        service = service_factory(env={"TEMPALIAS_SMARTHOST": dropper.address})
+        new = store.create("owner@target.example", DAY_MS, 2)
+        body = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1
+        body += (b"y" * 998 + b"\r\n") * 300  # well past what the dropper reads
+        result = send(service.smtp_port, "alice@sender.example", [alias_address(new)], body)
+        assert result["data"][0] // 100 == 4
+        assert dropper.bytes_before_drop == [300]
+        assert uses_left(store, new.alias.id) == 2
+        # The connection stays usable and the process is alive for the next client.
+        with RawClient(service.smtp_port) as client:
+            assert client.reply()[0] == 220
+        service.stop()
+    finally:
+        dropper.stop()
+
+
+def test_redis_stopped_mid_run_is_a_4xx_and_recovers(service_factory, smtp_sink, tmp_path):
+    redis = RedisServer(str(tmp_path / "redis"), port=free_loopback_port(), persistent=True)
+    redis.start()
+    client = connect(redis.url, timeout=5.0)
+    store = AliasStore(client)
+    try:
+        service = service_factory(env={"TEMPALIAS_REDIS_URL": redis.url,
+                                       "TEMPALIAS_REDIS_TIMEOUT": "1",
+                                       "TEMPALIAS_SMARTHOST": smtp_sink.address})
+        new = store.create("owner@target.example", DAY_MS, 5)
+        address = alias_address(new)
+        assert send(service.smtp_port, "a@sender.example", [address])["data"][0] == 250
+        redis.stop()
+        result = send(service.smtp_port, "a@sender.example", [address])
+        assert status_of(result["rcpt"][0]) == "451 4.3.0"
+        redis.start()  # the append-only file brings the alias back
+        result = send(service.smtp_port, "a@sender.example", [address])
+        assert result["data"][0] == 250
+        assert len(smtp_sink.messages) == 2
+        assert uses_left(store, new.alias.id) == 3
+        service.stop()
+    finally:
+        client.close()
+        redis.stop()
+
+
+def test_bounce_to_srs_address_goes_back_to_the_original_sender(smtp_service, smtp_sink, store):
+    new = store.create("owner@target.example", DAY_MS, 5)
+    send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)])
+    srs_address = smtp_sink.messages[0].mail_from
+    smtp_sink.reset()
+    result = send(smtp_service.smtp_port, "", [srs_address], b"Subject: bounce\r\n\r\nsorry\r\n")
+    assert result["data"][0] == 250
+    [bounce] = smtp_sink.messages
+    assert bounce.rcpt_tos == ["alice@sender.example"]
+    assert bounce.mail_from == "<>"  # aiosmtpd's way of writing the null sender
+    assert uses_left(store, new.alias.id) == 4  # a bounce uses nothing
+
+
+def test_srs_address_refused_when_forged_or_not_a_bounce(smtp_service, smtp_sink, store):
+    forged = "SRS0=AAAA=AA=victim.example=bob@tempalias.test"
+    result = send(smtp_service.smtp_port, "", [forged])
+    assert status_of(result["rcpt"][0]) == "550 5.1.1"
+    new = store.create("owner@target.example", DAY_MS, 5)
+    send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)])
+    genuine = smtp_sink.messages[0].mail_from
+    smtp_sink.reset()
+    result = send(smtp_service.smtp_port, "spammer@sender.example", [genuine])
+    assert status_of(result["rcpt"][0]) == "550 5.7.1"
+    assert smtp_sink.connections == 0
+
+
+def test_swaks_delivers_through_the_proxy(smtp_service, smtp_sink, store):
+    import subprocess
+
+    new = store.create("owner@target.example", DAY_MS, 2)
+    done = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{smtp_service.smtp_port}", "--to", alias_address(new),
+         "--from", "swaks@sender.example", "--helo", "swaks.example", "--pipeline",
+         "--body", "sent by swaks", "--timeout", "30"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [message] = smtp_sink.messages
+    assert message.rcpt_tos == ["owner@target.example"]
+    assert b"sent by swaks" in message.content

@@ -1,0 +1,91 @@
+"""The smarthost client (tempalias/smtp/relay.py): TLS to the smarthost, and kept connections.
+
+Each test runs its own sink and its own tempalias, because each needs the smarthost configured
+in a particular way.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import psutil
+import pytest
+
+from processes import wait_for
+from smtp_sink import SmtpSink, make_certificate
+from test_smtp_forwarding import DAY_MS, alias_address, send, status_of, uses_left
+
+
+@pytest.fixture(scope="module")
+def sink_tls_context(tmp_path_factory):
+    cert, key = make_certificate(tmp_path_factory.mktemp("sink-tls"), "smarthost.test")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+@pytest.fixture
+def own_sink(request):
+    sinks = []
+
+    def start(**options) -> SmtpSink:
+        sink = SmtpSink(**options).start()
+        sinks.append(sink)
+        return sink
+
+    yield start
+    for sink in sinks:
+        sink.stop()
+
+
+def test_opportunistic_tls_is_used_when_offered(service_factory, store, own_sink,
+                                                 sink_tls_context):
+    sink = own_sink(tls_context=sink_tls_context)
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
+                                   "TEMPALIAS_SMARTHOST_TLS": "opportunistic"})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
+    [message] = sink.messages
+    assert message.tls
+    service.stop()
+
+
+def test_required_tls_without_an_offer_is_a_4xx(service_factory, store, own_sink):
+    sink = own_sink()  # no STARTTLS
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
+                                   "TEMPALIAS_SMARTHOST_TLS": "required"})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    result = send(service.smtp_port, "a@sender.example", [alias_address(new)])
+    assert status_of(result["rcpt"][0]) == "451 4.4.1"
+    assert sink.messages == []
+    assert uses_left(store, new.alias.id) == 2
+    service.stop()
+
+
+def test_kept_connection_closed_by_the_smarthost_is_replaced(service_factory, store, own_sink):
+    sink = own_sink(timeout=1)  # the sink hangs up on connections idle for a second
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address})
+    new = store.create("owner@target.example", DAY_MS, 5)
+    assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
+
+    def kept_connection_closed_by_peer():
+        return any(c.status == psutil.CONN_CLOSE_WAIT and c.raddr and c.raddr.port == sink.port
+                   for c in psutil.Process(service.pid).net_connections(kind="inet"))
+
+    wait_for(kept_connection_closed_by_peer, 20, "the sink to close the idle connection")
+    assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
+    assert len(sink.messages) == 2
+    assert sink.connections == 2
+    assert uses_left(store, new.alias.id) == 3
+    service.stop()
+
+
+def test_one_connection_carries_consecutive_messages(service_factory, store, own_sink):
+    sink = own_sink()
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address})
+    new = store.create("owner@target.example", DAY_MS, 5)
+    for _ in range(3):
+        assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
+    assert len(sink.messages) == 3
+    assert sink.connections == 1
+    service.stop()
