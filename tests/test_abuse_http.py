@@ -1,0 +1,249 @@
+"""Abuse defences seen from HTTP clients of a running tempalias (``service_factory``).
+
+Clients connect from other loopback addresses (127.0.0.1 is trusted by default), so the server sees
+them as different clients; each test uses addresses and targets of its own, because the limits live
+in the session's shared Redis. Short windows are configured through the settings.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import secrets
+import socket
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from processes import wait_for
+
+NO_LIMITS = {
+    "TEMPALIAS_CREATE_RATE_PER_IP": "0",
+    "TEMPALIAS_CREATE_DAILY_PER_IP": "0",
+    "TEMPALIAS_CREATE_DAILY_PER_TARGET": "0",
+}
+
+
+def fresh_ip() -> str:
+    return f"127.{secrets.randbelow(200) + 50}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
+def fresh_target() -> str:
+    return f"someone{secrets.token_hex(4)}@example.org"
+
+
+class Answer:
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def request(service, method: str, path: str, source: str, body: dict | None = None,
+            headers: dict | None = None) -> Answer:
+    """One HTTP request to ``service`` made from the loopback address ``source``."""
+    url = urlsplit(service.http_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=15,
+                                            source_address=(source, 0))
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        connection.request(method, path, body=payload, headers=all_headers)
+        answer = connection.getresponse()
+        return Answer(answer.status, answer.headers, answer.read())
+    finally:
+        connection.close()
+
+
+def create(service, source: str, target: str | None = None, headers: dict | None = None) -> Answer:
+    return request(service, "POST", "/api/v1/aliases", source,
+                   {"target": target or fresh_target(), "days": 1}, headers)
+
+
+def assert_rate_limited(answer: Answer) -> int:
+    assert answer.status == 429, answer.body
+    assert answer.json()["error"] == "rate-limited"
+    retry_after = int(answer.headers["Retry-After"])
+    assert retry_after >= 1
+    assert answer.json()["retry_after"] == retry_after
+    return retry_after
+
+
+@pytest.fixture(scope="module")
+def per_ip_service(service_factory):
+    return service_factory(env={**NO_LIMITS, "TEMPALIAS_CREATE_RATE_PER_IP": "2/4s"})
+
+
+def test_creation_per_client_ip_is_limited_and_recovers(per_ip_service):
+    client = fresh_ip()
+    assert create(per_ip_service, client).status == 201
+    assert create(per_ip_service, client).status == 201
+    assert_rate_limited(create(per_ip_service, client))
+    assert create(per_ip_service, fresh_ip()).status == 201  # another client is not affected
+    wait_for(lambda: create(per_ip_service, client).status == 201, 15,
+             "creation to be allowed again after the window")
+    assert "refused http alias creation from " + client in per_ip_service.log_text()
+
+
+def test_localhost_is_trusted_and_never_limited(per_ip_service):
+    assert [create(per_ip_service, "127.0.0.1").status for _ in range(4)] == [201] * 4
+
+
+def test_the_legacy_endpoints_share_the_limit(per_ip_service):
+    client = fresh_ip()
+    legacy = {"target": fresh_target(), "days": 1, "max-usage": 1}
+    assert request(per_ip_service, "POST", "/aliases", client, legacy).status == 200
+    assert create(per_ip_service, client).status == 201
+    answer = request(per_ip_service, "POST", "/aliases", client, legacy)
+    assert_rate_limited(answer)
+    query = urlencode({"callback": "got", "target": fresh_target(), "days": 1})
+    jsonp = request(per_ip_service, "GET", "/aliases?" + query, client)
+    assert jsonp.status == 200  # a <script> tag cannot see a status: the error is in the payload
+    text = jsonp.body.decode()
+    assert text.startswith("/**/got(") and text.endswith(");")
+    payload = json.loads(text[len("/**/got("):-2])
+    assert payload["error"] == "rate-limited" and payload["retry_after"] >= 1
+
+
+def test_the_daily_cap_per_client_ip(service_factory):
+    service = service_factory(env={**NO_LIMITS, "TEMPALIAS_CREATE_DAILY_PER_IP": "3/6s"})
+    client = fresh_ip()
+    assert [create(service, client).status for _ in range(3)] == [201] * 3
+    assert_rate_limited(create(service, client))
+    wait_for(lambda: create(service, client).status == 201, 15, "the daily cap to recover")
+
+
+def test_new_aliases_per_target_are_limited_whoever_asks(service_factory):
+    service = service_factory(env={**NO_LIMITS, "TEMPALIAS_CREATE_DAILY_PER_TARGET": "2/4s"})
+    target = fresh_target()
+    assert create(service, fresh_ip(), target).status == 201
+    assert create(service, fresh_ip(), target.replace("@", "+again@")).status == 201
+    assert_rate_limited(create(service, fresh_ip(), target))
+    assert create(service, fresh_ip(), fresh_target()).status == 201
+    wait_for(lambda: create(service, fresh_ip(), target).status == 201, 15,
+             "the per-target limit to recover")
+    assert target.split("@")[0] not in service.log_text()
+
+
+def test_two_processes_on_one_redis_share_the_limits(service_factory):
+    env = {**NO_LIMITS, "TEMPALIAS_CREATE_RATE_PER_IP": "2/1h"}
+    first, second = service_factory(env=env), service_factory(env=env)
+    client = fresh_ip()
+    assert create(first, client).status == 201
+    assert create(second, client).status == 201
+    assert_rate_limited(create(first, client))
+    assert_rate_limited(create(second, client))
+
+
+@pytest.fixture(scope="module")
+def proxied_service(service_factory, dns_server):
+    return service_factory(env={**NO_LIMITS, "TEMPALIAS_CREATE_RATE_PER_IP": "1/1h",
+                                "TEMPALIAS_TRUSTED_PROXIES": "127.0.0.7/32",
+                                "TEMPALIAS_RBL_ZONES": "bl.test",
+                                "TEMPALIAS_DNS_SERVERS": dns_server.address})
+
+
+def test_forwarded_for_is_honoured_from_a_trusted_proxy(proxied_service):
+    proxy = "127.0.0.7"
+    client = f"198.51.100.{secrets.randbelow(60) + 1}"
+    spoofed = {"X-Forwarded-For": f"203.0.113.5, {client}"}  # only the right-most hop counts
+    assert create(proxied_service, proxy, headers=spoofed).status == 201
+    assert_rate_limited(create(proxied_service, proxy, headers={"X-Forwarded-For": client}))
+    other = {"X-Forwarded-For": f"198.51.100.{secrets.randbelow(60) + 100}"}
+    assert create(proxied_service, proxy, headers=other).status == 201
+
+
+def test_forwarded_for_from_anyone_else_is_ignored(proxied_service):
+    client = fresh_ip()
+    assert create(proxied_service, client, headers={"X-Forwarded-For": "198.51.100.200"}).status \
+        == 201
+    answer = create(proxied_service, client, headers={"X-Forwarded-For": "198.51.100.201"})
+    assert_rate_limited(answer)
+
+
+def test_a_listed_client_behind_the_proxy_is_refused(proxied_service):
+    answer = create(proxied_service, "127.0.0.7", headers={"X-Forwarded-For": "198.51.100.66"})
+    assert answer.status == 403
+    assert answer.json()["error"] == "rbl-listed"
+
+
+@pytest.fixture(scope="module")
+def rbl_service(service_factory, dns_server):
+    # the silent zone makes every look-up wait for its timeout: the listing must still be found
+    return service_factory(env={**NO_LIMITS, "TEMPALIAS_RBL_ZONES": "silent.test,bl.test",
+                                "TEMPALIAS_RBL_TIMEOUT": "0.5",
+                                "TEMPALIAS_DNS_SERVERS": dns_server.address})
+
+
+def test_a_listed_client_cannot_create_aliases(rbl_service):
+    answer = create(rbl_service, "127.0.0.2")
+    assert answer.status == 403
+    assert answer.json() == {"error": "rbl-listed", "description": "127.0.0.2 listed in bl.test"}
+    legacy = request(rbl_service, "POST", "/aliases", "127.0.0.2",
+                     {"target": fresh_target(), "days": 1})
+    assert legacy.status == 403 and legacy.json()["error"] == "rbl-listed"
+    query = urlencode({"callback": "cb", "target": fresh_target()})
+    jsonp = request(rbl_service, "GET", "/aliases?" + query, "127.0.0.2")
+    assert jsonp.status == 200 and '"error": "rbl-listed"' in jsonp.body.decode()
+    assert "refused http alias creation from 127.0.0.2: listed in bl.test" in rbl_service.log_text()
+
+
+def test_an_unlisted_client_creates_aliases_though_a_list_times_out(rbl_service):
+    assert create(rbl_service, "127.0.0.5").status == 201
+    assert "silent.test" in rbl_service.log_text()
+
+
+def test_a_failing_list_refuses_with_503_when_failing_closed(service_factory, dns_server):
+    service = service_factory(env={**NO_LIMITS, "TEMPALIAS_RBL_ZONES": "broken.test",
+                                   "TEMPALIAS_RBL_FAIL_CLOSED": "yes",
+                                   "TEMPALIAS_DNS_SERVERS": dns_server.address})
+    answer = create(service, fresh_ip())
+    assert answer.status == 503
+    assert answer.json()["error"] == "rbl-unavailable"
+    assert "Retry-After" in answer.headers
+
+
+@pytest.fixture(scope="module")
+def impatient_service(service_factory):
+    return service_factory(env={**NO_LIMITS, "TEMPALIAS_HTTP_CLIENT_TIMEOUT": "1"})
+
+
+def _raw_client(service, source: str) -> socket.socket:
+    url = urlsplit(service.http_url)
+    sock = socket.create_connection((url.hostname, url.port), timeout=15,
+                                    source_address=(source, 0))
+    return sock
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return received
+        received += chunk
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off(impatient_service):
+    with _raw_client(impatient_service, fresh_ip()) as sock:
+        sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: x\r\n")
+        answer = _read_until_closed(sock)  # the server closes; recv would time out otherwise
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "request-timeout"
+
+
+def test_a_client_that_never_finishes_its_body_gets_408(impatient_service):
+    with _raw_client(impatient_service, fresh_ip()) as sock:
+        sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"tar")
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"request-timeout"' in answer
+
+
+def test_an_idle_keep_alive_connection_is_closed(impatient_service):
+    with _raw_client(impatient_service, fresh_ip()) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200")

@@ -1,0 +1,126 @@
+"""The abuse defences at the SMTP door, end to end: a real tempalias child, a real DNS block list
+server, a real sink as smarthost, and clients connecting from other loopback addresses (127.0.0.1
+is a trusted network by default). Whatever a list or a limit refused must never reach the sink.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+import pytest
+
+from processes import wait_for
+from tempalias.store import AliasNotFound
+
+DAY_MS = 86_400_000
+BODY = b"Subject: hi\r\n\r\nhello\r\n"
+
+
+def greeting(port: int, source: str) -> tuple[int, str, bool]:
+    """Connect from ``source``; return the greeting's code and text, and whether the server
+    closed the connection right after it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15, source_address=(source, 0)) as sock:
+        reader = sock.makefile("rb")
+        line = reader.readline().decode()
+        closed = reader.read(1) == b"" if not line.startswith("220") else False
+        reader.close()
+    return int(line[:3]), line[4:].strip(), closed
+
+
+def client(port: int, source: str) -> smtplib.SMTP:
+    smtp = smtplib.SMTP(timeout=15, source_address=(source, 0))
+    smtp.connect("127.0.0.1", port)
+    smtp.ehlo("client.example")
+    return smtp
+
+
+@pytest.fixture(scope="module")
+def guarded(service_factory, smtp_sink_server, dns_server):
+    return service_factory(env={
+        "TEMPALIAS_SMARTHOST": smtp_sink_server.address,
+        "TEMPALIAS_RBL_ZONES": "bl.test",
+        "TEMPALIAS_DNS_SERVERS": dns_server.address,
+        "TEMPALIAS_SMTP_CONNECTIONS_PER_IP": "3/30s",
+        "TEMPALIAS_SMTP_CONCURRENT_PER_IP": "2",
+        "TEMPALIAS_SMTP_MESSAGES_PER_IP": "2/1h",
+        "TEMPALIAS_ALIAS_MESSAGE_RATE": "1/1h",
+    })
+
+
+def test_listed_client_is_refused_at_connect_and_nothing_is_relayed(guarded, smtp_sink):
+    code, text, closed = greeting(guarded.smtp_port, "127.0.0.2")  # listed in bl.test
+    assert code == 554 and text == "5.7.1 127.0.0.2 listed in bl.test"
+    assert closed
+    assert smtp_sink.connections == 0
+    assert "127.0.0.2" in guarded.log_text() and "bl.test" in guarded.log_text()
+
+
+def test_unlisted_client_gets_mail_through(guarded, smtp_sink, store):
+    alias = store.create("owner@example.org", DAY_MS, 5)
+    with client(guarded.smtp_port, "127.0.0.3") as smtp:
+        smtp.sendmail("a@sender.example", [f"{alias.alias.id}@tempalias.test"], BODY)
+    assert len(smtp_sink.messages) == 1
+
+
+def test_connection_rate_per_ip_is_421_and_recovers(guarded, smtp_sink):
+    source = "127.0.0.4"
+    codes = [greeting(guarded.smtp_port, source)[0] for _ in range(3)]
+    assert codes == [220, 220, 220]
+    code, text, closed = greeting(guarded.smtp_port, source)
+    assert code == 421 and text.startswith("4.7.0") and closed
+    assert greeting(guarded.smtp_port, "127.0.0.44")[0] == 220  # other clients are unaffected
+    wait_for(lambda: greeting(guarded.smtp_port, source)[0] == 220, 30,
+             "the connection rate to let the client in again")
+
+
+def test_open_connections_per_ip_are_bounded(guarded, smtp_sink):
+    source = "127.0.0.5"
+    first, second = client(guarded.smtp_port, source), client(guarded.smtp_port, source)
+    try:
+        code, text, closed = greeting(guarded.smtp_port, source)
+        assert code == 421 and "open connections" in text and closed
+    finally:
+        first.quit()
+    # a slot is free again once a connection ended
+    wait_for(lambda: greeting(guarded.smtp_port, source)[0] == 220, 15, "a free connection slot")
+    second.quit()
+
+
+def test_messages_per_ip_are_451_at_mail_from(guarded, smtp_sink, store):
+    # one alias per message, so that the per-alias limit (1/1h) is not what refuses
+    addresses = [f"{store.create('owner@example.org', DAY_MS, None).alias.id}@tempalias.test"
+                 for _ in range(2)]
+    with client(guarded.smtp_port, "127.0.0.6") as smtp:
+        for address in addresses:
+            smtp.sendmail("a@sender.example", [address], BODY)
+        code, text = smtp.mail("a@sender.example")
+    assert code == 451 and text.decode().startswith("4.7.1")
+    assert len(smtp_sink.messages) == 2
+
+
+def test_messages_per_alias_are_451_at_rcpt_and_keep_the_use(guarded, smtp_sink, store):
+    alias = store.create("owner@example.org", DAY_MS, 5)
+    address = f"{alias.alias.id}@tempalias.test"
+    with client(guarded.smtp_port, "127.0.0.7") as smtp:
+        smtp.sendmail("a@sender.example", [address], BODY)
+    with client(guarded.smtp_port, "127.0.0.8") as smtp:
+        smtp.mail("b@sender.example")
+        code, text = smtp.rcpt(address)
+    assert code == 451 and text.decode().startswith("4.7.1")
+    assert len(smtp_sink.messages) == 1
+    assert store.lookup(alias.alias.id).uses_left == 4  # the refused attempt took no use
+    assert not store.redis.zcard(f"ta:{{{alias.alias.id}}}:held")
+
+
+def test_trusted_network_is_never_limited(guarded, smtp_sink, store):
+    alias = store.create("owner@example.org", DAY_MS, None)
+    address = f"{alias.alias.id}@tempalias.test"
+    for _ in range(5):  # over every limit above, from 127.0.0.1
+        with client(guarded.smtp_port, "127.0.0.1") as smtp:
+            smtp.sendmail("a@sender.example", [address], BODY)
+    assert len(smtp_sink.messages) == 5
+    try:
+        assert store.lookup(alias.alias.id).delivered == 5
+    except AliasNotFound:  # pragma: no cover - an unlimited alias cannot run out
+        pytest.fail("the alias vanished")
