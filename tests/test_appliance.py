@@ -1,0 +1,568 @@
+"""The appliance's files, checked by the tools that will read them and run for real on loopback.
+
+Each production file names production paths (/opt/tempalias, /etc/tempalias, port 80, ...). The
+tests copy it with those paths replaced by the test's own; ``rewrite`` fails when a path it
+replaces is no longer in the file, so a test never runs a file it did not mean to.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from processes import wait_for
+from tempalias.config import SETTINGS, load_config
+from tempalias.embedded_redis import free_loopback_port
+
+REPO = Path(__file__).resolve().parent.parent
+APPLIANCE = REPO / "appliance"
+SYSTEMD = REPO / "systemd"
+VENV_BIN = Path(sys.executable).parent
+TIMEOUT = 30.0
+
+
+def rewrite(text: str, replacements: dict[str, str]) -> str:
+    for old, new in replacements.items():
+        if old not in text:
+            raise AssertionError(f"{old!r} is no longer in the file: update the test's rewrite")
+        text = text.replace(old, new)
+    return text
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def http_request(port: int, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None, https_context=None):
+    """One request on a fresh connection; returns (status, headers dict lower-cased, body)."""
+    if https_context is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    else:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=https_context)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        answer = conn.getresponse()
+        data = answer.read()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# --- static checks by the tools themselves
+
+
+def test_shell_scripts_pass_shellcheck():
+    scripts = sorted([*APPLIANCE.glob("*.sh"), *(REPO / "packer").glob("*.sh")])
+    assert APPLIANCE / "provision.sh" in scripts
+    result = run(["shellcheck", "--shell=sh", *map(str, scripts)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_base_image_preinstalls_what_provision_installs():
+    """Otherwise the image build silently falls back to apt-get inside the slow guest."""
+    provision = re.search(r'^packages="([^"]+)"', (APPLIANCE / "provision.sh").read_text(), re.M)
+    base = re.search(r"^appliance_packages=(\S+)$", (APPLIANCE / "build-base.sh").read_text(),
+                     re.M)
+    assert provision and base
+    assert set(provision.group(1).split()) == set(base.group(1).split(","))
+
+
+def test_example_ini_is_current_and_names_every_setting():
+    result = run([sys.executable, str(APPLIANCE / "example_ini.py"), "--check"])
+    assert result.returncode == 0, result.stderr
+    text = (APPLIANCE / "tempalias.ini").read_text()
+    key_line = re.compile(r"^(?:; )?([a-z][a-z0-9_]*) =")
+    keys = {match.group(1) for match in map(key_line.match, text.splitlines()) if match}
+    missing = [setting.name for setting in SETTINGS if setting.name not in keys]
+    assert not missing, f"settings missing from appliance/tempalias.ini: {missing}"
+    config = load_config(str(APPLIANCE / "tempalias.ini"), environ={})
+    assert config.data_dir == "/var/lib/tempalias"
+    assert config.redis_url.startswith("unix://")
+
+
+def test_systemd_units_verify(tmp_path):
+    """systemd-analyze checks every unit; the venv, absent from this host, is the repo's own."""
+    for unit in sorted([*SYSTEMD.glob("*.service"), *SYSTEMD.glob("*.timer")]):
+        text = unit.read_text()
+        if "/opt/tempalias/venv/bin/" in text:
+            text = rewrite(text, {"/opt/tempalias/venv/bin/": f"{VENV_BIN}/"})
+        (tmp_path / unit.name).write_text(text)
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert {"tempalias.service", "tempalias-redis.service", "tempalias-firewall.service",
+            "tempalias-configure.service", "tempalias-purge.timer"} <= set(names)
+    result = run(["systemd-analyze", "verify", *names], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
+def test_tempalias_unit_is_hardened():
+    text = (SYSTEMD / "tempalias.service").read_text()
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
+                 "ReadWritePaths=/var/lib/tempalias /var/log/tempalias",
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "User=tempalias"):
+        assert line in text.splitlines(), line
+
+
+def test_packer_template_validates(tmp_path):
+    key = tmp_path / "build-key"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)]).check_returncode()
+    base = tmp_path / "base.qcow2"
+    payload = tmp_path / "payload.tar.gz"
+    base.write_bytes(b"")
+    payload.write_bytes(b"")
+    result = run(["packer", "validate",
+                  "-var", f"base_image={base}", "-var", f"payload={payload}",
+                  "-var", f"build_key={key}", "-var", f"output_directory={tmp_path / 'out'}",
+                  str(REPO / "packer" / "tempalias.json")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_firewall_rules_are_accepted_by_nft():
+    result = run(["nft", "--check", "--file", str(APPLIANCE / "firewall.nft")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_redis_conf_keeps_every_alias(tmp_path):
+    """The appliance's redis.conf, run for real: AOF every second, never evicting, no TCP."""
+    socket_path = tmp_path / "redis.sock"
+    conf = tmp_path / "redis.conf"
+    conf.write_text(rewrite((APPLIANCE / "redis.conf").read_text(), {
+        "/var/lib/tempalias/redis/redis.sock": str(socket_path),
+        "dir /var/lib/tempalias/redis": f"dir {tmp_path}",
+    }))
+    process = subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: process.poll() is not None or socket_path.exists(), TIMEOUT,
+                 "redis-server's socket")
+        assert process.poll() is None, "redis-server refused the appliance's redis.conf"
+
+        def config_get(name: str) -> str:
+            return run(["redis-cli", "-s", str(socket_path), "config", "get", name]
+                       ).stdout.split()[-1]
+
+        assert config_get("appendonly") == "yes"
+        assert config_get("appendfsync") == "everysec"
+        assert config_get("maxmemory-policy") == "noeviction"
+        assert config_get("port") == "0"
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
+
+
+# --- first boot
+
+
+def _firstboot(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run(["/usr/bin/python3", str(APPLIANCE / "firstboot.py"),
+                "--config", str(tmp_path / "etc" / "tempalias.ini"),
+                "--fw-cfg", str(tmp_path / "fw_cfg"),
+                "--config-drive-label", "TEMPALIAS-TEST-ABSENT",
+                "--cmdline", str(tmp_path / "cmdline"),
+                "--check-with", sys.executable,
+                "--root-ssh", str(tmp_path / "root-ssh"),
+                "--no-ssh-host-keys", *extra], cwd=REPO)
+
+
+@pytest.fixture
+def firstboot_dir(tmp_path):
+    (tmp_path / "etc").mkdir()
+    shutil.copy(APPLIANCE / "tempalias.ini", tmp_path / "etc" / "tempalias.ini")
+    (tmp_path / "cmdline").write_text("BOOT_IMAGE=/vmlinuz root=UUID=x ro quiet\n")
+    return tmp_path
+
+
+def _fw_cfg_file(root: Path, name: str, text: str) -> None:
+    entry = root / "fw_cfg" / name
+    entry.mkdir(parents=True)
+    (entry / "raw").write_text(text)
+
+
+def test_first_boot_makes_a_secret_once_and_applies_operator_settings(firstboot_dir):
+    _fw_cfg_file(firstboot_dir, "tempalias.ini",
+                 "[tempalias]\ndomains = mail.example.org, example.net\n"
+                 "smarthost = 10.0.2.2:2525\npublic_url = https://alias.example.org\n")
+    _fw_cfg_file(firstboot_dir, "authorized_keys", "ssh-ed25519 AAAAtest operator\n")
+    ini = firstboot_dir / "etc" / "tempalias.ini"
+
+    first = _firstboot(firstboot_dir)
+    assert first.returncode == 0, first.stderr
+    config = load_config(str(ini), environ={})
+    assert config.domains == ("mail.example.org", "example.net")
+    assert str(config.smarthost) == "10.0.2.2:2525"
+    assert config.public_url == "https://alias.example.org"
+    assert config.srs_secret is not None and len(config.srs_secret) == 64
+    assert "applied domains, public_url, smarthost" in first.stdout
+    assert config.srs_secret not in first.stdout + first.stderr
+    assert oct(ini.stat().st_mode & 0o777) == "0o640"
+    assert "; largest message accepted, bytes" in ini.read_text()  # comments are kept
+    assert (firstboot_dir / "root-ssh" / "authorized_keys").read_text() == \
+        "ssh-ed25519 AAAAtest operator\n"
+
+    second = _firstboot(firstboot_dir)
+    assert second.returncode == 0, second.stderr
+    assert load_config(str(ini), environ={}).srs_secret == config.srs_secret
+
+
+def test_first_boot_reads_the_kernel_command_line_without_fw_cfg(firstboot_dir):
+    (firstboot_dir / "cmdline").write_text(
+        "root=UUID=x ro tempalias.domains=cmdline.example tempalias.smarthost=192.0.2.1:25\n")
+    result = _firstboot(firstboot_dir)
+    assert result.returncode == 0, result.stderr
+    config = load_config(str(firstboot_dir / "etc" / "tempalias.ini"), environ={})
+    assert config.domains == ("cmdline.example",)
+    assert str(config.smarthost) == "192.0.2.1:25"
+
+
+def test_first_boot_refuses_a_bad_setting_and_keeps_the_file(firstboot_dir):
+    ini = firstboot_dir / "etc" / "tempalias.ini"
+    before = ini.read_text()
+    _fw_cfg_file(firstboot_dir, "tempalias.ini", "[tempalias]\nmax_days = 0\n")
+    result = _firstboot(firstboot_dir)
+    assert result.returncode == 1
+    assert "max_days" in result.stderr and "Traceback" not in result.stderr
+    assert ini.read_text() == before
+    assert [path.name for path in ini.parent.iterdir()] == ["tempalias.ini"]
+
+
+# --- nginx, supervisord and tempalias, run for real on loopback ports
+
+
+@dataclass
+class Nginx:
+    port: int
+    process: subprocess.Popen
+    prefix: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            self.process.wait(TIMEOUT)
+
+
+def nginx_files(prefix: Path, upstream_port: int, src_root: Path,
+                tls: tuple[Path, Path] | None = None) -> tuple[Path, int, int | None]:
+    """Writes a main nginx.conf like Debian's (its http block says "gzip on" too) that includes
+    the appliance's site with test ports and paths. Returns (conf, http port, https port)."""
+    for name in ("tmp", "etc/nginx-tls.d", "logs"):
+        (prefix / name).mkdir(parents=True, exist_ok=True)
+    port = free_loopback_port()
+    https_port = None
+    site = rewrite((APPLIANCE / "nginx" / "tempalias.conf").read_text(), {
+        "listen 80 default_server;": f"listen 127.0.0.1:{port} default_server;",
+        "listen [::]:80 default_server;": "",
+        "server 127.0.0.1:8080;": f"server 127.0.0.1:{upstream_port};",
+        "root /opt/tempalias/src;": f"root {src_root};",
+        "/etc/tempalias/nginx-tls.d/": f"{prefix}/etc/nginx-tls.d/",
+    })
+    if tls is not None:
+        https_port = free_loopback_port()
+        snippet = rewrite((APPLIANCE / "nginx" / "tls.conf").read_text(), {
+            "listen 443 ssl": f"listen 127.0.0.1:{https_port} ssl",
+            "listen [::]:443 ssl http2 default_server;": "",
+            "/etc/tempalias/tls/fullchain.pem": str(tls[0]),
+            "/etc/tempalias/tls/privkey.pem": str(tls[1]),
+        })
+        (prefix / "etc" / "nginx-tls.d" / "tls.conf").write_text(snippet)
+    (prefix / "site.conf").write_text(site)
+    temp = prefix / "tmp"
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log {prefix}/logs/access.log;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    gzip on;
+    include {prefix}/site.conf;
+}}
+""")
+    return conf, port, https_port
+
+
+def start_nginx(prefix: Path, upstream_port: int, src_root: Path) -> Nginx:
+    conf, port, _ = nginx_files(prefix, upstream_port, src_root)
+    process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf),
+                                "-e", str(prefix / "logs" / "error.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nginx = Nginx(port, process, prefix)
+
+    def listening():
+        if process.poll() is not None:
+            raise AssertionError("nginx exited:\n" + (prefix / "logs" / "error.log").read_text())
+        return port_answers(port)
+
+    wait_for(listening, TIMEOUT, "nginx to listen")
+    return nginx
+
+
+def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess:
+    return run(["nginx", "-t", "-p", str(prefix), "-c", str(conf),
+                "-e", str(prefix / "logs" / "error.log")])
+
+
+def test_nginx_accepts_the_site(tmp_path):
+    conf, _, _ = nginx_files(tmp_path, free_loopback_port(), REPO)
+    result = nginx_test(conf, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+@pytest.fixture
+def self_signed(tmp_path):
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)]).check_returncode()
+    return cert, key
+
+
+def test_nginx_serves_tls_with_the_operators_certificate(tmp_path, self_signed, service):
+    prefix = tmp_path / "nginx"
+    conf, _, https_port = nginx_files(prefix, service.ports["http"], REPO, tls=self_signed)
+    assert nginx_test(conf, prefix).returncode == 0
+    process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf),
+                                "-e", str(prefix / "logs" / "error.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nginx = Nginx(https_port, process, prefix)
+    try:
+        wait_for(lambda: process.poll() is not None or port_answers(https_port), TIMEOUT,
+                 "nginx to listen on TLS")
+        context = ssl.create_default_context(cafile=str(self_signed[0]))
+        status, _, body = http_request(https_port, "GET", "/healthz", https_context=context)
+        assert status == 200 and json.loads(body) == {"status": "ok"}
+    finally:
+        nginx.stop()
+
+
+@dataclass
+class Supervised:
+    conf: Path
+    process: subprocess.Popen
+    http_port: int
+    log_dir: Path
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return run(["supervisorctl", "-c", str(self.conf), *args])
+
+    def tempalias_pid(self) -> int:
+        answer = self.ctl("pid", "tempalias").stdout.strip()
+        return int(answer) if answer.isdigit() and answer != "0" else 0
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(TIMEOUT)
+        return self.process.returncode
+
+
+def start_supervised(tmp_path: Path, redis_url: str) -> Supervised:
+    """The appliance's supervisord.conf, running the appliance's example tempalias.ini; only
+    paths and the listening addresses (through TEMPALIAS_* variables) are the test's."""
+    for name in ("log", "run", "data"):
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(rewrite((APPLIANCE / "supervisor" / "supervisord.conf").read_text(), {
+        "/opt/tempalias/venv/bin/": f"{VENV_BIN}/",
+        "/etc/tempalias/tempalias.ini": str(APPLIANCE / "tempalias.ini"),
+        "/var/log/tempalias": str(tmp_path / "log"),
+        "/run/tempalias": str(tmp_path / "run"),
+        "directory = /var/lib/tempalias": f"directory = {tmp_path / 'data'}",
+    }))
+    http_port = free_loopback_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TEMPALIAS_")},
+           "TEMPALIAS_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+           "TEMPALIAS_SMTP_LISTEN": "127.0.0.1:0",
+           "TEMPALIAS_REDIS_URL": redis_url,
+           "TEMPALIAS_DATA_DIR": str(tmp_path / "data"),
+           "TEMPALIAS_DOMAINS": "tempalias.test"}
+    process = subprocess.Popen(["supervisord", "-c", str(conf)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    supervised = Supervised(conf, process, http_port, tmp_path / "log")
+
+    def healthy():
+        if process.poll() is not None:
+            raise AssertionError("supervisord exited")
+        return port_answers(http_port)
+
+    try:
+        wait_for(healthy, TIMEOUT, "tempalias under supervisord")
+    except AssertionError:
+        supervised.stop()
+        logs = "\n".join(path.read_text() for path in (tmp_path / "log").glob("*.log"))
+        raise AssertionError(f"tempalias did not start under supervisord:\n{logs}") from None
+    return supervised
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, redis_server):
+    """supervisord running tempalias, and nginx in front of it with a copy of static/ that also
+    holds a hashed asset (which only nginx can serve: tempalias serves the repo's static/)."""
+    root = tmp_path_factory.mktemp("stack")
+    src = root / "src"
+    shutil.copytree(REPO / "static", src / "static")
+    (src / "static" / "app.0123abcd.js").write_text("console.log('tempalias');\n" * 40)
+    supervised = start_supervised(root / "supervisor", redis_server.url)
+    try:
+        nginx = start_nginx(root / "nginx", supervised.http_port, src)
+    except BaseException:
+        supervised.stop()
+        raise
+    yield nginx, supervised, src
+    nginx.stop()
+    supervised.stop()
+
+
+def test_api_is_proxied(stack):
+    nginx, _, _ = stack
+    status, headers, body = http_request(
+        nginx.port, "POST", "/api/v1/aliases", json.dumps({"target": "owner@example.org"}).encode(),
+        {"Content-Type": "application/json"})
+    assert status == 201, body
+    created = json.loads(body)
+    assert created["address"].endswith("@tempalias.test")
+    status, _, body = http_request(nginx.port, "GET", f"/api/v1/aliases/{created['id']}",
+                                   headers={"Authorization": f"Bearer {created['token']}"})
+    assert status == 200 and json.loads(body)["address"] == created["address"]
+    status, _, body = http_request(nginx.port, "GET", "/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+def test_json_is_compressed(stack):
+    nginx, supervised, _ = stack
+    _, _, plain = http_request(supervised.http_port, "GET", "/api/openapi.json")
+    status, headers, body = http_request(nginx.port, "GET", "/api/openapi.json",
+                                         headers={"Accept-Encoding": "gzip"})
+    assert status == 200
+    assert headers.get("content-encoding") == "gzip"
+    assert "Accept-Encoding" in headers.get("vary", "")
+    assert len(body) < len(plain)
+    assert json.loads(gzip.decompress(body)) == json.loads(plain)
+
+
+def test_static_files_are_served_by_nginx_with_cache_headers(stack):
+    nginx, _, src = stack
+    status, headers, body = http_request(nginx.port, "GET", "/static/app.0123abcd.js",
+                                         headers={"Accept-Encoding": "gzip"})
+    assert status == 200
+    assert "immutable" in headers["cache-control"] and "max-age=31536000" in headers["cache-control"]
+    assert headers.get("content-encoding") == "gzip"  # "application/javascript; charset=utf-8"
+    assert headers["content-type"].endswith("charset=utf-8")
+    assert gzip.decompress(body) == (src / "static" / "app.0123abcd.js").read_bytes()
+
+    status, headers, body = http_request(nginx.port, "GET", "/static/index.html")
+    assert status == 200 and body == (src / "static" / "index.html").read_bytes()
+    assert headers["cache-control"] == "public, max-age=600"
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_static_names_not_on_disk_go_to_tempalias(stack):
+    """Generated files under /static/ (none yet) would come from tempalias: it answers, in JSON."""
+    nginx, _, _ = stack
+    status, headers, body = http_request(nginx.port, "GET", "/static/no-such-file.js")
+    assert status == 404
+    assert headers["content-type"].startswith("application/json")
+    assert set(json.loads(body)) >= {"error", "description"}
+
+
+def test_oversized_request_bodies_stop_at_nginx(stack):
+    nginx, _, _ = stack
+    status, _, _ = http_request(nginx.port, "POST", "/api/v1/aliases", b"x" * (200 * 1024),
+                                {"Content-Type": "application/json"})
+    assert status == 413
+
+
+def test_supervisor_restarts_tempalias_when_it_dies(stack):
+    nginx, supervised, _ = stack
+    old_pid = supervised.tempalias_pid()
+    assert old_pid > 0, supervised.ctl("status").stdout
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: supervised.tempalias_pid() not in (0, old_pid), TIMEOUT,
+             "supervisord to restart tempalias")
+    wait_for(lambda: http_request(nginx.port, "GET", "/healthz")[0] == 200, TIMEOUT,
+             "the restarted tempalias to answer through nginx")
+
+
+def test_supervisor_stops_tempalias_with_term_and_a_drain(tmp_path, redis_server):
+    supervised = start_supervised(tmp_path, redis_server.url)
+    pid = supervised.tempalias_pid()
+    assert pid > 0
+    assert supervised.stop() == 0
+    assert not Path(f"/proc/{pid}").exists()
+    log = (supervised.log_dir / "tempalias.log").read_text()
+    assert "received SIGTERM" in log and "stopped" in log
+
+
+class _EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers with the request headers it got, as JSON with a charset parameter."""
+
+    def do_GET(self):
+        body = json.dumps({"headers": dict(self.headers.items()),
+                           "padding": "x" * 1024}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def echo_behind_nginx(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    nginx = start_nginx(tmp_path / "nginx", server.server_address[1], REPO)
+    yield nginx
+    nginx.stop()
+    server.shutdown()
+    server.server_close()
+    thread.join(TIMEOUT)
+
+
+def test_client_address_is_passed_through_and_cannot_be_forged(echo_behind_nginx):
+    status, headers, body = http_request(
+        echo_behind_nginx.port, "GET", "/api/v1/anything",
+        headers={"X-Forwarded-For": "203.0.113.9", "Accept-Encoding": "gzip"})
+    assert status == 200
+    assert headers.get("content-encoding") == "gzip"  # "application/json; charset=utf-8" too
+    seen = json.loads(gzip.decompress(body))["headers"]
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["X-Real-IP"] == "127.0.0.1"
+    assert seen["X-Forwarded-Proto"] == "http"
