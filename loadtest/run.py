@@ -1,0 +1,148 @@
+"""``make loadtest``: Locust, headless, against a throwaway stack; HTML report and CSV stats kept.
+
+Starts loadtest/stack.py's stack (every abuse limit off), runs loadtest/locustfile.py for a set time
+and user count, stops the stack, and writes Locust's HTML report and CSV files into a results
+folder. Exits non-zero when any request failed that should not have, or when the sink did not
+receive exactly the messages tempalias accepted (a lost or duplicated message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadtest.stack import Stack, interrupt_on_sigterm
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+RESULTS = Path(__file__).resolve().parent / "results"
+LIVE_SENDS = "send to a live alias (expects 250)"
+
+
+@dataclass
+class RequestStats:
+    kind: str
+    name: str
+    requests: int
+    failures: int
+    median_ms: float
+    p99_ms: float
+    per_second: float
+
+
+@dataclass
+class LoadTestResult:
+    locust_status: int
+    stats: list[RequestStats]
+    sink_messages: int
+    output_dir: Path
+    problems: list[str] = field(default_factory=list)
+
+    def by_name(self, name: str) -> RequestStats | None:
+        return next((row for row in self.stats if row.name == name), None)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _percentile(response_times: dict[str, int], fraction: float) -> float:
+    """From Locust's histogram (rounded ms -> count), as Locust's own tables compute it."""
+    total = sum(response_times.values())
+    if not total:
+        return 0.0
+    seen = 0
+    for milliseconds, count in sorted((float(ms), n) for ms, n in response_times.items()):
+        seen += count
+        if seen >= total * fraction:
+            return milliseconds
+    return 0.0
+
+
+def read_stats(json_path: Path) -> list[RequestStats]:
+    """Locust's final figures (its CSV is written every few seconds, so may miss the last ones)."""
+    entries = json.loads(json_path.read_text(encoding="utf-8"))
+    stats = []
+    for entry in entries:
+        elapsed = max(1e-9, entry["last_request_timestamp"] - entry["start_time"])
+        stats.append(RequestStats(entry["method"], entry["name"], entry["num_requests"],
+                                  entry["num_failures"], _percentile(entry["response_times"], 0.5),
+                                  _percentile(entry["response_times"], 0.99),
+                                  entry["num_requests"] / elapsed))
+    return sorted(stats, key=lambda row: (row.kind, row.name))
+
+
+def run_locust(stack: Stack, output_dir: Path, users: int, spawn_rate: float, seconds: int,
+               message_bytes: int = 2048) -> int:
+    """Locust as a child process (it monkey-patches; we do not); returns its exit status."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+               "--host", stack.http_url, "--smtp-port", str(stack.smtp_port),
+               "--message-bytes", str(message_bytes),
+               "-u", str(users), "-r", str(spawn_rate), "-t", f"{seconds}s", "--stop-timeout", "10",
+               "--csv", str(output_dir / "locust"), "--html", str(output_dir / "report.html"),
+               "--json-file", str(output_dir / "stats"), "--only-summary", "--loglevel", "WARNING"]
+    with open(output_dir / "locust.log", "wb") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            return process.wait(timeout=seconds + 120)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
+
+
+def load_test(output_dir: Path, users: int = 50, spawn_rate: float = 10, seconds: int = 60,
+              workers: int = 1, message_bytes: int = 2048) -> LoadTestResult:
+    with Stack(workdir=output_dir / "stack", workers=workers) as stack:
+        status = run_locust(stack, output_dir, users, spawn_rate, seconds, message_bytes)
+    stats = read_stats(output_dir / "stats.json")
+    result = LoadTestResult(status, stats, stack.sink_counts["messages"], output_dir)
+    failed = [row for row in stats if row.failures]
+    if status != 0:
+        result.problems.append(f"locust exited with {status} (see {output_dir / 'locust.log'})")
+    for row in failed:
+        result.problems.append(f"{row.failures} of {row.requests} {row.kind} {row.name!r} failed")
+    live = result.by_name(LIVE_SENDS)
+    accepted = live.requests - live.failures if live else 0
+    if accepted != result.sink_messages:
+        result.problems.append(f"tempalias accepted {accepted} messages but the sink received "
+                               f"{result.sink_messages}")
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--spawn-rate", type=float, default=10)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=0, help="tempalias --workers; 0: one per CPU")
+    parser.add_argument("--message-bytes", type=int, default=2048)
+    parser.add_argument("--results", type=Path, default=None,
+                        help="output folder (default loadtest/results/locust-TIMESTAMP)")
+    args = parser.parse_args()
+    output_dir = args.results or RESULTS / time.strftime("locust-%Y%m%d-%H%M%S")
+    print(f"load test: {args.users} users for {args.seconds} s, tempalias --workers "
+          f"{args.workers or 'one per CPU'}, every abuse limit off; results in {output_dir}",
+          flush=True)
+    result = load_test(output_dir, args.users, args.spawn_rate, args.seconds, args.workers,
+                       args.message_bytes)
+    print(f"{'type':6} {'name':48} {'requests':>9} {'failed':>7} {'req/s':>8} {'p50 ms':>7} "
+          f"{'p99 ms':>7}")
+    for row in result.stats:
+        print(f"{row.kind:6} {row.name:48} {row.requests:9d} {row.failures:7d} "
+              f"{row.per_second:8.1f} {row.median_ms:7.0f} {row.p99_ms:7.0f}")
+    print(f"messages received by the sink: {result.sink_messages}")
+    print(f"HTML report: {output_dir / 'report.html'}")
+    for problem in result.problems:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    interrupt_on_sigterm()
+    raise SystemExit(main())
