@@ -8,19 +8,20 @@ STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 
 RUN_PACKAGES := redis-server:redis-server python-venv:python3-venv
 # What the test suite needs, one line per part of the project (COMMAND:DEBIAN_PACKAGE pairs).
-SMTP_TEST_PACKAGES :=
-FRONTEND_TEST_PACKAGES :=
+SMTP_TEST_PACKAGES := swaks:swaks openssl:openssl
+FRONTEND_TEST_PACKAGES := chromium:chromium npm:npm
 ABUSE_TEST_PACKAGES :=
-APPLIANCE_TEST_PACKAGES :=
+APPLIANCE_TEST_PACKAGES := nginx:nginx shellcheck:shellcheck supervisord:supervisor packer:packer \
+	systemd-analyze:systemd nft:nftables openssl:openssl redis-cli:redis-tools ssh-keygen:openssh-client
 TEST_PACKAGES := $(RUN_PACKAGES) $(SMTP_TEST_PACKAGES) $(FRONTEND_TEST_PACKAGES) \
 	$(ABUSE_TEST_PACKAGES) $(APPLIANCE_TEST_PACKAGES)
 
-.PHONY: run test venv system-run system-test clean
+.PHONY: run test venv system-run system-test frontend-node clean
 
 run: system-run venv
 	$(BIN)/tempalias serve
 
-test: system-test venv
+test: system-test venv frontend-node
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 venv: $(STAMP)
@@ -30,6 +31,15 @@ $(STAMP): setup.py
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# JavaScript the browser tests inject (axe-core), pinned by its lock file, kept in a git-ignored
+# node_modules beside it.
+FRONTEND_NODE := tests/frontend_node
+frontend-node: $(FRONTEND_NODE)/node_modules/.installed
+
+$(FRONTEND_NODE)/node_modules/.installed: $(FRONTEND_NODE)/package.json $(FRONTEND_NODE)/package-lock.json
+	npm ci --prefix $(FRONTEND_NODE) --no-audit --no-fund --loglevel=error
 	touch $@
 
 system-run:
@@ -43,3 +53,6 @@ clean:
 
 # The appliance's targets (image, test-image) live beside its files.
 -include appliance/appliance.mk
+
+# The load test and benchmark targets (loadtest, bench) live beside their files.
+-include loadtest/loadtest.mk

@@ -59,16 +59,38 @@ def _store(config: Config, exclusive: bool = False) -> Iterator[AliasStore]:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
-    from tempalias.service import Service
+    from tempalias.service import Service, write_ready_file
+    from tempalias.workers import WorkerSupervisor, default_worker_count
 
-    with _store(config, exclusive=True) as store:
-        service = Service(config, store)
-        service.start()
+    workers = args.workers if args.workers is not None else config.workers
+    workers = workers or default_worker_count()
+    if workers == 1:
+        with _store(config, exclusive=True) as store:
+            service = Service(config, store)
+            service.start()
+            if args.ready_file:
+                write_ready_file(args.ready_file, service.ports())
+            log.info("ready: domains %s", ", ".join(config.domains))
+            service.serve_until_signalled()
+        return 0
+
+    with _redis_url(config, exclusive=True) as url:
+        def worker_main(sockets) -> int:
+            store = AliasStore(connect(url, config.redis_timeout), id_length=config.id_length)
+            try:
+                service = Service(config, store, sockets)
+                service.start()
+                service.serve_until_signalled()
+            finally:
+                store.close()
+            return 0
+
+        supervisor = WorkerSupervisor(config, workers, worker_main)
+        supervisor.start()
         if args.ready_file:
-            service.write_ready_file(args.ready_file)
-        log.info("ready: domains %s", ", ".join(config.domains))
-        service.serve_until_signalled()
-    return 0
+            write_ready_file(args.ready_file, supervisor.ports())
+        log.info("ready: %d workers, domains %s", workers, ", ".join(config.domains))
+        return supervisor.run()
 
 
 def cmd_create(config: Config, args: argparse.Namespace) -> int:
@@ -118,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP API and the SMTP proxy")
     serve.add_argument("--ready-file", metavar="PATH",
                        help="write {pid, http, smtp} as JSON here once listening")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="processes sharing the ports (default TEMPALIAS_WORKERS; 0: one per CPU)")
     serve.set_defaults(run=cmd_serve)
     create = commands.add_parser("create", help="create an alias and print its address and token")
     create.add_argument("--target", required=True)
@@ -143,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tempalias: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(config, args)
     except EmbeddedRedisError as exc:

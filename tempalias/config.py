@@ -34,6 +34,20 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A token bucket: ``count`` at once, refilled evenly so that ``count`` per ``seconds``."""
+
+    count: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.seconds:g}s"
+
+
 @dataclass(frozen=True)
 class Config:
     redis_url: str | None = None
@@ -50,6 +64,8 @@ class Config:
     drain_seconds: float = 10.0
     redis_timeout: float = 3.0
     log_level: str = "INFO"
+    workers: int = 0  # 0: one per CPU
+    purge_interval: float = 300.0
     public_url: str | None = None
     # SMTP proxy
     banner_hostname: str | None = None
@@ -66,6 +82,22 @@ class Config:
     smarthost_tls: str = "off"
     smarthost_user: str | None = None
     smarthost_password: str | None = None
+    # abuse defences (tempalias/abuse.py, tempalias/rbl.py); a rate of None is switched off
+    rbl_zones: tuple[str, ...] = ()
+    dns_servers: tuple[Listen, ...] = ()
+    rbl_timeout: float = 2.0
+    rbl_fail_closed: bool = False
+    trusted_networks: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"),
+                                               ipaddress.ip_network("::1/128"))
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    create_rate_per_ip: Rate | None = Rate(5, 50.0)
+    create_daily_per_ip: Rate | None = Rate(50, 86400.0)
+    create_daily_per_target: Rate | None = Rate(20, 86400.0)
+    smtp_connections_per_ip: Rate | None = Rate(60, 60.0)
+    smtp_messages_per_ip: Rate | None = Rate(100, 3600.0)
+    smtp_concurrent_per_ip: int = 10
+    alias_message_rate: Rate | None = Rate(30, 3600.0)
+    http_client_timeout: float = 20.0
 
     @property
     def primary_domain(self) -> str:
@@ -190,6 +222,60 @@ def _log_level(raw: str) -> str:
     return level
 
 
+_PERIOD_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(raw: str) -> Rate | None:
+    """``COUNT/PERIOD`` (period in s, m, h or d, e.g. ``5/50s``, ``20/1d``); ``0`` switches it off."""
+    text = raw.strip().lower()
+    if text in ("0", "off"):
+        return None
+    match = re.fullmatch(r"(\d{1,9})\s*/\s*(\d+(?:\.\d+)?)?\s*([smhd]?)", text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError("must be COUNT/PERIOD such as 5/50s, 100/1h or 20/1d, or 0 for off")
+    seconds = float(match.group(2) or 1) * _PERIOD_UNITS[match.group(3)]
+    if not 0 < seconds <= 366 * 86400:
+        raise ValueError("the period must be above 0 and at most 366 days")
+    return Rate(int(match.group(1)), seconds)
+
+
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(f"must be comma-separated CIDR networks: {exc}") from None
+
+
+def _dns_servers(raw: str) -> tuple[Listen, ...]:
+    """``host`` or ``host:port`` (``[v6]:port``), IP addresses only; port 53 by default."""
+    servers = []
+    for part in (part.strip() for part in raw.split(",")):
+        if not part:
+            continue
+        try:
+            ipaddress.ip_address(part)
+            servers.append(Listen(part, 53))
+            continue
+        except ValueError:
+            pass
+        server = parse_listen(part)
+        ipaddress.ip_address(server.host)  # a resolver must be an address, not a name
+        servers.append(server)
+    return tuple(servers)
+
+
+def _zones(raw: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(parse_domain(part) for part in raw.split(",") if part.strip()))
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("must be yes or no")
+    return value in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # the Config field; TEMPALIAS_<NAME> in the environment, <name> in the INI file
@@ -212,6 +298,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("drain_seconds", _seconds, "how long SIGTERM waits for in-flight work"),
     Setting("redis_timeout", _seconds, "timeout of every Redis connect and command, seconds"),
     Setting("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Setting("workers", _int_between(0, 256), "worker processes sharing the ports; 0: one per CPU"),
+    Setting("purge_interval", _seconds, "seconds between sweeps of ended aliases out of Redis"),
     Setting("public_url", _public_url, "the URL people reach the frontend at; default http://HTTP_LISTEN"),
     Setting("banner_hostname", _optional_text, "host name in the SMTP greeting; default the first domain"),
     Setting("max_message_size", _int_between(1024, 1 << 30), "largest message accepted, bytes"),
@@ -227,6 +315,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smarthost_tls", _one_of("off", "opportunistic", "required"), "STARTTLS to the smarthost"),
     Setting("smarthost_user", _optional_text, "AUTH user name at the smarthost"),
     Setting("smarthost_password", _optional_text, "AUTH password at the smarthost"),
+    Setting("rbl_zones", _zones, "comma-separated DNS block lists to check clients in; empty: none"),
+    Setting("dns_servers", _dns_servers, "resolvers for RBL look-ups (ip or ip:port); empty: system's"),
+    Setting("rbl_timeout", _seconds, "seconds one RBL look-up may take"),
+    Setting("rbl_fail_closed", _boolean, "yes: an RBL timeout or SERVFAIL refuses (4xx/503)"),
+    Setting("trusted_networks", _networks, "CIDR list never RBL-checked nor rate-limited"),
+    Setting("trusted_proxies", _networks, "CIDR list whose X-Forwarded-For is believed"),
+    Setting("create_rate_per_ip", parse_rate, "alias creations per client IP (burst/period); 0: off"),
+    Setting("create_daily_per_ip", parse_rate, "second, longer creation cap per client IP; 0: off"),
+    Setting("create_daily_per_target", parse_rate, "new aliases for one target address; 0: off"),
+    Setting("smtp_connections_per_ip", parse_rate, "SMTP connections per client IP; 0: off"),
+    Setting("smtp_messages_per_ip", parse_rate, "SMTP messages per client IP; 0: off"),
+    Setting("smtp_concurrent_per_ip", _int_between(0, 100_000), "open SMTP connections per IP; 0: off"),
+    Setting("alias_message_rate", parse_rate, "messages one alias forwards (burst/period); 0: off"),
+    Setting("http_client_timeout", _seconds, "seconds an HTTP client may take to send a request"),
 )
 
 

@@ -7,67 +7,89 @@ lets in-flight work finish for ``drain_seconds``, then stops whatever is left.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import signal
+import time
 
 import gevent
 import gevent.event
-from gevent.pool import Pool
-from gevent.pywsgi import WSGIServer
+import greenlet
 
+from tempalias.abuse import AbusePolicy
 from tempalias.config import Config
+from tempalias.httpserver import HTTPServer
+from tempalias.janitor import Janitor
 from tempalias.listeners import bound_port, make_listener
-from tempalias.store import AliasStore
+from tempalias.smtp.delivery import Delivery
+from tempalias.smtp.forwarder import Forwarder
+from tempalias.smtp.maildir import MaildirDelivery
+from tempalias.smtp.relay import SmarthostDelivery
+from tempalias.smtp.server import SMTPServer
+from tempalias.srs import SRS, load_or_create_secret
+from tempalias.store import AliasStore, RateLimiter
 from tempalias.web import create_app
+from tempalias.workers import WorkerSockets
 
 log = logging.getLogger(__name__)
 
 HTTP_CONCURRENCY = 1000
 
 
-class _ErrorLog:
-    """pywsgi's error_log wants a file-like object; route it into logging."""
-
-    def write(self, text: str) -> None:
-        text = text.strip()
-        if text:
-            log.error("http: %s", text)
-
-    def flush(self) -> None:
-        pass
-
-
 class Service:
-    def __init__(self, config: Config, store: AliasStore) -> None:
+    def __init__(self, config: Config, store: AliasStore,
+                 sockets: "WorkerSockets | None" = None) -> None:
+        """``sockets``: listeners bound by a pre-forking parent (``--workers``); else bind here."""
         self.config = config
         self.store = store
-        self.http_socket = make_listener(config.http_listen)
-        self.http = WSGIServer(self.http_socket, create_app(config, store), log=None,
-                               error_log=_ErrorLog(), spawn=Pool(HTTP_CONCURRENCY))
+        self.http_socket = sockets.http if sockets else make_listener(config.http_listen)
+        self.policy = AbusePolicy.from_config(config, RateLimiter(store.redis))
+        self.http = HTTPServer(self.http_socket, create_app(config, store, self.policy),
+                               client_timeout=config.http_client_timeout,
+                               concurrency=HTTP_CONCURRENCY)
+        self.delivery = _delivery(config)
+        self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
+        try:
+            forwarder = Forwarder(config, store, _srs(config), self.delivery, self.policy)
+            self.smtp = SMTPServer(self.smtp_socket, config, forwarder, self.policy)
+        except BaseException:
+            self.smtp_socket.close()
+            raise
+        self.janitor = Janitor(store, config.purge_interval)
         self._stopping = gevent.event.Event()
 
     @property
     def http_port(self) -> int:
         return bound_port(self.http_socket)
 
+    @property
+    def smtp_port(self) -> int:
+        return bound_port(self.smtp_socket)
+
     def start(self) -> None:
+        self.janitor.start()
         self.http.start()
         host = self.config.http_listen.host
         log.info("http listening on %s:%d", host, self.http_port)
+        self.smtp.start()
+        log.info("smtp listening on %s:%d; mail goes to %s", self.config.smtp_listen.host,
+                 self.smtp_port, self.delivery.description)
 
     def ports(self) -> dict[str, int]:
-        return {"http": self.http_port}
+        return {"http": self.http_port, "smtp": self.smtp_port}
 
-    def write_ready_file(self, path: str) -> None:
-        """Atomically say where we listen, for supervisors and tests that bind port 0."""
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"pid": os.getpid(), **self.ports()}, handle)
-        os.replace(temporary, path)
+    def log_status(self, signum: int | None = None) -> None:
+        """SIGUSR1: one line with what the process holds, so leaks are visible from outside."""
+        hub = gevent.get_hub()  # the worker threads of gevent's resolver have hubs of their own
+        alive = sum(1 for obj in gc.get_objects()
+                    if isinstance(obj, greenlet.greenlet) and obj and obj.parent is hub)
+        log.info("status: smtp_sessions=%d greenlets=%d", self.smtp.open_sessions, alive)
 
     def request_stop(self, signum: int | None = None) -> None:
+        if self._stopping.is_set():
+            return
         if signum is not None:
             log.info("received %s: draining for up to %.0f s",
                      signal.Signals(signum).name, self.config.drain_seconds)
@@ -76,15 +98,41 @@ class Service:
     def serve_until_signalled(self) -> None:
         handlers = [gevent.signal_handler(sig, self.request_stop, sig)
                     for sig in (signal.SIGTERM, signal.SIGINT)]
+        handlers.append(gevent.signal_handler(signal.SIGUSR1, self.log_status, signal.SIGUSR1))
         try:
             self._stopping.wait()
+            self.stop()  # a second signal while draining finds the handlers still there: no-op
         finally:
             for handler in handlers:
                 handler.cancel()
-        self.stop()
 
     def stop(self) -> None:
         """Close the listeners first, then drain every server within one shared deadline."""
+        deadline = time.monotonic() + self.config.drain_seconds
         self.http.close()
-        self.http.stop(timeout=self.config.drain_seconds)
+        self.smtp.close()
+        self.http.drain(timeout=max(0.0, deadline - time.monotonic()))
+        self.smtp.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self.delivery.close()
+        self.janitor.stop()
         log.info("stopped")
+
+
+def _delivery(config: Config) -> Delivery:
+    """The smarthost when one is configured, else a Maildir under the data directory."""
+    if config.smarthost is not None:
+        return SmarthostDelivery(config, config.banner_hostname or config.primary_domain)
+    return MaildirDelivery(os.path.join(config.data_dir, "Maildir"))
+
+
+def _srs(config: Config) -> SRS:
+    """The secret from the config, else the one generated once into the data directory."""
+    return SRS(config.srs_secret or load_or_create_secret(config.data_dir), config.primary_domain)
+
+
+def write_ready_file(path: str, ports: dict[str, int]) -> None:
+    """Atomically say where we listen, for supervisors and tests that bind port 0."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump({"pid": os.getpid(), **ports}, handle)
+    os.replace(temporary, path)

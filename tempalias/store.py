@@ -27,6 +27,7 @@ import hmac
 import re
 import secrets
 import string
+import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -44,23 +45,21 @@ MS_PER_DAY = 86_400_000
 # KEYS[2] - the alias hash (ta:{id}:alias)
 # ARGV[1] - target address
 # ARGV[2] - SHA-256 hex of the management token
-# ARGV[3] - lifetime in milliseconds
-# ARGV[4] - uses allowed, or '' for an alias limited by time only
-# returns {created_ms, expires_ms}, or 0 when the id was ever taken before
+# ARGV[3] - created, epoch ms
+# ARGV[4] - expires, epoch ms (the key's PEXPIREAT, and the score the caller gives ta:ends)
+# ARGV[5] - uses allowed, or '' for an alias limited by time only
+# returns 1, or 0 when the id was ever taken before (nothing is written then)
 CREATE_ALIAS = """
 if not redis.call('SET', KEYS[1], '1', 'NX') then
     return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expires = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[2], 'target', ARGV[1], 'token', ARGV[2],
-           'created', now, 'expires', expires, 'delivered', 0)
-if ARGV[4] ~= '' then
-    redis.call('HSET', KEYS[2], 'uses', ARGV[4])
+           'created', ARGV[3], 'expires', ARGV[4], 'delivered', 0)
+if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[2], 'uses', ARGV[5])
 end
-redis.call('PEXPIREAT', KEYS[2], expires)
-return {now, expires}
+redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+return 1
 """
 
 # KEYS[1] - ta:idlen
@@ -238,6 +237,7 @@ class AliasStore:
     ) -> None:
         self.redis = client
         self.id_length = id_length
+        self._id_length_seen: int | None = None
         self.id_alphabet = id_alphabet
         self.reservation_ms = int(reservation_seconds * 1000)
         self._create = client.register_script(CREATE_ALIAS)
@@ -254,21 +254,36 @@ class AliasStore:
 
     @_unavailable_on_redis_errors
     def create(self, target: str, lifetime_ms: int, uses: int | None) -> NewAlias:
-        """Store a new alias under a never-used id; raise the id length on every collision."""
+        """Store a new alias under a never-used id; raise the id length on every collision.
+
+        One round trip: the script and the ``ta:ends`` entry travel in one pipeline. ``ZADD NX``
+        cannot touch a live alias's entry on a collision (ids are never reused), and the id
+        length is remembered per store and refreshed from Redis at each collision.
+        """
         token = secrets.token_urlsafe(24)
-        length = self.current_id_length()
+        token_hash = hash_token(token)
+        if self._id_length_seen is None:
+            self._id_length_seen = self.current_id_length()
+        length = self._id_length_seen
         while True:
             alias_id = "".join(secrets.choice(self.id_alphabet) for _ in range(length))
-            created = self._create(
-                keys=[_id_key(alias_id), _alias_key(alias_id)],
-                args=[target, hash_token(token), lifetime_ms, "" if uses is None else uses],
-            )
+            created_ms = int(time.time() * 1000)
+            expires_ms = created_ms + lifetime_ms
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._create.sha, 2, _id_key(alias_id), _alias_key(alias_id), target,
+                         token_hash, created_ms, expires_ms, "" if uses is None else uses)
+            pipe.zadd(ENDS_KEY, {alias_id: expires_ms}, nx=True)
+            created, _ = pipe.execute(raise_on_error=False)
+            if isinstance(created, redis.exceptions.NoScriptError):
+                self.redis.script_load(CREATE_ALIAS)  # Redis restarted or flushed its scripts
+                continue
+            if isinstance(created, Exception):
+                raise created
             if created:
-                created_ms, expires_ms = int(created[0]), int(created[1])
-                self.redis.zadd(ENDS_KEY, {alias_id: expires_ms})
                 alias = Alias(alias_id, target, created_ms, expires_ms, uses, 0)
                 return NewAlias(alias, token)
             length = int(self._raise_id_length(keys=[IDLEN_KEY], args=[length, self.id_length]))
+            self._id_length_seen = length
 
     # --- reading and revoking, for the alias's owner
 
@@ -396,3 +411,119 @@ class AliasStore:
     def close(self) -> None:
         self.redis.close()
         self.redis.connection_pool.disconnect()
+
+
+# --- rate limits and connection budgets (used by tempalias/abuse.py)
+#
+# Keys: ``ta:rl:{SUBJECT}:LIMIT``, where SUBJECT is what is limited (``ip:192.0.2.7``,
+# ``net:2001:db8:1:2::/64``, ``to:<sha256 of the target>``, ``alias:<id>``) and is the key's hash
+# tag, so every script touches one Redis Cluster slot. Each expires by itself once it says nothing.
+#
+# The limits are token buckets, kept as GCRA (the generic cell rate algorithm): one key per bucket
+# holding the "theoretical arrival time" (TAT), the moment the bucket would be full again. A Rate of
+# N per P seconds lets N requests through at once and then one every P/N seconds; a refused request
+# takes nothing, so a client that keeps knocking is not punished further, and the wait until the
+# next token is exact, which is what Retry-After says.
+
+# KEYS[1..n] - one bucket per limit, all sharing one hash tag
+# ARGV[2i-1] - the emission interval of KEYS[i] in ms: the period divided by the count
+# ARGV[2i]   - the burst tolerance of KEYS[i] in ms: the interval times (count - 1)
+# returns {0, 0} when every bucket had a token (each then took one), or {ms to wait, i} for the
+#         bucket that is empty for longest (then nothing is taken from any bucket)
+TAKE_TOKENS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait, worst = 0, 0
+local tats = {}
+for i, key in ipairs(KEYS) do
+    local tat = math.max(tonumber(redis.call('GET', key) or now), now)
+    local late = tat - tonumber(ARGV[2 * i]) - now
+    if late > wait then
+        wait, worst = late, i
+    end
+    tats[i] = tat
+end
+if worst > 0 then
+    return {wait, worst}
+end
+for i, key in ipairs(KEYS) do
+    local tat = tats[i] + tonumber(ARGV[2 * i - 1])
+    redis.call('SET', key, tat, 'PX', tat - now)
+end
+return {0, 0}
+"""
+
+# KEYS[1] - sorted set of the subject's open connections (lease id -> moment the lease lapses)
+# ARGV[1] - a fresh random lease id
+# ARGV[2] - how many may be open at once
+# ARGV[3] - how long a lease lasts if nobody gives it back (its holder died), ms
+# returns 1 when the lease was granted, 0 when ARGV[2] are open already
+OPEN_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:  # only for annotations: the store does not depend on the config
+    from tempalias.config import Rate
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """A limit said no: ``limit`` names it, ``retry_after_ms`` is when it will say yes again."""
+
+    limit: str
+    retry_after_ms: int
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, -(-self.retry_after_ms // 1000))
+
+
+def _limit_key(subject: str, limit: str) -> str:
+    return f"ta:rl:{{{subject}}}:{limit}"
+
+
+class RateLimiter:
+    """Token buckets and connection leases in Redis, shared by every process on it."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._take = client.register_script(TAKE_TOKENS)
+        self._open_lease = client.register_script(OPEN_LEASE)
+
+    @_unavailable_on_redis_errors
+    def take(self, subject: str, limits: dict[str, Rate]) -> Throttled | None:
+        """Take one token from each named bucket of ``subject``, all or none; None means go."""
+        if not limits:
+            return None
+        names = list(limits)
+        args: list[int] = []
+        for rate in limits.values():
+            interval = max(1, int(rate.seconds * 1000 / rate.count))
+            args += [interval, interval * (rate.count - 1)]
+        wait, worst = self._take(keys=[_limit_key(subject, name) for name in names], args=args)
+        if int(worst) == 0:
+            return None
+        return Throttled(names[int(worst) - 1], int(wait))
+
+    @_unavailable_on_redis_errors
+    def open_lease(self, subject: str, limit: int, lifetime_ms: int) -> str | None:
+        """A lease id if fewer than ``limit`` of ``subject``'s are open; give it back when done."""
+        lease_id = secrets.token_hex(8)
+        granted = self._open_lease(keys=[_limit_key(subject, "open")],
+                                   args=[lease_id, limit, lifetime_ms])
+        return lease_id if int(granted) else None
+
+    @_unavailable_on_redis_errors
+    def close_lease(self, subject: str, lease_id: str) -> None:
+        self.redis.zrem(_limit_key(subject, "open"), lease_id)

@@ -67,3 +67,44 @@ def service_factory(tmp_path_factory, redis_server):
 def service(service_factory):
     """One running tempalias on the session's Redis, shared by the tests that only talk to it."""
     return service_factory()
+
+
+@pytest.fixture(scope="session")
+def dns_server():
+    """A real DNS server on a loopback UDP port serving test block lists (tests/dns_server.py)."""
+    from dns_server import TestDnsServer
+
+    server = TestDnsServer().start()
+    yield server
+    server.stop()
+
+
+# --- SMTP proxy (tests/test_smtp_*.py): a real SMTP sink as smarthost, and tempalias in front
+
+
+@pytest.fixture(scope="session")
+def smtp_sink_server():
+    """One aiosmtpd sink for the session (tests/smtp_sink.py); ``smtp_sink`` resets it per test."""
+    from smtp_sink import SmtpSink
+
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def smtp_sink(smtp_sink_server):
+    smtp_sink_server.reset()
+    yield smtp_sink_server
+    smtp_sink_server.release.set()
+
+
+@pytest.fixture(scope="session")
+def smtp_service(service_factory, smtp_sink_server):
+    """tempalias relaying to the session's sink; short smarthost timeout for the stall tests."""
+    return service_factory(env={
+        "TEMPALIAS_SMARTHOST": smtp_sink_server.address,
+        "TEMPALIAS_SMARTHOST_TIMEOUT": "3",
+        "TEMPALIAS_SRS_SECRET": "test-srs-secret",
+        "TEMPALIAS_SMTP_MAX_BAD_COMMANDS": "5",
+    })

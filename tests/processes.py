@@ -41,6 +41,9 @@ class ServiceProcess:
             "TEMPALIAS_SMTP_LISTEN": "127.0.0.1:0",
             "TEMPALIAS_DATA_DIR": str(workdir / "data"),
             "TEMPALIAS_DOMAINS": "tempalias.test",
+            "TEMPALIAS_WORKERS": "1",
+            # Services sweep ended aliases only when a test asks, so store tests are not raced.
+            "TEMPALIAS_PURGE_INTERVAL": "86400",
             **env,
         }
         self.args = args

@@ -13,8 +13,9 @@ import logging
 
 from bottle import Bottle, request, response
 
+from tempalias.abuse import AbusePolicy
 from tempalias.config import Config
-from tempalias.store import AliasStore, StoreUnavailable
+from tempalias.store import AliasStore, RateLimiter, StoreUnavailable
 from tempalias.web import api, frontend, legacy
 from tempalias.web.errors import ApiError, json_error_handler
 
@@ -45,10 +46,29 @@ def _cors_headers() -> None:
         response.set_header("Access-Control-Expose-Headers", "Location, Retry-After")
 
 
-def create_app(config: Config, store: AliasStore) -> Bottle:
+def _slow_body_is_408(callback):
+    """The socket timeout (service.py) fired while a route read the body: a slow client."""
+
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except TimeoutError:
+            log.info("%s %s: client too slow sending the body", request.method, request.path)
+            error = ApiError(408, "request-timeout", "the request body came too slowly")
+            error.set_header("Connection", "close")
+            raise error from None
+
+    return wrapper
+
+
+def create_app(config: Config, store: AliasStore, policy: AbusePolicy | None = None) -> Bottle:
+    if policy is None:
+        policy = AbusePolicy.from_config(config, RateLimiter(store.redis))
     app = Bottle(catchall=True, autojson=False)
     app.default_error_handler = json_error_handler
     app.install(_store_unavailable_is_503)
+    app.install(_slow_body_is_408)
     app.add_hook("after_request", _cors_headers)
 
     @app.route("/api/v1/aliases", method="OPTIONS")
@@ -62,7 +82,7 @@ def create_app(config: Config, store: AliasStore) -> Bottle:
         response.set_header("Access-Control-Max-Age", "86400")
         return b""
 
-    api.install(app, config, store)
-    legacy.install(app, config, store)
+    api.install(app, config, store, policy)
+    legacy.install(app, config, store, policy)
     frontend.install(app, config)
     return app

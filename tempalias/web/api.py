@@ -7,9 +7,11 @@ import logging
 
 from bottle import Bottle, request, response
 
+from tempalias.abuse import AbusePolicy
 from tempalias.config import Config
 from tempalias.store import MS_PER_DAY, AliasNotFound, AliasStore
 from tempalias.web.errors import JSON_TYPE, ApiError
+from tempalias.web.guard import creation_refusal, refusal_error
 from tempalias.web.jsonbody import read_json_object
 from tempalias.web.openapi import openapi_document
 from tempalias.web.present import alias_json
@@ -28,7 +30,7 @@ def _bearer_token() -> str:
     return token.strip()
 
 
-def install(app: Bottle, config: Config, store: AliasStore) -> None:
+def install(app: Bottle, config: Config, store: AliasStore, policy: AbusePolicy) -> None:
     document = json.dumps(openapi_document(config))
 
     @app.post("/api/v1/aliases")
@@ -38,6 +40,9 @@ def install(app: Bottle, config: Config, store: AliasStore) -> None:
             order = validate_order(config, fields)
         except FieldError as exc:
             raise ApiError(422, "invalid-field", exc.description, field=exc.field) from None
+        refusal = creation_refusal(policy, order.target)
+        if refusal:
+            raise refusal_error(refusal)
         created = store.create(order.target, order.days * MS_PER_DAY, order.uses)
         log.info("alias %s created (days=%d uses=%s)", created.alias.id, order.days, order.uses)
         body = alias_json(config, created.alias)

@@ -15,9 +15,11 @@ from typing import Any
 
 from bottle import Bottle, request, response
 
+from tempalias.abuse import AbusePolicy
 from tempalias.config import Config
 from tempalias.store import MS_PER_DAY, AliasStore, StoreUnavailable
 from tempalias.web.errors import JSON_TYPE, ApiError
+from tempalias.web.guard import creation_refusal, refusal_body
 from tempalias.web.jsonbody import read_json_object
 from tempalias.web.present import legacy_alias_json
 from tempalias.web.validation import FieldError, validate_order
@@ -29,16 +31,20 @@ _QUERY_FIELDS = ("target", "days", "max-usage")
 
 
 class LegacyError(Exception):
-    def __init__(self, status: int, error: str, description: str) -> None:
+    def __init__(self, status: int, error: str, description: str, **extra: Any) -> None:
         super().__init__(description)
-        self.status, self.body = status, {"error": error, "description": description}
+        self.status, self.body = status, {"error": error, "description": description, **extra}
 
 
-def _create(config: Config, store: AliasStore, fields: dict[str, Any]) -> dict[str, Any]:
+def _create(config: Config, store: AliasStore, policy: AbusePolicy,
+            fields: dict[str, Any]) -> dict[str, Any]:
     try:
         order = validate_order(config, fields, uses_key="max-usage", legacy=True)
     except FieldError as exc:
         raise LegacyError(400, "invalid-data", exc.description) from None
+    refusal = creation_refusal(policy, order.target)
+    if refusal:
+        raise LegacyError(refusal.http_status, **refusal_body(refusal))
     try:
         created = store.create(order.target, order.days * MS_PER_DAY, order.uses)
     except StoreUnavailable:
@@ -49,14 +55,17 @@ def _create(config: Config, store: AliasStore, fields: dict[str, Any]) -> dict[s
     return legacy_alias_json(config, created.alias, order.days, created.token)
 
 
-def install(app: Bottle, config: Config, store: AliasStore) -> None:
+def install(app: Bottle, config: Config, store: AliasStore, policy: AbusePolicy) -> None:
     @app.post("/aliases")
     def legacy_create():
         fields = read_json_object(config.http_max_body, legacy=True)
         try:
-            body = _create(config, store, fields)
+            body = _create(config, store, policy, fields)
         except LegacyError as exc:
-            raise ApiError(exc.status, **exc.body) from None
+            error = ApiError(exc.status, **exc.body)
+            if "retry_after" in exc.body:
+                error.set_header("Retry-After", str(exc.body["retry_after"]))
+            raise error from None
         response.content_type = JSON_TYPE
         response.set_header("Cache-Control", "no-store")
         return json.dumps(body)
@@ -75,7 +84,7 @@ def install(app: Bottle, config: Config, store: AliasStore) -> None:
                                   if name in request.query}
         fields.update({name: None for name in unknown})
         try:
-            body = _create(config, store, fields)
+            body = _create(config, store, policy, fields)
         except LegacyError as exc:
             body = exc.body  # JSONP cannot see statuses: 200, with the error in the payload
         response.content_type = "text/javascript; charset=utf-8"

@@ -83,6 +83,10 @@ def openapi_document(config: Config) -> dict[str, Any]:
     bearer = [{"token": []}]
     unavailable = _error_response("the alias store is unreachable; retry later")
     not_found = _error_response("no alias with this id and token (also for a wrong or no token)")
+    rbl_listed = _error_response("the client address is on a DNS block list (`rbl-listed`)")
+    rate_limited = {**_error_response("too many new aliases from this client or for this target "
+                                      "(`rate-limited`); `retry_after` says when to try again"),
+                    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}}
     id_param = {"name": "alias_id", "in": "path", "required": True, "schema": alias_id}
     return {
         "openapi": "3.1.0",
@@ -105,6 +109,8 @@ def openapi_document(config: Config) -> dict[str, Any]:
                         "413": _error_response("the body is too large"),
                         "415": _error_response("the body is not application/json"),
                         "422": _error_response("a field is invalid; `field` names it"),
+                        "403": rbl_listed,
+                        "429": rate_limited,
                         "503": unavailable,
                     },
                 },
@@ -141,6 +147,8 @@ def openapi_document(config: Config) -> dict[str, Any]:
                             "schema": {"$ref": "#/components/schemas/LegacyAlias"}}}},
                         "400": _error_response("invalid request or data"),
                         "413": _error_response("the body is too large"),
+                        "403": rbl_listed,
+                        "429": rate_limited,
                         "503": unavailable,
                     },
                 },
