@@ -1,7 +1,7 @@
 # The appliance's make targets, included by the top-level Makefile.
 #   make image       the base Debian 12 disk and the appliance image: build/image/tempalias.qcow2
 #   make test-image  builds the image and boots it under qemu to test it (tests/test_image.py)
-# Both need root (mmdebstrap, file ownership in the image) and about 10 minutes under TCG.
+# Both need root (mmdebstrap, file ownership in the image) and 10 to 20 minutes under TCG.
 
 IMAGE_DIR := build/image
 # COMMAND:DEBIAN_PACKAGE pairs for building and booting the image.

@@ -66,6 +66,7 @@ class Config:
     log_level: str = "INFO"
     workers: int = 0  # 0: one per CPU
     purge_interval: float = 300.0
+    postmaster: str | None = None
     public_url: str | None = None
     # SMTP proxy
     banner_hostname: str | None = None
@@ -192,6 +193,18 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _postmaster(raw: str) -> str | None:
+    from tempalias.addresses import InvalidAddress, parse_address
+
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        return str(parse_address(text))
+    except InvalidAddress as exc:
+        raise ValueError(f"must be an email address: {exc}") from None
+
+
 def _optional_text(raw: str) -> str | None:
     return raw.strip() or None
 
@@ -300,6 +313,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
     Setting("workers", _int_between(0, 256), "worker processes sharing the ports; 0: one per CPU"),
     Setting("purge_interval", _seconds, "seconds between sweeps of ended aliases out of Redis"),
+    Setting("postmaster", _postmaster, "where mail to postmaster@ our domains goes; unset: refused"),
     Setting("public_url", _public_url, "the URL people reach the frontend at; default http://HTTP_LISTEN"),
     Setting("banner_hostname", _optional_text, "host name in the SMTP greeting; default the first domain"),
     Setting("max_message_size", _int_between(1024, 1 << 30), "largest message accepted, bytes"),
@@ -376,6 +390,9 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
             f"{ENV_PREFIX}DEFAULT_DAYS: {config.default_days} is above "
             f"{ENV_PREFIX}MAX_DAYS ({config.max_days})"
         )
+    if config.postmaster is not None and config.postmaster.rpartition("@")[2] in config.domains:
+        raise ConfigError(f"{ENV_PREFIX}POSTMASTER: may not be at one of our own domains "
+                          "(mail to it would loop)")
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ConfigError(f"{ENV_PREFIX}TLS_CERT and {ENV_PREFIX}TLS_KEY must be set together")
     if (config.smarthost_user is None) != (config.smarthost_password is None):

@@ -76,6 +76,9 @@ class Service:
         self.smtp.start()
         log.info("smtp listening on %s:%d; mail goes to %s", self.config.smtp_listen.host,
                  self.smtp_port, self.delivery.description)
+        if self.config.postmaster is None:
+            log.warning("TEMPALIAS_POSTMASTER is unset: mail to postmaster@ our domains is refused "
+                        "(RFC 5321 4.5.1 asks that it reach a person)")
 
     def ports(self) -> dict[str, int]:
         return {"http": self.http_port, "smtp": self.smtp_port}

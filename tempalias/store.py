@@ -37,6 +37,8 @@ from redis.retry import Retry
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_SHAPE = re.compile(r"^[a-z0-9]{1,64}$")
+# Role mailboxes (RFC 2142, RFC 5321 4.5.1) are never handed out as alias ids.
+RESERVED_IDS = frozenset({"postmaster", "abuse", "hostmaster", "webmaster", "mailer-daemon"})
 IDLEN_KEY = "ta:idlen"
 ENDS_KEY = "ta:ends"
 MS_PER_DAY = 86_400_000
@@ -267,6 +269,8 @@ class AliasStore:
         length = self._id_length_seen
         while True:
             alias_id = "".join(secrets.choice(self.id_alphabet) for _ in range(length))
+            if alias_id in RESERVED_IDS:
+                continue
             created_ms = int(time.time() * 1000)
             expires_ms = created_ms + lifetime_ms
             pipe = self.redis.pipeline(transaction=False)

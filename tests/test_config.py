@@ -81,3 +81,12 @@ def test_readme_settings_table_is_current():
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert replace_block(readme) == readme
+
+
+def test_postmaster_must_be_an_address_elsewhere():
+    assert load_config(environ={"TEMPALIAS_POSTMASTER": "ops@example.net"}).postmaster == "ops@example.net"
+    with pytest.raises(ConfigError, match="TEMPALIAS_POSTMASTER: must be an email address"):
+        load_config(environ={"TEMPALIAS_POSTMASTER": "nobody"})
+    with pytest.raises(ConfigError, match="would loop"):
+        load_config(environ={"TEMPALIAS_POSTMASTER": "pm@mail.example",
+                             "TEMPALIAS_DOMAINS": "mail.example"})

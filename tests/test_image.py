@@ -1,4 +1,4 @@
-"""The appliance image, built and booted for real under qemu: slow (about 10 minutes), so it runs
+"""The appliance image, built and booted for real under qemu: slow (15-20 minutes here), so it runs
 only when TEMPALIAS_TEST_IMAGE=1 (``make test-image``; ``.ci/run`` passes the variable on).
 
 From the host, as an operator and a user would: the image is configured through qemu's firmware
@@ -28,7 +28,7 @@ from tempalias.embedded_redis import free_loopback_port
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TEMPALIAS_TEST_IMAGE") != "1",
-    reason="builds and boots the VM image (~10 min): set TEMPALIAS_TEST_IMAGE=1 or run "
+    reason="builds and boots the VM image (15-20 min): set TEMPALIAS_TEST_IMAGE=1 or run "
            "make test-image")
 
 REPO = Path(__file__).resolve().parent.parent

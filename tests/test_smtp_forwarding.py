@@ -300,3 +300,27 @@ def test_swaks_delivers_through_the_proxy(smtp_service, smtp_sink, store):
     [message] = smtp_sink.messages
     assert message.rcpt_tos == ["owner@target.example"]
     assert b"sent by swaks" in message.content
+
+
+@pytest.fixture(scope="module")
+def postmaster_service(service_factory, smtp_sink_server):
+    return service_factory(env={"TEMPALIAS_SMARTHOST": smtp_sink_server.address,
+                                "TEMPALIAS_POSTMASTER": "operator@example.net"})
+
+
+@pytest.mark.parametrize("recipient", ["postmaster@tempalias.test", "PostMaster@TEMPALIAS.TEST",
+                                       "Postmaster"])
+def test_postmaster_reaches_the_operator(postmaster_service, smtp_sink, recipient):
+    result = send(postmaster_service.smtp_port, "", [recipient], BODY)
+    assert result["rcpt"][0][0] == 250 and result["data"][0] == 250
+    (message,) = smtp_sink.messages
+    assert message.rcpt_tos == ["operator@example.net"]
+
+
+def test_postmaster_unset_is_refused_with_a_reason(smtp_service, smtp_sink):
+    result = send(smtp_service.smtp_port, "a@sender.example", ["postmaster@tempalias.test"])
+    code, text = result["rcpt"][0]
+    assert (code, text.decode()) == (replies.NO_POSTMASTER.code,
+                                     f"{replies.NO_POSTMASTER.status} {replies.NO_POSTMASTER.text}")
+    assert smtp_sink.connections == 0
+    assert "TEMPALIAS_POSTMASTER is unset" in smtp_service.log_text()

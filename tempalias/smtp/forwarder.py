@@ -40,6 +40,8 @@ class Forwarder:
     def __init__(self, config: Config, store: AliasStore, srs: SRS, delivery: Delivery,
                  policy: AbusePolicy | None = None) -> None:
         self.domains = frozenset(config.domains)
+        self.primary_domain = config.primary_domain
+        self.postmaster = config.postmaster
         self.banner = config.banner_hostname or config.primary_domain
         self.store = store
         self.srs = srs
@@ -61,6 +63,8 @@ class Forwarder:
             return replies.RELAY_DENIED
         if is_srs(address.local):
             return self._bounce_recipient(session, envelope, address.local)
+        if address.local.lower() == "postmaster":
+            return self._postmaster_recipient(session, envelope)
         alias_id = normalise_id(address.local)
         if alias_id is None:
             envelope.refused += 1
@@ -82,6 +86,15 @@ class Forwarder:
             self._release(recipient)
             return refusal_reply(refusal)
         return self._add(session, envelope, recipient)
+
+    def _postmaster_recipient(self, session: Session, envelope: Envelope) -> Reply:
+        """RFC 5321 4.5.1: postmaster (any case) at each of our domains reaches a person."""
+        if self.postmaster is None:
+            envelope.refused += 1
+            return replies.NO_POSTMASTER
+        if envelope.has_target(self.postmaster):
+            return replies.RECIPIENT_OK
+        return self._add(session, envelope, Recipient("postmaster", self.postmaster))
 
     def _bounce_recipient(self, session: Session, envelope: Envelope, local: str) -> Reply:
         if envelope.sender:

@@ -259,6 +259,8 @@ class SMTPProtocol:
             return self._reply(replies.UNKNOWN_PARAMETER)
         if envelope.accepted >= self.limits.max_recipients:
             return self._reply(replies.TOO_MANY_RECIPIENTS)
+        if path.lower() == "postmaster":  # RFC 5321 4.5.1: <Postmaster> with no domain is ours
+            path = f"postmaster@{self.forwarder.primary_domain}"
         problem = self._address_problem(path, envelope, replies.BAD_RECIPIENT_SYNTAX)
         if problem is not None:
             return self._reply(problem)
