@@ -83,6 +83,8 @@ class Config:
     smarthost_tls: str = "off"
     smarthost_user: str | None = None
     smarthost_password: str | None = None
+    smarthost_idle_seconds: float = 10.0
+    smarthost_max_messages: int = 100
     # abuse defences (tempalias/abuse.py, tempalias/rbl.py); a rate of None is switched off
     rbl_zones: tuple[str, ...] = ()
     dns_servers: tuple[Listen, ...] = ()
@@ -329,6 +331,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smarthost_tls", _one_of("off", "opportunistic", "required"), "STARTTLS to the smarthost"),
     Setting("smarthost_user", _optional_text, "AUTH user name at the smarthost"),
     Setting("smarthost_password", _optional_text, "AUTH password at the smarthost"),
+    Setting("smarthost_idle_seconds", _seconds, "how long an idle smarthost connection is kept"),
+    Setting("smarthost_max_messages", _int_between(1, 100_000),
+            "messages one smarthost connection carries before it is replaced"),
     Setting("rbl_zones", _zones, "comma-separated DNS block lists to check clients in; empty: none"),
     Setting("dns_servers", _dns_servers, "resolvers for RBL look-ups (ip or ip:port); empty: system's"),
     Setting("rbl_timeout", _seconds, "seconds one RBL look-up may take"),

@@ -52,6 +52,7 @@ class ReceivedMessage:
 @dataclass
 class SinkState:
     connections: int = 0
+    quits: int = 0  # sessions ended by the client's QUIT
     messages: list[ReceivedMessage] = field(default_factory=list)
     data_mode: str = "accept"  # accept | tempfail | permfail | hold | drop
     refuse_rcpt: dict[str, str] = field(default_factory=dict)  # address -> full reply line
@@ -68,6 +69,11 @@ class _Handler:
             return refusal
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+    async def handle_QUIT(self, server, session, envelope):
+        with self.sink.lock:
+            self.sink.state.quits += 1
+        return "221 2.0.0 bye"
 
     async def handle_DATA(self, server, session, envelope):
         sink = self.sink
@@ -161,6 +167,11 @@ class SmtpSink:
     def connections(self) -> int:
         with self.lock:
             return self.state.connections
+
+    @property
+    def quits(self) -> int:
+        with self.lock:
+            return self.state.quits
 
 
 class DroppingSmarthost:

@@ -89,3 +89,28 @@ def test_one_connection_carries_consecutive_messages(service_factory, store, own
     assert len(sink.messages) == 3
     assert sink.connections == 1
     service.stop()
+
+
+def test_a_connection_is_replaced_after_its_message_budget(service_factory, store, own_sink):
+    sink = own_sink()
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
+                                   "TEMPALIAS_SMARTHOST_MAX_MESSAGES": "2"})
+    new = store.create("owner@target.example", DAY_MS, None)
+    for _ in range(5):
+        assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
+    assert len(sink.messages) == 5
+    assert sink.connections == 3  # 2 + 2 + 1 messages
+    service.stop()
+
+
+def test_idle_connection_is_closed_without_a_next_message(service_factory, store, own_sink):
+    sink = own_sink()
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
+                                   "TEMPALIAS_SMARTHOST_IDLE_SECONDS": "0.3"})
+    new = store.create("owner@target.example", DAY_MS, None)
+    assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
+    assert sink.connections == 1
+    wait_for(lambda: sink.quits == 1, 10, "tempalias to close its idle smarthost connection")
+    assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
+    assert sink.connections == 2
+    service.stop()

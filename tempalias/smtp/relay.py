@@ -18,13 +18,14 @@ import ssl
 import time
 from typing import Callable, Sequence
 
+import gevent
+
 from tempalias.config import Config
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import DeliveryError
 from tempalias.smtp.replies import Reply
 
 IDLE_CONNECTIONS = 16  # idle smarthost connections kept per process
-IDLE_SECONDS = 10.0  # and for how long; well below the 300 s an SMTP server waits (RFC 5321)
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
 _QUEUE_ID = re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+)", re.IGNORECASE)
@@ -143,6 +144,12 @@ class SmarthostTransaction:
             pass
 
 
+class _SmarthostClient(smtplib.SMTP):
+    """An smtplib connection that knows how many messages it has carried."""
+
+    messages = 0
+
+
 class SmarthostDelivery:
     def __init__(self, config: Config, helo_name: str) -> None:
         if config.smarthost is None:
@@ -155,7 +162,10 @@ class SmarthostDelivery:
         self.password = config.smarthost_password
         self.helo_name = helo_name
         self.description = f"smarthost {config.smarthost}"
+        self.idle_seconds = config.smarthost_idle_seconds
+        self.max_messages = config.smarthost_max_messages
         self._idle: list[tuple[float, smtplib.SMTP]] = []  # (since, connection), newest last
+        self._reaper: gevent.Greenlet | None = None
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -168,8 +178,8 @@ class SmarthostDelivery:
     def _connect(self) -> smtplib.SMTP:
         # Connects and reads the greeting (SMTPConnectError unless 220); the host name given here
         # is also the one STARTTLS verifies.
-        client = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
-                              local_hostname=self.helo_name)
+        client = _SmarthostClient(self.host, self.port, timeout=self.timeout,
+                                  local_hostname=self.helo_name)
         try:
             # Commands and the message go out in separate small writes: without this, Nagle's
             # algorithm and the peer's delayed ACK add ~40 ms to each (see shared/MEASURED.md).
@@ -195,14 +205,26 @@ class SmarthostDelivery:
 
     def _give_back(self, client: smtplib.SMTP) -> None:
         self._drop_stale()
-        if len(self._idle) >= IDLE_CONNECTIONS or client.sock is None:
+        client.messages += 1
+        if (len(self._idle) >= IDLE_CONNECTIONS or client.sock is None
+                or client.messages >= self.max_messages):
             _quit(client)
             return
         self._idle.append((time.monotonic(), client))
+        if self._reaper is None:
+            self._reaper = gevent.spawn_later(self.idle_seconds, self._reap)
+
+    def _reap(self) -> None:
+        """Close connections idle for ``idle_seconds`` even when no further message comes."""
+        self._reaper = None
+        self._drop_stale()
+        if self._idle:
+            wake = self._idle[0][0] + self.idle_seconds - time.monotonic()
+            self._reaper = gevent.spawn_later(max(0.05, wake), self._reap)
 
     def _drop_stale(self) -> None:
-        limit = time.monotonic() - IDLE_SECONDS
-        while self._idle and self._idle[0][0] < limit:
+        limit = time.monotonic() - self.idle_seconds
+        while self._idle and self._idle[0][0] <= limit:
             _quit(self._idle.pop(0)[1])
 
     def _reused(self) -> smtplib.SMTP | None:
@@ -211,6 +233,9 @@ class SmarthostDelivery:
 
     def close(self) -> None:
         """Say goodbye on every idle connection (at shutdown)."""
+        if self._reaper is not None:
+            self._reaper.kill(block=False)
+            self._reaper = None
         while self._idle:
             _quit(self._idle.pop()[1])
 
