@@ -315,7 +315,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
     Setting("workers", _int_between(0, 256), "worker processes sharing the ports; 0: one per CPU"),
     Setting("purge_interval", _seconds, "seconds between sweeps of ended aliases out of Redis"),
-    Setting("postmaster", _postmaster, "where mail to postmaster@ our domains goes; unset: refused"),
+    Setting("postmaster", _postmaster, "where mail to postmaster@ our domains goes; unset: the Maildir, or refused"),
     Setting("public_url", _public_url, "the URL people reach the frontend at; default http://HTTP_LISTEN"),
     Setting("banner_hostname", _optional_text, "host name in the SMTP greeting; default the first domain"),
     Setting("max_message_size", _int_between(1024, 1 << 30), "largest message accepted, bytes"),

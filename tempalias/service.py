@@ -76,7 +76,7 @@ class Service:
         self.smtp.start()
         log.info("smtp listening on %s:%d; mail goes to %s", self.config.smtp_listen.host,
                  self.smtp_port, self.delivery.description)
-        if self.config.postmaster is None:
+        if self.config.postmaster is None and not self.delivery.local:
             log.warning("TEMPALIAS_POSTMASTER is unset: mail to postmaster@ our domains is refused "
                         "(RFC 5321 4.5.1 asks that it reach a person)")
 

@@ -40,3 +40,14 @@ def test_without_smarthost_mail_lands_in_the_maildir(service_factory, store):
     assert (service.workdir / "data" / "srs_secret").exists()
     assert (service.workdir / "data" / "srs_secret").read_text().strip() not in service.log_text()
     service.stop()
+
+
+def test_postmaster_is_kept_in_the_maildir_when_nothing_is_configured(service_factory):
+    service = service_factory()
+    maildir = service.workdir / "data" / "Maildir"
+    with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30) as client:
+        client.sendmail("", ["Postmaster"], b"Subject: your server\r\n\r\nhello\r\n")
+    [delivered] = list((maildir / "new").iterdir())
+    assert b"Delivered-To: postmaster@tempalias.test\r\n" in delivered.read_bytes()
+    assert "TEMPALIAS_POSTMASTER is unset" not in service.log_text()
+    service.stop()

@@ -42,6 +42,7 @@ class Transaction(Protocol):
 
 class Delivery(Protocol):
     description: str  # for the start-up log line
+    local: bool  # True: mail stays on this machine (a Maildir), so postmaster can be kept here
 
     def open(self, sender: str, smtputf8: bool, eight_bit: bool, size: int | None) -> Transaction:
         """Start a transaction for ``sender`` (already SRS-rewritten); raises DeliveryError."""

@@ -88,13 +88,17 @@ class Forwarder:
         return self._add(session, envelope, recipient)
 
     def _postmaster_recipient(self, session: Session, envelope: Envelope) -> Reply:
-        """RFC 5321 4.5.1: postmaster (any case) at each of our domains reaches a person."""
-        if self.postmaster is None:
+        """RFC 5321 4.5.1: postmaster (any case) at each of our domains reaches a person: the
+        configured address, or, when mail stays on this machine (Maildir), the Maildir itself."""
+        target = self.postmaster
+        if target is None and self.delivery.local:
+            target = f"postmaster@{self.primary_domain}"
+        if target is None:
             envelope.refused += 1
             return replies.NO_POSTMASTER
-        if envelope.has_target(self.postmaster):
+        if envelope.has_target(target):
             return replies.RECIPIENT_OK
-        return self._add(session, envelope, Recipient("postmaster", self.postmaster))
+        return self._add(session, envelope, Recipient("postmaster", target))
 
     def _bounce_recipient(self, session: Session, envelope: Envelope, local: str) -> Reply:
         if envelope.sender:

@@ -102,6 +102,7 @@ class MaildirDelivery:
     def __init__(self, path: str) -> None:
         self.path = ensure_maildir(os.path.abspath(path))
         self.description = f"Maildir {self.path} (no smarthost configured)"
+        self.local = True
 
     def close(self) -> None:
         pass

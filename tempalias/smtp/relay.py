@@ -162,6 +162,7 @@ class SmarthostDelivery:
         self.password = config.smarthost_password
         self.helo_name = helo_name
         self.description = f"smarthost {config.smarthost}"
+        self.local = False
         self.idle_seconds = config.smarthost_idle_seconds
         self.max_messages = config.smarthost_max_messages
         self._idle: list[tuple[float, smtplib.SMTP]] = []  # (since, connection), newest last
