@@ -45,17 +45,21 @@ class Service:
         self.config = config
         self.store = store
         self.http_socket = sockets.http if sockets else make_listener(config.http_listen)
-        self.policy = AbusePolicy.from_config(config, RateLimiter(store.redis))
-        self.http = HTTPServer(self.http_socket, create_app(config, store, self.policy),
-                               client_timeout=config.http_client_timeout,
-                               concurrency=HTTP_CONCURRENCY)
-        self.delivery = _delivery(config)
-        self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
+        self.smtp_socket = None
         try:
+            self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
+            self.policy = AbusePolicy.from_config(config, RateLimiter(store.redis))
+            self.http = HTTPServer(self.http_socket, create_app(config, store, self.policy),
+                                   client_timeout=config.http_client_timeout,
+                                   concurrency=HTTP_CONCURRENCY)
+            self.delivery = _delivery(config)
             forwarder = Forwarder(config, store, _srs(config), self.delivery, self.policy)
             self.smtp = SMTPServer(self.smtp_socket, config, forwarder, self.policy)
         except BaseException:
-            self.smtp_socket.close()
+            # e.g. the SMTP port is taken or the TLS key unreadable: leave no listener behind
+            self.http_socket.close()
+            if self.smtp_socket is not None:
+                self.smtp_socket.close()
             raise
         self.janitor = Janitor(store, config.purge_interval)
         self._stopping = gevent.event.Event()

@@ -157,3 +157,18 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_taken_port_is_one_clear_line(redis_server, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = tempalias("serve", env={
+            "TEMPALIAS_REDIS_URL": redis_server.url, "TEMPALIAS_WORKERS": "1",
+            "TEMPALIAS_HTTP_LISTEN": "127.0.0.1:0", "TEMPALIAS_SMTP_LISTEN": f"127.0.0.1:{port}",
+            "TEMPALIAS_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert "Address already in use" in result.stderr and "Traceback" not in result.stderr
