@@ -14,6 +14,8 @@ import gevent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from tempalias.netio import send_all
+
 log = logging.getLogger(__name__)
 
 
@@ -90,6 +92,17 @@ class _TimedHandler(WSGIHandler):
         finally:
             if self._deadline is not None:
                 self._deadline.close()
+
+    def _sendall(self, data):
+        # pywsgi's own, but without gevent's sendall tax (tempalias/netio.py).
+        try:
+            send_all(self.socket, data)
+        except OSError as ex:
+            self.status = f"socket error: {ex}"
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
 
 class HTTPServer(WSGIServer):
