@@ -26,7 +26,10 @@ import hashlib
 import hmac
 import re
 import secrets
+import socket
 import string
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -34,6 +37,8 @@ from typing import Callable, TypeVar
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+from tempalias.netio import send_all
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_SHAPE = re.compile(r"^[a-z0-9]{1,64}$")
@@ -205,6 +210,98 @@ def connect(url: str, timeout: float, max_connections: int = 64) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
+def _bounded_semaphore(value: int):
+    """gevent's own semaphore in the service (its threading is monkey-patched): the stdlib one is
+    built from a Condition, whose ownership check yields to the hub on every acquire."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        from gevent.lock import BoundedSemaphore
+        return BoundedSemaphore(value)
+    return threading.BoundedSemaphore(value)
+
+
+class DirectConnections:
+    """Commands sent on pooled redis-py connections without redis-py's client and pool layers.
+
+    For the hot paths only (an alias's creation and look-up, a message's reserve and commit):
+    there, command dispatch, the retry wrapper and the pool's checkout (a readability probe, a
+    system call, and metrics on every command) cost more CPU than the command itself
+    (loadtest/bench.py, py-spy). redis-py's ``Connection`` still connects, authenticates, parses
+    and bounds every wait by the socket timeout. A connection is handed back only after every
+    reply was read, so it never holds a stray reply; any failure closes it. A kept connection that
+    fails (Redis restarted) is replaced and the commands sent once more, as redis-py's retry does.
+    """
+
+    def __init__(self, client: redis.Redis, max_connections: int, timeout: float) -> None:
+        pool = client.connection_pool
+        self._make = functools.partial(pool.connection_class, **pool.connection_kwargs)
+        self._idle: list[redis.connection.AbstractConnection] = []
+        self._slots = _bounded_semaphore(max_connections)
+        self._timeout = timeout
+
+    def execute(self, *commands: tuple) -> list:
+        """Send ``commands`` in one write; their replies in order, an error reply as a
+        ``ResponseError`` in its place. Raises ConnectionError or TimeoutError."""
+        if not self._slots.acquire(timeout=self._timeout):
+            raise redis.exceptions.ConnectionError("no Redis connection free")
+        try:
+            reused = bool(self._idle)
+            connection = self._idle.pop() if reused else self._make()
+            try:
+                replies = self._exchange(connection, commands)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                connection.disconnect()
+                if not reused:
+                    raise
+                connection = self._make()
+                replies = self._exchange(connection, commands)
+            except BaseException:
+                connection.disconnect()
+                raise
+            self._idle.append(connection)
+            return replies
+        finally:
+            self._slots.release()
+
+    @staticmethod
+    def _exchange(connection, commands: tuple) -> list:
+        data = b"".join(connection.pack_commands(commands))
+        if connection._sock is None:
+            connection.connect()
+        try:
+            send_all(connection._sock, data)  # send_packed_command's, minus gevent's sendall tax
+        except socket.timeout:
+            connection.disconnect()
+            raise redis.exceptions.TimeoutError("timeout writing to Redis") from None
+        except OSError as exc:
+            connection.disconnect()
+            raise redis.exceptions.ConnectionError(f"error writing to Redis: {exc}") from None
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except redis.exceptions.ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().disconnect()
+
+
+def random_id(alphabet: str, length: int) -> str:
+    """Uniform over ``alphabet``, unguessable, from one request for random bytes (not one per
+    character, as ``secrets.choice`` makes). Bytes that would bias the modulo are skipped."""
+    size = len(alphabet)
+    if not 1 <= size <= 256:
+        raise ValueError("the id alphabet needs 1 to 256 characters")
+    cutoff = 256 - 256 % size
+    chars: list[str] = []
+    while len(chars) < length:
+        chars += [alphabet[b % size] for b in secrets.token_bytes(2 * length) if b < cutoff]
+    return "".join(chars[:length])
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -246,6 +343,21 @@ class AliasStore:
         self._raise_id_length = client.register_script(RAISE_ID_LENGTH)
         self._reserve = client.register_script(RESERVE_USE)
         self._commit = client.register_script(COMMIT_USE)
+        pool = client.connection_pool
+        self._direct = DirectConnections(
+            client, getattr(pool, "max_connections", 64),
+            pool.connection_kwargs.get("socket_timeout") or 5.0)
+
+    def _run(self, script, keys: list[str], args: list) -> object:
+        """EVALSHA on the direct path; loads the script first when Redis does not know it."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        [reply] = self._direct.execute(command)
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            self.redis.script_load(script.script)  # Redis restarted or flushed its scripts
+            [reply] = self._direct.execute(command)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     # --- creation
 
@@ -268,21 +380,21 @@ class AliasStore:
             self._id_length_seen = self.current_id_length()
         length = self._id_length_seen
         while True:
-            alias_id = "".join(secrets.choice(self.id_alphabet) for _ in range(length))
+            alias_id = random_id(self.id_alphabet, length)
             if alias_id in RESERVED_IDS:
                 continue
             created_ms = int(time.time() * 1000)
             expires_ms = created_ms + lifetime_ms
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.evalsha(self._create.sha, 2, _id_key(alias_id), _alias_key(alias_id), target,
-                         token_hash, created_ms, expires_ms, "" if uses is None else uses)
-            pipe.zadd(ENDS_KEY, {alias_id: expires_ms}, nx=True)
-            created, _ = pipe.execute(raise_on_error=False)
+            created, added = self._direct.execute(
+                ("EVALSHA", self._create.sha, 2, _id_key(alias_id), _alias_key(alias_id), target,
+                 token_hash, created_ms, expires_ms, "" if uses is None else uses),
+                ("ZADD", ENDS_KEY, "NX", expires_ms, alias_id))
             if isinstance(created, redis.exceptions.NoScriptError):
                 self.redis.script_load(CREATE_ALIAS)  # Redis restarted or flushed its scripts
                 continue
-            if isinstance(created, Exception):
-                raise created
+            for reply in (created, added):
+                if isinstance(reply, Exception):
+                    raise reply
             if created:
                 alias = Alias(alias_id, target, created_ms, expires_ms, uses, 0)
                 return NewAlias(alias, token)
@@ -325,9 +437,12 @@ class AliasStore:
         normal = normalise_id(alias_id)
         if normal is None:
             return None
-        fields = self.redis.hgetall(_alias_key(normal))
-        if not fields:
+        [flat] = self._direct.execute(("HGETALL", _alias_key(normal)))
+        if isinstance(flat, Exception):
+            raise flat
+        if not flat:
             return None
+        fields = dict(zip(flat[::2], flat[1::2]))
         alias = Alias(
             id=normal,
             target=fields["target"],
@@ -353,9 +468,8 @@ class AliasStore:
         if normal is None:
             raise AliasNotFound(alias_id)
         reservation_id = secrets.token_hex(8)
-        result = self._reserve(
-            keys=[_alias_key(normal), _held_key(normal)], args=[reservation_id, self.reservation_ms]
-        )
+        result = self._run(self._reserve, keys=[_alias_key(normal), _held_key(normal)],
+                           args=[reservation_id, self.reservation_ms])
         if result[0] == "exhausted":
             raise AliasExhausted(normal)
         if result[0] != "ok":
@@ -366,9 +480,8 @@ class AliasStore:
     def commit(self, reservation: Reservation) -> int | None:
         """Count the delivery; returns the uses left (None when unlimited, 0 when now erased)."""
         alias_id = reservation.alias_id
-        result = self._commit(
-            keys=[_alias_key(alias_id), _held_key(alias_id)], args=[reservation.reservation_id]
-        )
+        result = self._run(self._commit, keys=[_alias_key(alias_id), _held_key(alias_id)],
+                           args=[reservation.reservation_id])
         if result[0] == "erased":
             self.redis.zrem(ENDS_KEY, alias_id)
             return 0
@@ -413,6 +526,7 @@ class AliasStore:
         return bool(self.redis.ping())
 
     def close(self) -> None:
+        self._direct.close()
         self.redis.close()
         self.redis.connection_pool.disconnect()
 
