@@ -23,6 +23,7 @@ it with a 503 or a 4xx anyway, so failing closed would add nothing but a second 
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -66,18 +67,25 @@ def parse_ip(text: str | IPAddress | None) -> IPAddress | None:
     if text is None or isinstance(text, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         ip = text
     else:
-        candidate = text.strip()
-        if candidate.startswith("[") and "]" in candidate:  # [v6]:port
-            candidate = candidate[1:candidate.index("]")]
-        elif candidate.count(":") == 1:  # v4:port
-            candidate = candidate.partition(":")[0]
-        try:
-            ip = ipaddress.ip_address(candidate.split("%")[0])
-        except ValueError:
-            return None
+        ip = _parse_ip_text(text)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip_text(text: str) -> IPAddress | None:
+    """Cached: the same few peers ask again and again (each SMTP connection asks four times),
+    and ``ipaddress`` parses in Python."""
+    candidate = text.strip()
+    if candidate.startswith("[") and "]" in candidate:  # [v6]:port
+        candidate = candidate[1:candidate.index("]")]
+    elif candidate.count(":") == 1:  # v4:port
+        candidate = candidate.partition(":")[0]
+    try:
+        return ipaddress.ip_address(candidate.split("%")[0])
+    except ValueError:
+        return None
 
 
 def in_networks(ip: IPAddress | None, networks: tuple[IPNetwork, ...]) -> bool:
@@ -205,6 +213,8 @@ class AbusePolicy:
 
     def on_disconnect(self, ip: str | IPAddress | None) -> None:
         """Give back the slot ``on_connect`` took (a no-op for trusted or slot-less clients)."""
+        if not self._leases:
+            return  # nobody holds a slot (no limit on open connections, or trusted clients)
         subject = _ip_subject(parse_ip(ip))
         with self._leases_lock:
             leases = self._leases.get(subject)

@@ -10,6 +10,7 @@ which aiosmtpd (it reads the whole message before calling us) cannot do.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import subprocess
 import threading
@@ -53,6 +54,7 @@ class ReceivedMessage:
 class SinkState:
     connections: int = 0
     quits: int = 0  # sessions ended by the client's QUIT
+    resets: int = 0  # RSET commands
     messages: list[ReceivedMessage] = field(default_factory=list)
     data_mode: str = "accept"  # accept | tempfail | permfail | hold | drop
     refuse_rcpt: dict[str, str] = field(default_factory=dict)  # address -> full reply line
@@ -62,6 +64,17 @@ class SinkState:
 class _Handler:
     def __init__(self, sink: "SmtpSink") -> None:
         self.sink = sink
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.sink.pipelining:  # aiosmtpd handles pipelined commands but does not say so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_RSET(self, server, session, envelope):
+        with self.sink.lock:
+            self.sink.state.resets += 1
+        return "250 2.0.0 reset"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         refusal = self.sink.state.refuse_rcpt.get(address)
@@ -124,9 +137,11 @@ class _Controller(Controller):
 
 class SmtpSink:
     """``smtp_options`` go to aiosmtpd's SMTP (e.g. ``tls_context`` to offer STARTTLS, or
-    ``timeout`` to close idle connections sooner)."""
+    ``timeout`` to close idle connections sooner). It offers PIPELINING, as real smarthosts do,
+    unless ``pipelining=False``."""
 
-    def __init__(self, **smtp_options) -> None:
+    def __init__(self, pipelining: bool = True, **smtp_options) -> None:
+        self.pipelining = pipelining
         self.port = free_loopback_port()
         self.lock = threading.Lock()
         self.release = threading.Event()
@@ -173,23 +188,27 @@ class SmtpSink:
         with self.lock:
             return self.state.quits
 
+    @property
+    def resets(self) -> int:
+        with self.lock:
+            return self.state.resets
 
-class DroppingSmarthost:
-    """Accepts one envelope, reads ``drop_after`` bytes of the message, then hangs up."""
 
-    def __init__(self, drop_after: int = 200) -> None:
-        self.drop_after = drop_after
+class _ScriptedSmarthost:
+    """A smarthost written out by hand, for what a real one will not do on request: one thread
+    serving one connection at a time with ``_one``."""
+
+    def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(30)
         self.port = self.listener.getsockname()[1]
-        self.bytes_before_drop: list[int] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "DroppingSmarthost":
+    def start(self):
         self.thread.start()
         return self
 
@@ -205,6 +224,22 @@ class DroppingSmarthost:
                     self._one(conn)
                 except OSError:
                     pass
+
+    def _one(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+class DroppingSmarthost(_ScriptedSmarthost):
+    """Accepts one envelope, reads ``drop_after`` bytes of the message, then hangs up."""
+
+    def __init__(self, drop_after: int = 200) -> None:
+        super().__init__()
+        self.drop_after = drop_after
+        self.bytes_before_drop: list[int] = []
 
     def _one(self, conn: socket.socket) -> None:
         reader = conn.makefile("rb")
@@ -228,9 +263,61 @@ class DroppingSmarthost:
             else:
                 conn.sendall(b"250 OK\r\n")
 
-    def stop(self) -> None:
-        self.listener.close()
-        self.thread.join(5)
+
+class BatchRecordingSmarthost(_ScriptedSmarthost):
+    """A smarthost offering PIPELINING that notes which commands reach it together.
+
+    Before it answers a command it waits up to ``patience`` seconds for the next one, so a client
+    that pipelines shows its commands in one batch, and one that waits for each answer shows them
+    one at a time. ``batches`` holds the verbs of each batch up to DATA.
+    """
+
+    def __init__(self, patience: float = 2.0) -> None:
+        super().__init__()
+        self.patience = patience
+        self.batches: list[list[str]] = []
+        self.messages = 0
+
+    def _one(self, conn: socket.socket) -> None:
+        conn.sendall(b"220 recorder ESMTP\r\n")
+        buffer = b""
+        while True:
+            while b"\r\n" not in buffer:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            verb = buffer[:4].upper()
+            if verb in (b"RSET", b"MAIL") and b"RCPT" not in buffer.upper():
+                ready, _, _ = select.select([conn], [], [], self.patience)
+                if ready:
+                    buffer += conn.recv(65536)
+            lines = buffer.split(b"\r\n")
+            buffer = lines.pop()
+            verbs = [line[:4].decode("ascii", "replace").upper() for line in lines]
+            if verbs[0] in ("RSET", "MAIL", "RCPT"):
+                self.batches.append(verbs)
+            answers = []
+            for verb in verbs:
+                if verb == "EHLO":
+                    answers.append(b"250-recorder\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif verb == "DATA":
+                    answers.append(b"354 go ahead\r\n")
+                elif verb == "QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    answers.append(b"250 OK\r\n")
+            conn.sendall(b"".join(answers))
+            if verbs[-1] == "DATA":
+                while b"\r\n.\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                buffer = buffer.split(b"\r\n.\r\n", 1)[1]
+                self.messages += 1
+                conn.sendall(f"250 OK queued as REC{self.messages}\r\n".encode())
 
 
 class RawClient:

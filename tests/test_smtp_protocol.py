@@ -7,6 +7,7 @@ bytes (``RawClient``) where smtplib would not send what we need.
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 
 import pytest
@@ -159,6 +160,32 @@ def test_over_long_lines_are_refused_and_the_connection_stays_usable(
         expect(client, replies.NOOP)
     assert smtp_sink.messages == []
     assert uses_left(store, alias.alias.id) == 3
+
+
+def test_over_long_line_arriving_before_its_end_is_refused(smtp_service, smtp_sink, store, alias):
+    with greeted(smtp_service.smtp_port) as client:
+        start_message(client, alias)
+        client.send(b"Subject: long\r\n\r\n" + b"z" * 70000)  # more than one read, no line end
+        client.send(b"z" * 5000 + b"\r\nafter\r\n.\r\n")
+        expect(client, replies.TEXT_LINE_TOO_LONG)
+        client.send(b"NOOP\r\n")
+        expect(client, replies.NOOP)
+    assert smtp_sink.messages == []
+    assert uses_left(store, alias.alias.id) == 3
+
+
+def test_message_arriving_in_small_pieces_is_forwarded_unchanged(smtp_service, smtp_sink, alias):
+    body = (b"Subject: pieces\r\n\r\n.dot first\r\n..two dots\r\n.\r\nplain\r\n"
+            + b"y" * 990 + b"\r\n.end\r\n")
+    wire = body.replace(b"\r\n.", b"\r\n..") + b".\r\n"  # dot-stuffed, then the final dot
+    with greeted(smtp_service.smtp_port) as client:
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start_message(client, alias)
+        for at in range(0, len(wire), 3):  # the final dot's line, too, comes in pieces
+            client.send(wire[at:at + 3])
+        expect(client, replies.QUEUED)
+    [message] = smtp_sink.messages
+    assert message.body_after_received() == body
 
 
 def test_lines_of_exactly_1000_octets_pass(smtp_service, smtp_sink, alias):

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from processes import wait_for
-from smtp_sink import SmtpSink, make_certificate
+from smtp_sink import BatchRecordingSmarthost, SmtpSink, make_certificate
 from test_smtp_forwarding import DAY_MS, alias_address, send, status_of, uses_left
 
 
@@ -62,8 +62,10 @@ def test_required_tls_without_an_offer_is_a_4xx(service_factory, store, own_sink
     service.stop()
 
 
-def test_kept_connection_closed_by_the_smarthost_is_replaced(service_factory, store, own_sink):
-    sink = own_sink(timeout=1)  # the sink hangs up on connections idle for a second
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
+def test_kept_connection_closed_by_the_smarthost_is_replaced(service_factory, store, own_sink,
+                                                             pipelining):
+    sink = own_sink(timeout=1, pipelining=pipelining)  # hangs up on connections idle for 1 s
     service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address})
     new = store.create("owner@target.example", DAY_MS, 5)
     assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
@@ -80,15 +82,40 @@ def test_kept_connection_closed_by_the_smarthost_is_replaced(service_factory, st
     service.stop()
 
 
-def test_one_connection_carries_consecutive_messages(service_factory, store, own_sink):
-    sink = own_sink()
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
+def test_one_connection_carries_consecutive_messages(service_factory, store, own_sink, pipelining):
+    sink = own_sink(pipelining=pipelining)
     service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address})
     new = store.create("owner@target.example", DAY_MS, 5)
     for _ in range(3):
         assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
-    assert len(sink.messages) == 3
+    assert [m.rcpt_tos for m in sink.messages] == [["owner@target.example"]] * 3
     assert sink.connections == 1
+    # A kept connection is checked with RSET before its next message when that costs no round
+    # trip (pipelined with MAIL); without PIPELINING the completed DATA has reset it already.
+    assert sink.resets == (2 if pipelining else 0)
+    assert uses_left(store, new.alias.id) == 2
     service.stop()
+
+
+def test_mail_and_first_rcpt_go_out_together_when_pipelining_is_offered(service_factory, store):
+    recorder = BatchRecordingSmarthost().start()
+    try:
+        service = service_factory(env={"TEMPALIAS_SMARTHOST": recorder.address})
+        new = store.create("owner@target.example", DAY_MS, 5)
+        other = store.create("other@target.example", DAY_MS, 5)
+        assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
+        result = send(service.smtp_port, "a@sender.example",
+                      [alias_address(new), alias_address(other)])
+        assert [code for code, _ in result["rcpt"]] == [250, 250]
+        assert result["data"][0] == 250
+        # One round trip for the first recipient; the kept connection's RSET rides along.
+        assert recorder.batches == [["MAIL", "RCPT"], ["RSET", "MAIL", "RCPT"], ["RCPT"]]
+        assert recorder.messages == 2
+        assert uses_left(store, new.alias.id) == 3
+        service.stop()
+    finally:
+        recorder.stop()
 
 
 def test_a_connection_is_replaced_after_its_message_budget(service_factory, store, own_sink):

@@ -8,7 +8,7 @@ safely with the next hop) or is ``abort``ed (nothing was delivered).
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from tempalias.smtp.replies import Reply
 
@@ -30,8 +30,8 @@ class Transaction(Protocol):
     def start_data(self, header: bytes) -> None:
         """Begin the message with ``header`` (our Received: line); raises DeliveryError."""
 
-    def write(self, lines: Sequence[bytes]) -> None:
-        """Lines as the client meant them (dot-stuffing undone), each with its CRLF."""
+    def write(self, data: bytes) -> None:
+        """Whole lines, each with its CRLF, still dot-stuffed as the client sent them."""
 
     def finish(self) -> str:
         """End the message; returns the next hop's queue id. Raises DeliveryError."""

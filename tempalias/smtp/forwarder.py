@@ -15,7 +15,6 @@ import re
 import secrets
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from typing import Sequence
 
 from tempalias.abuse import AbusePolicy, Refusal
 from tempalias.addresses import Address
@@ -148,12 +147,12 @@ class Forwarder:
             return exc.reply
         return replies.START_DATA
 
-    def write(self, envelope: Envelope, lines: Sequence[bytes]) -> None:
-        """Pass lines on; after a failure, keep quiet (the client is still sending)."""
+    def write(self, envelope: Envelope, data: bytes) -> None:
+        """Pass whole lines on; after a failure, keep quiet (the client is still sending)."""
         if envelope.failure is not None:
             return
         try:
-            envelope.transaction.write(lines)
+            envelope.transaction.write(data)
         except DeliveryError as exc:
             envelope.failure = exc
 

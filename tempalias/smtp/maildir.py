@@ -11,7 +11,7 @@ import itertools
 import os
 import socket
 import time
-from typing import BinaryIO, Sequence
+from typing import BinaryIO
 
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import DeliveryError
@@ -57,8 +57,10 @@ class MaildirTransaction:
         envelope += [f"Delivered-To: {address}\r\n" for address in self._recipients]
         self._write("".join(envelope).encode("utf-8") + header)
 
-    def write(self, lines: Sequence[bytes]) -> None:
-        self._write(b"".join(lines))
+    def write(self, data: bytes) -> None:
+        # Undo dot-stuffing (RFC 5321 4.5.2): ``data`` starts at a line's start, so every line
+        # start follows a LF once one is put in front.
+        self._write((b"\n" + data).replace(b"\n.", b"\n")[1:])
 
     def _write(self, data: bytes) -> None:
         if self._file is None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 
 import gevent
 from gevent import GreenletExit
 
-from tempalias.addresses import InvalidAddress, parse_address
+from tempalias.addresses import Address, InvalidAddress, parse_address
 from tempalias.smtp import replies
 from tempalias.smtp.connection import ClientGone, Connection, LineTooLong
 from tempalias.smtp.forwarder import Forwarder
@@ -50,10 +51,6 @@ class Closing(Exception):
         super().__init__(reason)
         self.reply = reply
         self.reason = reason
-
-
-class _IdleTimeout(Exception):
-    pass
 
 
 class _DataTimeout(Exception):
@@ -102,7 +99,7 @@ class SMTPProtocol:
                 self._dispatch(self._read_command())
         except Closing as exc:
             farewell, reason = exc.reply, exc.reason
-        except (_IdleTimeout, socket.timeout):
+        except socket.timeout:
             farewell, reason = replies.IDLE_TIMEOUT, "idle timeout"
         except _DataTimeout:
             farewell, reason = replies.DATA_TIMEOUT, "data timeout"
@@ -122,12 +119,14 @@ class SMTPProtocol:
                 self.connection.close()
 
     def _read_command(self) -> bytes:
-        with gevent.Timeout(self.limits.idle_timeout, _IdleTimeout):
-            while True:
-                try:
-                    return self.connection.read_line(COMMAND_LINE_LIMIT)
-                except LineTooLong:
-                    self._reply(replies.COMMAND_TOO_LONG)
+        # A deadline rather than a gevent.Timeout: the same bound (a command trickling in byte by
+        # byte still ends at idle_timeout), without a timer started and stopped per command.
+        deadline = time.monotonic() + self.limits.idle_timeout
+        while True:
+            try:
+                return self.connection.read_line(COMMAND_LINE_LIMIT, deadline)
+            except LineTooLong:
+                self._reply(replies.COMMAND_TOO_LONG)
 
     def _dispatch(self, line: bytes) -> None:
         try:
@@ -142,7 +141,7 @@ class SMTPProtocol:
             return
         try:
             handler(argument.strip(" "))
-        except (Closing, ClientGone, socket.timeout, _IdleTimeout, _DataTimeout, GreenletExit):
+        except (Closing, ClientGone, socket.timeout, _DataTimeout, GreenletExit):
             raise
         except Exception:
             log.exception("smtp client=%s: error in %s", self.session.peer_ip, verb.upper())
@@ -229,7 +228,7 @@ class SMTPProtocol:
                 envelope.declared_size > self.limits.max_message_size:
             return self._reply(replies.MESSAGE_TOO_BIG)
         if path:
-            problem = self._address_problem(path, envelope, replies.BAD_SENDER_SYNTAX)
+            _, problem = self._parse(path, envelope, replies.BAD_SENDER_SYNTAX)
             if problem is not None:
                 return self._reply(problem)
         refused = self.forwarder.sender(self.session)
@@ -238,14 +237,15 @@ class SMTPProtocol:
         self.envelope = envelope
         self._reply(replies.SENDER_OK)
 
-    def _address_problem(self, path: str, envelope: Envelope, syntax: Reply) -> Reply | None:
+    def _parse(self, path: str, envelope: Envelope,
+               syntax: Reply) -> tuple[Address, None] | tuple[None, Reply]:
+        """The address, or the reply that says what is wrong with it."""
         if not path.isascii() and not envelope.smtputf8:
-            return replies.NEEDS_SMTPUTF8
+            return None, replies.NEEDS_SMTPUTF8
         try:
-            parse_address(path)
+            return parse_address(path), None
         except InvalidAddress as exc:
-            return syntax.with_text(f"{syntax.text}: {exc}")
-        return None
+            return None, syntax.with_text(f"{syntax.text}: {exc}")
 
     def smtp_RCPT(self, argument: str) -> None:
         envelope = self.envelope
@@ -261,10 +261,10 @@ class SMTPProtocol:
             return self._reply(replies.TOO_MANY_RECIPIENTS)
         if path.lower() == "postmaster":  # RFC 5321 4.5.1: <Postmaster> with no domain is ours
             path = f"postmaster@{self.forwarder.primary_domain}"
-        problem = self._address_problem(path, envelope, replies.BAD_RECIPIENT_SYNTAX)
+        address, problem = self._parse(path, envelope, replies.BAD_RECIPIENT_SYNTAX)
         if problem is not None:
             return self._reply(problem)
-        verdict = self.forwarder.recipient(self.session, envelope, parse_address(path))
+        verdict = self.forwarder.recipient(self.session, envelope, address)
         if verdict.code == 250:
             envelope.accepted += 1
         self._reply(verdict)
@@ -287,46 +287,48 @@ class SMTPProtocol:
         self.connection.queue(self.forwarder.end_data(self.session, envelope, problem).encode())
 
     def _receive_message(self, envelope: Envelope) -> Reply | None:
-        """Read to the final dot, streaming lines on; returns why the message is refused, if so.
+        """Read to the final dot, streaming blocks of lines on; returns why the message is
+        refused, if so.
 
         A message that breaks a limit is still read to its end, so the connection stays usable.
         A bare CR or LF closes the connection (as Postfix's smtpd_forbid_bare_newline does): it is
-        how a second message is smuggled past a next hop that ends lines differently.
+        how a second message is smuggled past a next hop that ends lines differently. Lines stay
+        dot-stuffed on the way through (RFC 5321 4.5.2): the next hop wants them so, and a
+        Maildir undoes it itself.
         """
-        read_line, write = self.connection.read_line, self.forwarder.write
+        read_block, write = self.connection.read_message_block, self.forwarder.write
         limit = self.limits.max_message_size
         size = 0
         problem: Reply | None = None
-        batch: list[bytes] = []
-        batch_bytes = 0
+        pending: list[bytes] = []
+        pending_bytes = 0
         with gevent.Timeout(self.limits.data_timeout, _DataTimeout):
             while True:
                 try:
-                    line = read_line(TEXT_LINE_LIMIT + 1)  # +1: the dot of dot-stuffing
+                    block, ended = read_block(TEXT_LINE_LIMIT + 1)  # +1: the dot of dot-stuffing
                 except LineTooLong:
                     problem = problem or replies.TEXT_LINE_TOO_LONG
                     continue
-                if line == b".\r\n":
+                if block:
+                    line_ends = block.count(b"\r\n")
+                    if block.count(b"\n") != line_ends or block.count(b"\r") != line_ends:
+                        raise Closing(replies.BARE_LINE_END, "bare CR or LF in the message")
+                    if problem is None and len(block) > TEXT_LINE_LIMIT and \
+                            max(map(len, block.split(b"\n"))) >= TEXT_LINE_LIMIT + 1:
+                        problem = replies.TEXT_LINE_TOO_LONG
+                    size += len(block) - block.count(b"\n.") - (block[:1] == b".")
+                    if problem is None and size > limit:
+                        problem = replies.MESSAGE_TOO_BIG
+                    if problem is None:
+                        pending.append(block)
+                        pending_bytes += len(block)
+                        if pending_bytes >= DATA_CHUNK:
+                            write(envelope, b"".join(pending))
+                            pending, pending_bytes = [], 0
+                if ended:
                     break
-                length = len(line)
-                if line[-2:-1] != b"\r" or line.find(b"\r", 0, length - 2) >= 0:
-                    raise Closing(replies.BARE_LINE_END, "bare CR or LF in the message")
-                if line[:1] == b".":
-                    line = line[1:]
-                    length -= 1
-                size += length
-                if problem is not None:
-                    continue
-                if size > limit:
-                    problem = replies.MESSAGE_TOO_BIG
-                    continue
-                batch.append(line)
-                batch_bytes += length
-                if batch_bytes >= DATA_CHUNK:
-                    write(envelope, batch)
-                    batch, batch_bytes = [], 0
-        if problem is None and batch:
-            write(envelope, batch)
+        if problem is None and pending:
+            write(envelope, b"".join(pending))
         return problem
 
     def smtp_RSET(self, argument: str) -> None:

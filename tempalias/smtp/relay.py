@@ -16,11 +16,11 @@ import smtplib
 import socket
 import ssl
 import time
-from typing import Callable, Sequence
 
 import gevent
 
 from tempalias.config import Config
+from tempalias.netio import send_all
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import DeliveryError
 from tempalias.smtp.replies import Reply
@@ -56,33 +56,88 @@ def queue_id_of(text: bytes) -> str:
     return match.group(1) if match else "-"
 
 
+class _Stale(Exception):
+    """A kept connection turned out to be closed (or closing) at the smarthost's end."""
+
+
 class SmarthostTransaction:
-    def __init__(self, client: smtplib.SMTP, give_back: Callable[[smtplib.SMTP], None]) -> None:
-        self._client = client
-        self._give_back = give_back
+    """One message on one smarthost connection.
+
+    With PIPELINING (RFC 2920) offered, MAIL is not sent on its own: it goes out with the first
+    RCPT in one write (and, on a kept connection, after an RSET that checks the connection is
+    still good), so the first recipient costs one round trip to the smarthost, not two or three.
+    """
+
+    def __init__(self, client: smtplib.SMTP, delivery: "SmarthostDelivery", mail_line: str,
+                 reused: bool) -> None:
+        self._client: smtplib.SMTP | None = client
+        self._delivery = delivery
+        self._mail_line: str | None = mail_line  # not yet sent: it goes with the first RCPT
+        self._reused = reused
         self._unsent: list[bytes] = []  # header and lines not yet written: one send, not three
         self._unsent_bytes = 0
+
+    # --- talking to the smarthost
+
+    def _exchange(self, lines: list[str]) -> list[tuple[int, bytes]]:
+        """Send ``lines`` as one write, read one reply per line. Raises OSError, SMTPException,
+        UnicodeError."""
+        client = self._client
+        if client is None or client.sock is None:
+            raise smtplib.SMTPServerDisconnected("smarthost connection closed")
+        data = "".join(line + "\r\n" for line in lines).encode(client.command_encoding)
+        send_all(client.sock, data)
+        return [client.getreply() for _ in lines]
+
+    def _unavailable(self, exc: BaseException) -> DeliveryError:
+        self.abort()
+        return DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}")
 
     def _command(self, line: str) -> tuple[int, bytes]:
         if self._client is None:
             raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, "smarthost transaction is over")
         try:
-            self._client.putcmd(line)
-            return self._client.getreply()
+            return self._exchange([line])[0]
         except (OSError, smtplib.SMTPException, UnicodeError) as exc:
-            self.abort()
-            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}") from None
+            raise self._unavailable(exc) from None
 
-    def mail(self, sender: str, options: list[str]) -> None:
-        code, text = self._command(f"MAIL FROM:<{sender}>" + "".join(" " + o for o in options))
+    def _check_mail(self, code: int, text: bytes) -> None:
         if code != 250:
             self.abort()
             raise DeliveryError(passed_back(code, text, replies.SMARTHOST_TEMPFAIL,
                                             replies.SMARTHOST_REFUSED), f"smarthost MAIL {code}",
                                 next_hop_code=code)
 
+    def mail(self) -> None:
+        """MAIL on its own (a smarthost without PIPELINING)."""
+        line, self._mail_line = self._mail_line, None
+        self._check_mail(*self._command(line))
+
+    def _mail_and_first_rcpt(self, rcpt_line: str) -> tuple[int, bytes]:
+        """[RSET,] MAIL and RCPT in one write; a kept connection found stale is replaced once."""
+        mail_line, self._mail_line = self._mail_line, None
+        while True:
+            lines = (["RSET"] if self._reused else []) + [mail_line, rcpt_line]
+            try:
+                answers = self._exchange(lines)
+                if self._reused and (answers[0][0] != 250 or answers[1][0] == 421):
+                    raise _Stale(f"kept connection answered {answers[0][0]}/{answers[1][0]}")
+            except (OSError, smtplib.SMTPException, UnicodeError, _Stale) as exc:
+                if not self._reused or isinstance(exc, UnicodeError):
+                    raise self._unavailable(exc) from None
+                # The smarthost closed it while it was idle: a fresh connection, once.
+                self.abort()
+                self._client, self._reused = self._delivery.dial(), False
+                continue
+            self._check_mail(*answers[-2])
+            return answers[-1]
+
     def add_recipient(self, address: str) -> Reply | None:
-        code, text = self._command(f"RCPT TO:<{address}>")
+        rcpt_line = f"RCPT TO:<{address}>"
+        if self._mail_line is not None:
+            code, text = self._mail_and_first_rcpt(rcpt_line)
+        else:
+            code, text = self._command(rcpt_line)
         if code in (250, 251):
             return None
         return passed_back(code, text, RCPT_DEFERRED, RCPT_REFUSED)
@@ -95,11 +150,10 @@ class SmarthostTransaction:
                                             replies.SMARTHOST_REFUSED), f"smarthost DATA {code}")
         self._unsent, self._unsent_bytes = [header], len(header)
 
-    def write(self, lines: Sequence[bytes]) -> None:
-        # Dot-stuffing redone on output (RFC 5321 section 4.5.2).
-        chunk = b"".join(b"." + line if line[:1] == b"." else line for line in lines)
-        self._unsent.append(chunk)
-        self._unsent_bytes += len(chunk)
+    def write(self, data: bytes) -> None:
+        # Still dot-stuffed, as the smarthost must get it (RFC 5321 section 4.5.2).
+        self._unsent.append(data)
+        self._unsent_bytes += len(data)
         if self._unsent_bytes >= STREAM_CHUNK:
             self._send_unsent()
 
@@ -113,10 +167,9 @@ class SmarthostTransaction:
         if sock is None:
             raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, "smarthost connection closed")
         try:
-            sock.sendall(data)
+            send_all(sock, data)
         except OSError as exc:
-            self.abort()
-            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}") from None
+            raise self._unavailable(exc) from None
 
     def finish(self) -> str:
         self._unsent.append(b".\r\n")
@@ -124,22 +177,22 @@ class SmarthostTransaction:
         try:
             code, text = self._client.getreply()
         except (OSError, smtplib.SMTPException) as exc:
-            self.abort()
-            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}") from None
+            raise self._unavailable(exc) from None
         if code != 250:
             self.abort()
             verdict = passed_back(code, text, replies.SMARTHOST_TEMPFAIL, replies.SMARTHOST_REFUSED)
             raise DeliveryError(verdict, f"smarthost DATA end {code}")
         client, self._client = self._client, None
-        self._give_back(client)  # the transaction is complete: the connection can take the next
+        self._delivery.give_back(client)  # the transaction is complete: it can take the next
         return queue_id_of(text)
 
     def abort(self) -> None:
         """Close without the final dot, so a half-sent message is discarded by the smarthost."""
-        if self._client is None:
+        client, self._client = self._client, None
+        if client is None:
             return
         try:
-            self._client.close()
+            client.close()
         except OSError:
             pass
 
@@ -176,6 +229,14 @@ class SmarthostDelivery:
             context.verify_mode = ssl.CERT_NONE
         return context
 
+    def dial(self) -> smtplib.SMTP:
+        """A fresh, greeted connection; raises DeliveryError (4xx) when there is none to have."""
+        try:
+            return self._connect()
+        except (OSError, smtplib.SMTPException, ValueError) as exc:  # ValueError: from ssl
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE,
+                                f"smarthost {self.host}:{self.port}: {exc}") from None
+
     def _connect(self) -> smtplib.SMTP:
         # Connects and reads the greeting (SMTPConnectError unless 220); the host name given here
         # is also the one STARTTLS verifies.
@@ -204,7 +265,7 @@ class SmarthostDelivery:
     # --- a few idle connections are kept: a new one per message costs about half the throughput
     # (shared/MEASURED.md). After a completed DATA a session is ready for its next MAIL.
 
-    def _give_back(self, client: smtplib.SMTP) -> None:
+    def give_back(self, client: smtplib.SMTP) -> None:
         self._drop_stale()
         client.messages += 1
         if (len(self._idle) >= IDLE_CONNECTIONS or client.sock is None
@@ -245,20 +306,15 @@ class SmarthostDelivery:
         client = self._reused()
         if client is not None:
             try:
-                return self._begin(client, sender, smtputf8, eight_bit, size)
+                return self._begin(client, True, sender, smtputf8, eight_bit, size)
             except DeliveryError as exc:
                 if exc.reply is not replies.SMARTHOST_UNAVAILABLE and exc.next_hop_code != 421:
                     raise
                 # The smarthost closed it while it was idle: a fresh connection, once.
-        try:
-            client = self._connect()
-        except (OSError, smtplib.SMTPException, ValueError) as exc:  # ValueError: from ssl
-            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE,
-                                f"smarthost {self.host}:{self.port}: {exc}") from None
-        return self._begin(client, sender, smtputf8, eight_bit, size)
+        return self._begin(self.dial(), False, sender, smtputf8, eight_bit, size)
 
-    def _begin(self, client: smtplib.SMTP, sender: str, smtputf8: bool, eight_bit: bool,
-               size: int | None) -> SmarthostTransaction:
+    def _begin(self, client: smtplib.SMTP, reused: bool, sender: str, smtputf8: bool,
+               eight_bit: bool, size: int | None) -> SmarthostTransaction:
         options: list[str] = []
         if size is not None and client.has_extn("size"):
             options.append(f"SIZE={size}")
@@ -270,12 +326,11 @@ class SmarthostDelivery:
                 raise DeliveryError(replies.SMTPUTF8_NOT_DELIVERABLE, "smarthost lacks SMTPUTF8")
             options.append("SMTPUTF8")
         client.command_encoding = "utf-8" if smtputf8 else "ascii"
-        transaction = SmarthostTransaction(client, self._give_back)
-        transaction.mail(sender, options)
+        mail_line = f"MAIL FROM:<{sender}>" + "".join(" " + o for o in options)
+        transaction = SmarthostTransaction(client, self, mail_line, reused)
+        if not client.has_extn("pipelining"):
+            transaction.mail()  # otherwise it goes out with the first RCPT
         return transaction
-
-
-
 
 
 def _quit(client: smtplib.SMTP) -> None:
