@@ -1,6 +1,7 @@
 """The benchmark's baseline: hello-world on the very server stack tempalias uses.
 
-gevent's pywsgi serving a one-route Bottle app, on a listener built by tempalias's own
+tempalias's own HTTP server (``tempalias/httpserver.py``: gevent's pywsgi with its client
+deadlines and writes) serving a one-route Bottle app, on a listener built by tempalias's own
 ``make_listener`` (TCP_NODELAY, backlog 1024), in ``--workers N`` forked processes sharing the port
 through SO_REUSEPORT as ``tempalias serve --workers`` does. Whatever tempalias's routes cost on top
 of this is what the benchmark's ratios show.
@@ -16,10 +17,9 @@ import os  # noqa: E402
 import signal  # noqa: E402
 
 import bottle  # noqa: E402
-from gevent.pool import Pool  # noqa: E402
-from gevent.pywsgi import WSGIServer  # noqa: E402
-
-from tempalias.config import Listen  # noqa: E402
+from tempalias.config import Config, Listen  # noqa: E402
+from tempalias.httpserver import HTTPServer  # noqa: E402
+from tempalias.service import HTTP_CONCURRENCY  # noqa: E402
 from tempalias.listeners import bound_port, make_listener  # noqa: E402
 
 app = bottle.Bottle()
@@ -49,7 +49,8 @@ def main() -> int:
             for other in sockets:
                 if other is not sock:
                     other.close()
-            WSGIServer(sock, app, log=None, spawn=Pool(1000)).serve_forever()
+            HTTPServer(sock, app, client_timeout=Config().http_client_timeout,
+                       concurrency=HTTP_CONCURRENCY).serve_forever()
             os._exit(0)
         children.append(pid)
     for sock in sockets:
