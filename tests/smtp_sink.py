@@ -272,9 +272,10 @@ class BatchRecordingSmarthost(_ScriptedSmarthost):
     one at a time. ``batches`` holds the verbs of each batch up to DATA.
     """
 
-    def __init__(self, patience: float = 2.0) -> None:
+    def __init__(self, patience: float = 2.0, data_answer: bytes = b"354 go ahead") -> None:
         super().__init__()
         self.patience = patience
+        self.data_answer = data_answer  # anything but a 354 refuses the DATA command itself
         self.batches: list[list[str]] = []
         self.messages = 0
 
@@ -302,14 +303,14 @@ class BatchRecordingSmarthost(_ScriptedSmarthost):
                 if verb == "EHLO":
                     answers.append(b"250-recorder\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
                 elif verb == "DATA":
-                    answers.append(b"354 go ahead\r\n")
+                    answers.append(self.data_answer + b"\r\n")
                 elif verb == "QUIT":
                     conn.sendall(b"221 bye\r\n")
                     return
                 else:
                     answers.append(b"250 OK\r\n")
             conn.sendall(b"".join(answers))
-            if verbs[-1] == "DATA":
+            if verbs[-1] == "DATA" and self.data_answer.startswith(b"354"):
                 while b"\r\n.\r\n" not in buffer:
                     data = conn.recv(65536)
                     if not data:

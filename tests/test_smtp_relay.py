@@ -141,3 +141,20 @@ def test_idle_connection_is_closed_without_a_next_message(service_factory, store
     assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
     assert sink.connections == 2
     service.stop()
+
+
+def test_smarthost_refusing_the_data_command_is_the_verdict_on_the_message(service_factory,
+                                                                           store):
+    # The client is told 354 at once and sends its message; the smarthost's refusal of DATA,
+    # read before any of the message goes out, is the answer to the final dot.
+    recorder = BatchRecordingSmarthost(data_answer=b"452 4.3.1 no room for more mail").start()
+    try:
+        service = service_factory(env={"TEMPALIAS_SMARTHOST": recorder.address})
+        new = store.create("owner@target.example", DAY_MS, 5)
+        result = send(service.smtp_port, "a@sender.example", [alias_address(new)])
+        assert status_of(result["data"]) == "452 4.3.1"
+        assert recorder.messages == 0
+        assert uses_left(store, new.alias.id) == 5
+        service.stop()
+    finally:
+        recorder.stop()

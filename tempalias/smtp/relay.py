@@ -76,6 +76,7 @@ class SmarthostTransaction:
         self._reused = reused
         self._unsent: list[bytes] = []  # header and lines not yet written: one send, not three
         self._unsent_bytes = 0
+        self._data_answer_due = False  # DATA sent, its 354 not read yet
 
     # --- talking to the smarthost
 
@@ -143,12 +144,23 @@ class SmarthostTransaction:
         return passed_back(code, text, RCPT_DEFERRED, RCPT_REFUSED)
 
     def start_data(self, header: bytes) -> None:
-        code, text = self._command("DATA")
+        """Send DATA without waiting for its 354: our client may start on the message meanwhile.
+        The answer is read before the first byte of the message goes out; a refusal then
+        becomes the verdict on the whole message, given after the client's final dot."""
+        self._send(b"DATA\r\n")
+        self._data_answer_due = True
+        self._unsent, self._unsent_bytes = [header], len(header)
+
+    def _check_data_answer(self) -> None:
+        self._data_answer_due = False
+        try:
+            code, text = self._client.getreply()
+        except (OSError, smtplib.SMTPException) as exc:
+            raise self._unavailable(exc) from None
         if code != 354:
             self.abort()
             raise DeliveryError(passed_back(code, text, replies.SMARTHOST_TEMPFAIL,
                                             replies.SMARTHOST_REFUSED), f"smarthost DATA {code}")
-        self._unsent, self._unsent_bytes = [header], len(header)
 
     def write(self, data: bytes) -> None:
         # Still dot-stuffed, as the smarthost must get it (RFC 5321 section 4.5.2).
@@ -158,6 +170,8 @@ class SmarthostTransaction:
             self._send_unsent()
 
     def _send_unsent(self) -> None:
+        if self._data_answer_due:
+            self._check_data_answer()
         data = b"".join(self._unsent)
         self._unsent, self._unsent_bytes = [], 0
         self._send(data)
