@@ -140,13 +140,15 @@ class AbusePolicy:
         self.stats: collections.Counter = collections.Counter()
         self._leases: dict[str, list[str]] = collections.defaultdict(list)
         self._leases_lock = threading.Lock()
+        # Asked three times per SMTP message, by the same few peers.
+        self.is_trusted = functools.lru_cache(maxsize=4096)(self._in_trusted_networks)
 
     @classmethod
     def from_config(cls, config: Config, limiter: RateLimiter) -> "AbusePolicy":
         return cls(config, limiter,
                    RblChecker(config.rbl_zones, config.dns_servers, config.rbl_timeout))
 
-    def is_trusted(self, ip: IPAddress | None) -> bool:
+    def _in_trusted_networks(self, ip: IPAddress | None) -> bool:
         return in_networks(ip, self.config.trusted_networks)
 
     # --- HTTP

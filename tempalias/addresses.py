@@ -45,10 +45,13 @@ def parse_domain_name(domain: str) -> str:
     if domain.startswith("["):
         raise InvalidAddress("address literals are not accepted; use a domain name")
     name = domain.rstrip(".") if domain.count(".") > 1 else domain
-    try:
-        ascii_name = name.lower().encode("idna").decode("ascii")
-    except UnicodeError:
-        raise InvalidAddress(f"{domain!r} is not a valid domain name") from None
+    if name.isascii():
+        ascii_name = name.lower()  # IDNA leaves ASCII labels as they are; the LDH check follows
+    else:
+        try:
+            ascii_name = name.lower().encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidAddress(f"{domain!r} is not a valid domain name") from None
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or not all(_LDH_LABEL.match(label) for label in labels):
         raise InvalidAddress(f"{domain!r} is not a valid domain name")
