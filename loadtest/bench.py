@@ -12,7 +12,9 @@ Cases:
 - http: hello-world on the same stack (loadtest/hello.py), ``POST /api/v1/aliases``, ``GET`` with
   token, the legacy JSONP create; req/s, p50/p99, ratio to hello-world; ``--workers`` 1 and 2.
 - smtp: smtp-source -> smtp-sink (the ceiling); -> tempalias -> smtp-sink (2 KiB and 100 KiB,
-  1 and 20 sessions); -> Postfix forwarding (virtual_alias_maps, relayhost the sink) -> smtp-sink.
+  1 and 20 sessions); -> a minimal gevent relay (loadtest/minirelay.py: no Redis, no rules; with
+  kept smarthost connections and with one per message) -> smtp-sink, the floor for any relay on
+  gevent; -> Postfix forwarding (virtual_alias_maps, relayhost the sink) -> smtp-sink.
   smtp-source opens a new connection per message, its default and the way the reference figures
   of issue 7 (shared/MEASURED.md) were taken; the 2 KiB, 20 sessions cases run once more with
   each session's connection kept (``-d``). Only messages the sink counted count. Added latency
@@ -158,6 +160,24 @@ class HelloWorld:
 
     def __enter__(self) -> str:
         return f"http://127.0.0.1:{self.child.start()['http']}/hello"
+
+    def __exit__(self, *exc_info) -> None:
+        self.child.stop()
+
+
+class MiniRelay:
+    """loadtest/minirelay.py as a child: the least a gevent relay does per message."""
+
+    def __init__(self, workdir: Path, workers: int, smarthost: str, keep: bool) -> None:
+        ready = workdir / "minirelay.ready"
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        self.child = python_child("minirelay", ["loadtest.minirelay", "--workers", str(workers),
+                                                "--smarthost", smarthost, "--ready-file",
+                                                str(ready), *(["--keep"] if keep else [])],
+                                  workdir, env, ready)
+
+    def __enter__(self) -> str:
+        return f"127.0.0.1:{self.child.start()['smtp']}"
 
     def __exit__(self, *exc_info) -> None:
         self.child.stop()
@@ -436,6 +456,14 @@ def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
                 samples[f"tempalias -> sink, {name}"] = smtp_case(
                     sink, tempalias, alias, messages, sessions, size, keep,
                     probe_port=stack.smtp_port if probe else None)
+        for keep, how in ((True, "upstream kept"), (False, "upstream per message")):
+            with MiniRelay(workdir, workers, sink.address, keep) as relay:
+                for name, size, sessions, messages, keep_client in SMTP_SHAPES:
+                    if "2 KiB, 20 sessions" not in name or (keep_client and not keep):
+                        continue
+                    messages = max(50, int(messages * scale))
+                    samples[f"minimal gevent relay ({how}) -> sink, {name}"] = smtp_case(
+                        sink, relay, alias, messages, sessions, size, keep_client)
         with PostfixPeer(workdir, sink.address, alias) as postfix:
             for name, size, sessions, messages, keep in SMTP_SHAPES:
                 if "2 KiB, 20 sessions" not in name:
@@ -737,6 +765,12 @@ def smtp_table(smtp: dict[str, dict], report: list[str]) -> list[dict]:
     main_case["added_p50_ms"] = (main_case["probe_p50_ms"]["median"]
                                  - direct["probe_p50_ms"]["median"])
     main_case["added_p99_ms"] = added_p99
+    floor = smtp.get(f"minimal gevent relay (upstream kept) -> sink, {MAIN_SHAPE}")
+    if floor:
+        share = main_case["msg_per_s"]["median"] / floor["msg_per_s"]["median"]
+        report.append(f"tempalias reaches {share:.2f} of the minimal gevent relay with kept "
+                      f"smarthost connections ({MAIN_SHAPE}), which itself reaches "
+                      f"{floor['ratio_to_ceiling']:.2f} of the ceiling")
     report.append(f"tempalias's added latency under load (probe through tempalias minus probe "
                   f"straight to the sink): p50 {main_case['added_p50_ms']:.1f} ms, "
                   f"p99 {added_p99:.1f} ms")
