@@ -10,6 +10,7 @@ import ssl
 
 import psutil
 import pytest
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from processes import wait_for
 from smtp_sink import BatchRecordingSmarthost, SmtpSink, make_certificate
@@ -158,3 +159,36 @@ def test_smarthost_refusing_the_data_command_is_the_verdict_on_the_message(servi
         service.stop()
     finally:
         recorder.stop()
+
+
+SMARTHOST_LOGIN = ("relay-user", "s3cret-Pa55 word")
+
+
+def _sink_authenticator(server, session, envelope, mechanism, auth_data):
+    given = (auth_data.login.decode(), auth_data.password.decode()) \
+        if isinstance(auth_data, LoginPassword) else None
+    return AuthResult(success=given == SMARTHOST_LOGIN, handled=False)  # False: the sink says 535
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.mark.parametrize("password", [SMARTHOST_LOGIN[1], "wr0ng-Pa55"], ids=["right", "wrong"])
+def test_smarthost_auth(service_factory, store, own_sink, password):
+    # The sink takes no mail before AUTH (over plain loopback: TLS is tested above).
+    sink = own_sink(authenticator=_sink_authenticator, auth_required=True,
+                    auth_require_tls=False)
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
+                                   "TEMPALIAS_SMARTHOST_USER": SMARTHOST_LOGIN[0],
+                                   "TEMPALIAS_SMARTHOST_PASSWORD": password})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    result = send(service.smtp_port, "a@sender.example", [alias_address(new)])
+    if password == SMARTHOST_LOGIN[1]:
+        assert result["data"][0] == 250
+        assert [m.rcpt_tos for m in sink.messages] == [["owner@target.example"]]
+        assert uses_left(store, new.alias.id) == 1
+    else:
+        # Refused credentials are the operator's to fix: senders are told to try again later.
+        assert status_of(result["rcpt"][0]) == "451 4.4.1"
+        assert sink.messages == []
+        assert uses_left(store, new.alias.id) == 2
+    service.stop()
+    assert password not in service.log_text()
