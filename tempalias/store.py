@@ -248,15 +248,16 @@ class DirectConnections:
             reused = bool(self._idle)
             connection = self._idle.pop() if reused else self._make()
             try:
-                replies = self._exchange(connection, commands)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                connection.disconnect()
-                if not reused:
-                    raise
-                connection = self._make()
-                replies = self._exchange(connection, commands)
+                try:
+                    replies = self._exchange(connection, commands)
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    if not reused:
+                        raise
+                    connection.disconnect()
+                    connection = self._make()
+                    replies = self._exchange(connection, commands)
             except BaseException:
-                connection.disconnect()
+                connection.disconnect()  # whatever it holds unread must not reach the next caller
                 raise
             self._idle.append(connection)
             return replies
