@@ -3,7 +3,8 @@
 smtplib gives us the connection, EHLO, STARTTLS and AUTH; for MAIL, RCPT and the message itself
 we write on its socket directly, because ``smtplib.SMTP.data`` wants the whole message in memory.
 A connection whose transaction completed is kept idle for the next one (a few per process, for a
-few seconds); any other ending closes it without the final dot, so nothing half-sent is delivered.
+few seconds, for a bounded number of messages) and checked with RSET before it is used again; any
+other ending closes it without the final dot, so nothing half-sent is delivered.
 Every wait is bounded by ``smarthost_timeout`` (the socket's timeout). The smarthost's reply texts
 are never passed to our client: they may name the target address, which only the alias's owner may
 see. Its reply codes and enhanced status codes are passed back.
@@ -110,7 +111,14 @@ class SmarthostTransaction:
                                 next_hop_code=code)
 
     def mail(self) -> None:
-        """MAIL on its own (a smarthost without PIPELINING)."""
+        """MAIL on its own (a smarthost without PIPELINING), after an RSET on a kept connection:
+        its health check, a round trip of its own here. A kept connection that fails it raises
+        SMARTHOST_UNAVAILABLE, and the delivery dials a fresh one."""
+        if self._reused:
+            code, _ = self._command("RSET")
+            if code != 250:
+                self.abort()
+                raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost RSET {code}")
         line, self._mail_line = self._mail_line, None
         self._check_mail(*self._command(line))
 
