@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tempalias.embedded_redis import _die_with_parent
+from tempalias.lifetime import die_with_parent
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -78,7 +78,7 @@ class Child:
             # SIGTERM when we die, even by SIGKILL: no child outlives the stack that started it.
             self.process = subprocess.Popen(self.argv, cwd=self.workdir, env=self.env,
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                            preexec_fn=_die_with_parent)
+                                            preexec_fn=die_with_parent)
         if self.ready_file is None:
             return {}
 

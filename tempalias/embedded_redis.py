@@ -7,28 +7,19 @@ the network. The tests start one on a free loopback port.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
+
+from tempalias.lifetime import die_with_parent
 
 INSTALL_HINT = "install it with: apt-get install redis-server (Debian/Ubuntu), or set TEMPALIAS_REDIS_URL"
 
 
 class EmbeddedRedisError(Exception):
     """The private redis-server could not be started."""
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: on Linux, ask for SIGTERM when our parent dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def free_loopback_port() -> int:
@@ -103,7 +94,7 @@ class RedisServer:
             args += ["--appendonly", "no"]
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, close_fds=True,
+            preexec_fn=die_with_parent, close_fds=True,
         )
         deadline = time.monotonic() + timeout
         while not self.is_answering():

@@ -24,6 +24,7 @@ import gevent
 import gevent.event
 
 from tempalias.config import Config, Listen
+from tempalias.lifetime import die_with_parent, parent_is
 from tempalias.listeners import bound_port, make_listener
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,16 @@ class WorkerSupervisor:
 
     def spawn(self, slot: int, sockets: WorkerSockets | None = None) -> int:
         sockets = sockets or self.bind()
+        parent = os.getpid()
         pid = gevent.fork()
         if pid == 0:  # the worker
             status = 1
             try:
+                # A parent killed outright must not leave its workers serving its ports: they
+                # get SIGTERM (and drain) when it goes, or leave now if it went before this.
+                die_with_parent(signal.SIGTERM)
+                if not parent_is(parent):
+                    os._exit(0)
                 # The parent's signal watchers and worker table were copied by fork: a worker
                 # must neither act on them nor signal its siblings.
                 for handler in self._handlers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 
 import requests
 
@@ -70,3 +71,26 @@ def test_status_signal_reaches_the_workers_and_a_second_term_is_harmless(service
     os.kill(service.pid, signal.SIGTERM)
     os.kill(service.pid, signal.SIGTERM)
     assert service.stop() == 0
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_leave_when_their_parent_is_killed(service_factory):
+    # The OOM killer or a supervisor's last resort: the parent gets no chance to stop its workers,
+    # which must not go on serving its ports with nobody to stop them.
+    service = service_factory(env={"TEMPALIAS_WORKERS": "2"})
+    parent = service.pid
+    workers = wait_for(lambda: (lambda w: w if len(w) == 2 else None)(worker_pids(parent)),
+                       15, "two workers")
+    wait_for(lambda: service.log_text().count("smtp listening") == 2, 15, "two serving workers")
+    os.kill(parent, signal.SIGKILL)
+    wait_for(lambda: not any(running(pid) for pid in workers), 15, "the workers to leave")
+    with socket.socket() as probe:
+        probe.settimeout(5)
+        assert probe.connect_ex(("127.0.0.1", service.smtp_port)) != 0
