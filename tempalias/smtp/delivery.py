@@ -49,3 +49,14 @@ class Delivery(Protocol):
 
     def close(self) -> None:
         """Release what is kept between transactions (idle smarthost connections)."""
+
+
+def dot_stuff(lines: bytes) -> bytes:
+    """RFC 5321 4.5.2: a line that starts with a dot gets one more. ``lines`` starts at a line's
+    start, so every line start follows a LF once one is put in front."""
+    return (b"\n" + lines).replace(b"\n.", b"\n..")[1:]
+
+
+def dot_unstuff(lines: bytes) -> bytes:
+    """The inverse of ``dot_stuff``: the lines as the client meant them."""
+    return (b"\n" + lines).replace(b"\n.", b"\n")[1:]

@@ -14,7 +14,7 @@ import time
 from typing import BinaryIO
 
 from tempalias.smtp import replies
-from tempalias.smtp.delivery import DeliveryError
+from tempalias.smtp.delivery import DeliveryError, dot_unstuff
 from tempalias.smtp.replies import Reply
 
 _counter = itertools.count()
@@ -58,9 +58,7 @@ class MaildirTransaction:
         self._write("".join(envelope).encode("utf-8") + header)
 
     def write(self, data: bytes) -> None:
-        # Undo dot-stuffing (RFC 5321 4.5.2): ``data`` starts at a line's start, so every line
-        # start follows a LF once one is put in front.
-        self._write((b"\n" + data).replace(b"\n.", b"\n")[1:])
+        self._write(dot_unstuff(data))  # RFC 5321 4.5.2: a file holds what the client meant
 
     def _write(self, data: bytes) -> None:
         if self._file is None:
