@@ -79,6 +79,10 @@ class Config:
     smtp_data_timeout: float = 600.0
     smtp_max_bad_commands: int = 10
     smtp_max_recipients: int = 100
+    smtp_max_bad_recipients: int = 5
+    smtp_bad_recipient_delay: float = 2.0
+    smtp_transaction_timeout: float = 120.0
+    srs_max_reports: int = 5
     smarthost_timeout: float = 60.0
     smarthost_tls: str = "off"
     smarthost_user: str | None = None
@@ -327,6 +331,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp_data_timeout", _seconds, "seconds an SMTP client may take for a whole DATA"),
     Setting("smtp_max_bad_commands", _int_between(1, 1000), "bad commands before 421 and close"),
     Setting("smtp_max_recipients", _int_between(1, 1000), "recipients accepted per message"),
+    Setting("smtp_max_bad_recipients", _int_between(1, 1000),
+            "refused recipients per connection before each RCPT is delayed; twice as many: 421 and close"),
+    Setting("smtp_bad_recipient_delay", _seconds, "seconds each RCPT waits once the bad ones are over the limit"),
+    Setting("smtp_transaction_timeout", _seconds,
+            "seconds from the first accepted RCPT to DATA; then the held uses are given back (421)"),
+    Setting("srs_max_reports", _int_between(1, 1000), "delivery reports one SRS return address carries"),
     Setting("smarthost_timeout", _seconds, "timeout of every smarthost connect and reply, seconds"),
     Setting("smarthost_tls", _one_of("off", "opportunistic", "required"), "STARTTLS to the smarthost"),
     Setting("smarthost_user", _optional_text, "AUTH user name at the smarthost"),

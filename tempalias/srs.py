@@ -1,11 +1,19 @@
 """The Sender Rewriting Scheme: forwarded mail leaves with an envelope sender of our domain.
 
 A forwarder that kept the original sender would fail SPF at the target. SRS rewrites
-``local@origin`` to ``SRS0=HHHH=TT=origin=local@our-domain`` (HHHH: an HMAC over the rest, TT: the
-day, modulo 1024), so SPF checks our domain, and a bounce to that address can be verified and sent
-back to the original sender. An address that is already SRS0 of another forwarder becomes SRS1
-(Shevek's "guarded" scheme, as libsrs2 and postsrsd do), which keeps the address from growing on
-every hop. The format is the one of libsrs2, so operators can read it.
+``local@origin`` to ``SRS0=HASH=TT=ALIAS=origin=local@our-domain`` (HASH: an HMAC over the rest,
+TT: the day, modulo 1024, ALIAS: the alias the message came through), so SPF checks our domain, and
+a bounce to that address can be verified and answered to the original sender. An address that is
+already SRS0 of another forwarder becomes SRS1 (Shevek's "guarded" scheme, as libsrs2 and postsrsd
+do), which keeps the address from growing on every hop.
+
+The layout is libsrs2's with one field more, ALIAS: the report we send back in place of a bounce
+names the alias as the recipient (RFC 3464 Final-Recipient), and the address is the only thing we
+keep about a forwarded message. Only we ever take these addresses apart; another forwarder treats
+everything after ``SRS0`` as opaque. The hash is ten base32 characters, 50 bits: one case, so an
+MTA that folds the case of a local part loses none of it, and too many values to guess (a client
+is cut off after a few refused recipients). An address lives ``MAX_AGE_DAYS``: bounces come
+within the queue lifetime of the MTAs on the way (five days by default in Postfix and Sendmail).
 """
 
 from __future__ import annotations
@@ -14,19 +22,31 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
+from dataclasses import dataclass
 
 SECRET_FILE = "srs_secret"
-HASH_LENGTH = 4
-MAX_AGE_DAYS = 21
+HASH_LENGTH = 10  # base32 characters: 50 bits
+MAX_AGE_DAYS = 5
 _TIME_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _TIME_SLOTS = len(_TIME_ALPHABET) ** 2  # 1024 days
 _SECONDS_PER_DAY = 86400
+_ALIAS_FIELD = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 
 class InvalidSRS(ValueError):
     """The address looks like SRS but its hash or its age does not check out."""
+
+
+@dataclass(frozen=True)
+class ReturnPath:
+    """What one of our SRS addresses stands for: where a report goes, and about which alias."""
+
+    sender: str  # the original envelope sender (another forwarder's address for SRS1)
+    alias: str  # the alias id the message was sent to (or "postmaster")
+    hash: str  # the address's hash, lower case: identifies the address (its report budget)
 
 
 def load_or_create_secret(data_dir: str) -> str:
@@ -84,60 +104,66 @@ class SRS:
         self._clock = clock
 
     def _hash(self, *parts: str) -> str:
-        mac = hmac.new(self._key, "".join(parts).lower().encode("utf-8"), hashlib.sha1)
-        return base64.b64encode(mac.digest()).decode("ascii")[:HASH_LENGTH]
+        # Fields joined with a separator no field can hold unescaped, so that moving text from one
+        # field to the next changes the hash.
+        text = "\0".join(parts).lower().encode("utf-8")
+        mac = hmac.new(self._key, text, hashlib.sha256).digest()
+        return base64.b32encode(mac).decode("ascii")[:HASH_LENGTH].lower()
 
     def _check_hash(self, given: str, *parts: str) -> bool:
         # Compared case-insensitively, as libsrs2 does: some MTAs change the case of local parts.
-        return hmac.compare_digest(given.lower().encode(), self._hash(*parts).lower().encode())
+        return hmac.compare_digest(given.lower().encode(), self._hash(*parts).encode())
 
-    def forward(self, sender: str) -> str:
-        """The envelope sender to use when forwarding mail from ``sender`` (``""`` stays ``""``)."""
+    def forward(self, sender: str, alias: str) -> str:
+        """The envelope sender for mail from ``sender`` forwarded through ``alias`` (an alias id);
+        the null sender ``""`` stays null."""
         if not sender:
             return ""
         local, _, domain = sender.rpartition("@")
         if not local:
             raise ValueError("an SRS sender needs local@domain")
-        if domain.lower() == self.domain.lower() and is_srs(local):
-            return sender  # ours already (a bounce we are reversing): leave it as it is
+        if not _ALIAS_FIELD.match(alias):
+            raise ValueError("an alias id is letters and digits")
         upper = local[:5].upper()
         if upper.startswith("SRS0") and local[4:5] in "=+-":
             opaque = local[4:]  # "=HHHH=TT=host=user": another forwarder's SRS0
-            return f"SRS1={self._hash(domain, opaque)}={domain}={opaque}@{self.domain}"
+            return (f"SRS1={self._hash(alias, domain, opaque)}={alias}={domain}={opaque}"
+                    f"@{self.domain}")
         if upper.startswith("SRS1") and local[4:5] in "=+-":
             # SRS1=HHHH=first-hop==opaque: keep the first hop, re-sign it as ours.
-            try:
-                _, first_hop, opaque = local[5:].split("=", 2)
-            except ValueError:
-                first_hop = ""
-            if first_hop:
-                opaque = "=" + opaque if not opaque.startswith("=") else opaque
-                return f"SRS1={self._hash(first_hop, opaque)}={first_hop}={opaque}@{self.domain}"
+            fields = local[5:].split("=")
+            if "" in fields[1:]:
+                cut = fields.index("", 1)
+                first_hop, opaque = fields[cut - 1], "=" + "=".join(fields[cut + 1:])
+                if first_hop:
+                    return (f"SRS1={self._hash(alias, first_hop, opaque)}={alias}={first_hop}="
+                            f"{opaque}@{self.domain}")
         stamp = _day_stamp(self._clock())
-        return f"SRS0={self._hash(stamp, domain, local)}={stamp}={domain}={local}@{self.domain}"
+        return (f"SRS0={self._hash(stamp, alias, domain, local)}={stamp}={alias}={domain}={local}"
+                f"@{self.domain}")
 
-    def reverse(self, local: str) -> str:
-        """The address a bounce to ``local@<our domain>`` goes back to; raises InvalidSRS."""
+    def reverse(self, local: str) -> ReturnPath:
+        """What a bounce to ``local@<our domain>`` is about; raises InvalidSRS."""
         upper = local[:4].upper()
-        if upper == "SRS0":
-            parts = local[5:].split("=", 3)
-            if len(parts) != 4 or not all(parts):
+        if upper == "SRS0" and local[4:5] == "=":
+            parts = local[5:].split("=", 4)
+            if len(parts) != 5 or not all(parts):
                 raise InvalidSRS("malformed SRS0 address")
-            given, stamp, domain, user = parts
-            if not self._check_hash(given, stamp, domain, user):
+            given, stamp, alias, domain, user = parts
+            if not self._check_hash(given, stamp, alias, domain, user):
                 raise InvalidSRS("SRS0 hash does not match")
             age = _stamp_age_days(stamp, self._clock())
             if age is None or age > MAX_AGE_DAYS:
                 raise InvalidSRS("SRS0 address has expired")
-            return f"{user}@{domain}"
-        if upper == "SRS1":
-            parts = local[5:].split("=", 2)
-            if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2].startswith("="):
+            return ReturnPath(f"{user}@{domain}", alias.lower(), given.lower())
+        if upper == "SRS1" and local[4:5] == "=":
+            parts = local[5:].split("=", 3)
+            if len(parts) != 4 or not all(parts[:3]) or not parts[3].startswith("="):
                 raise InvalidSRS("malformed SRS1 address")
-            given, first_hop, opaque = parts
-            if not self._check_hash(given, first_hop, opaque):
+            given, alias, first_hop, opaque = parts
+            if not self._check_hash(given, alias, first_hop, opaque):
                 raise InvalidSRS("SRS1 hash does not match")
-            return f"SRS0{opaque}@{first_hop}"
+            return ReturnPath(f"SRS0{opaque}@{first_hop}", alias.lower(), given.lower())
         raise InvalidSRS("not an SRS address")
 
 

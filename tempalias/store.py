@@ -12,6 +12,7 @@ Redis Cluster slot):
 - ``ta:idlen``       the current id length; it only grows.
 - ``ta:ends``        sorted set id -> expiry (ms): lets ``purge`` reach exactly the aliases whose
                      time is up, at a cost proportional to their number (no KEYS, no SCAN).
+- ``ta:srs:{hash}``  how many delivery reports an SRS return address carried; expires with it.
 
 A delivery reserves a use (RESERVE), then commits it once the message was accepted downstream
 (COMMIT) or releases it (ZREM). Uses left minus reservations held can never go below zero, so with
@@ -129,6 +130,22 @@ if left <= 0 then
 end
 redis.call('HSET', KEYS[1], 'uses', left)
 return {'counted', left}
+"""
+
+
+# KEYS[1] - the reports an SRS return address has carried (ta:srs:{hash})
+# ARGV[1] - how many it may carry
+# ARGV[2] - how long it is counted, ms (the address's lifetime)
+# returns 1 when one more report may go (it is counted), 0 when ARGV[1] have gone
+TAKE_REPORT = """
+local sent = redis.call('INCR', KEYS[1])
+if sent == 1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if sent > tonumber(ARGV[1]) then
+    return 0
+end
+return 1
 """
 
 
@@ -325,6 +342,10 @@ def _id_key(alias_id: str) -> str:
     return f"ta:{{{alias_id}}}:id"
 
 
+def report_key(return_hash: str) -> str:
+    return f"ta:srs:{{{return_hash}}}"
+
+
 class AliasStore:
     """Creates, reads, consumes and erases aliases; see the module docstring for the keys."""
 
@@ -344,6 +365,7 @@ class AliasStore:
         self._raise_id_length = client.register_script(RAISE_ID_LENGTH)
         self._reserve = client.register_script(RESERVE_USE)
         self._commit = client.register_script(COMMIT_USE)
+        self._take_report = client.register_script(TAKE_REPORT)
         pool = client.connection_pool
         self._direct = DirectConnections(
             client, getattr(pool, "max_connections", 64),
@@ -495,6 +517,12 @@ class AliasStore:
     def release(self, reservation: Reservation) -> None:
         """Give the held use back: the delivery did not happen."""
         self.redis.zrem(_held_key(reservation.alias_id), reservation.reservation_id)
+
+    @_unavailable_on_redis_errors
+    def take_report(self, return_hash: str, limit: int, lifetime_ms: int) -> bool:
+        """Count one report through an SRS return address; False once it carried ``limit``."""
+        return bool(self._run(self._take_report, keys=[report_key(return_hash)],
+                              args=[limit, lifetime_ms]))
 
     # --- upkeep
 

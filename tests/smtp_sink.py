@@ -44,10 +44,13 @@ class ReceivedMessage:
     tls: bool = False  # whether it came over STARTTLS
 
     def body_after_received(self) -> bytes:
-        """The message minus the Received: header tempalias put in front (three lines)."""
+        """The message minus the Received: header tempalias put in front (three lines) and the
+        Delivered-To: line it adds after it for a message to one alias."""
         assert self.content.startswith(b"Received: "), self.content[:80]
-        lines = self.content.split(b"\r\n", 3)
-        return lines[3]
+        rest = self.content.split(b"\r\n", 3)[3]
+        if rest.startswith(b"Delivered-To: "):
+            rest = rest.split(b"\r\n", 1)[1]
+        return rest
 
 
 @dataclass

@@ -6,7 +6,9 @@ connection and of the transaction in plain objects (``session.py``), the forward
 own module, and one error funnel (``run``) through which every way a connection can end passes,
 so that every reservation is released and the socket closed on every path. Per-connection
 budgets bound what one client can cost: line lengths, bad commands, recipients, idle time per
-command and the total time of one DATA.
+command, the time from the first accepted recipient to DATA (uses are held meanwhile), the total
+time of one DATA, and refused recipients: past ``max_bad_recipients`` each RCPT waits before its
+answer, and at twice as many the connection is closed, so guessing addresses is slow and short.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class Limits:
     data_timeout: float
     max_bad_commands: int
     max_recipients: int
+    max_bad_recipients: int = 5
+    bad_recipient_delay: float = 2.0
+    transaction_timeout: float = 120.0
 
 
 class Closing(Exception):
@@ -122,11 +127,20 @@ class SMTPProtocol:
         # A deadline rather than a gevent.Timeout: the same bound (a command trickling in byte by
         # byte still ends at idle_timeout), without a timer started and stopped per command.
         deadline = time.monotonic() + self.limits.idle_timeout
+        hold_until = self.envelope.hold_until if self.envelope is not None else None
+        holding = hold_until is not None and hold_until < deadline
+        if holding and hold_until <= time.monotonic():
+            raise Closing(replies.TRANSACTION_TIMEOUT, "transaction timeout")
         while True:
             try:
-                return self.connection.read_line(COMMAND_LINE_LIMIT, deadline)
+                return self.connection.read_line(COMMAND_LINE_LIMIT,
+                                                 hold_until if holding else deadline)
             except LineTooLong:
                 self._reply(replies.COMMAND_TOO_LONG)
+            except socket.timeout:
+                if holding:  # uses held for a client that does not get on with it (NOOPs...)
+                    raise Closing(replies.TRANSACTION_TIMEOUT, "transaction timeout") from None
+                raise
 
     def _dispatch(self, line: bytes) -> None:
         try:
@@ -267,6 +281,21 @@ class SMTPProtocol:
         verdict = self.forwarder.recipient(self.session, envelope, address)
         if verdict.code == 250:
             envelope.accepted += 1
+            if envelope.hold_until is None:
+                envelope.hold_until = time.monotonic() + self.limits.transaction_timeout
+        self._reply_to_recipient(verdict)
+
+    def _reply_to_recipient(self, verdict: Reply) -> None:
+        """Refused recipients cost the client: past the limit each answer waits, and at twice the
+        limit the connection ends. A guesser gets a handful of tries per connection."""
+        session, limit = self.session, self.limits.max_bad_recipients
+        if verdict.code >= 500:
+            session.bad_recipients += 1
+        if session.bad_recipients > limit:
+            self.connection.flush()
+            gevent.sleep(self.limits.bad_recipient_delay)
+            if session.bad_recipients >= 2 * limit:
+                raise Closing(replies.TOO_MANY_BAD_RECIPIENTS, "too many refused recipients")
         self._reply(verdict)
 
     def smtp_DATA(self, argument: str) -> None:

@@ -47,6 +47,12 @@ SMARTHOST_UNAVAILABLE = Reply(451, "4.4.1", "the next hop is not reachable now, 
 SMARTHOST_TEMPFAIL = Reply(451, "4.4.0", "the next hop deferred the message, try again later")
 LOCAL_ERROR = Reply(451, "4.3.0", "local error, try again later")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "too many recipients for one message")
+RETURN_ADDRESS_ALONE = Reply(452, "4.5.3", "a bounce to a return address goes alone: "
+                                           "send it in a transaction of its own")
+ALIAS_BUSY = Reply(450, "4.2.1", "every use this alias has left is taken by a message in flight; "
+                                 "try again later")
+TOO_MANY_BAD_RECIPIENTS = Reply(421, "4.7.0", "too many refused recipients, closing")
+TRANSACTION_TIMEOUT = Reply(421, "4.4.2", "no DATA in time; held uses given back, closing")
 
 # --- 5xx
 LINE_TOO_LONG = Reply(500, "5.5.2", "line too long")
@@ -71,6 +77,10 @@ RELAY_DENIED = Reply(550, "5.7.1", "relaying denied")
 NO_POSTMASTER = Reply(550, "5.1.1", "no postmaster mailbox is configured here")
 BAD_SRS = Reply(550, "5.1.1", "no such address (invalid or expired return address)")
 SRS_NEEDS_NULL_SENDER = Reply(550, "5.7.1", "return addresses accept only bounces (MAIL FROM:<>)")
+NOT_A_REPORT = Reply(550, "5.7.1", "return addresses accept only delivery reports "
+                                   "(multipart/report, RFC 3464)")  # text gets what it was instead
+REPORTS_USED_UP = Reply(550, "5.7.1", "this return address has carried all the reports it may")
+MAIL_LOOP = Reply(554, "5.4.6", "mail loop detected")  # text gets the sign
 SMARTHOST_REFUSED = Reply(550, "5.0.0", "the next hop refused the message")
 NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "non-ASCII address needs the SMTPUTF8 parameter")
 TARGET_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "this alias forwards to a non-ASCII address; "

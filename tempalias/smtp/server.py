@@ -49,6 +49,9 @@ class SMTPServer(StreamServer):
             data_timeout=config.smtp_data_timeout,
             max_bad_commands=config.smtp_max_bad_commands,
             max_recipients=config.smtp_max_recipients,
+            max_bad_recipients=config.smtp_max_bad_recipients,
+            bad_recipient_delay=config.smtp_bad_recipient_delay,
+            transaction_timeout=config.smtp_transaction_timeout,
         )
 
     @property

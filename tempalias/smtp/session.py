@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tempalias.smtp.delivery import DeliveryError, Transaction
+from tempalias.smtp.loops import LoopGuard
+from tempalias.srs import ReturnPath
 from tempalias.store import Reservation
 
 
@@ -19,6 +21,7 @@ class Session:
     esmtp: bool = False
     tls: bool = False
     bad_commands: int = 0
+    bad_recipients: int = 0  # RCPTs refused for good (5xx): guessing costs the guesser
 
 
 @dataclass
@@ -43,9 +46,17 @@ class Envelope:
     failure: DeliveryError | None = None  # the next hop gave up during DATA
     local_id: str | None = None  # our id for the message, in its Received: header and the log
     queue_id: str | None = None  # the next hop's id once it accepted the message
+    hold_until: float | None = None  # time.monotonic() by which DATA must come: uses are held
+    loop_guard: LoopGuard | None = None
+    return_path: ReturnPath | None = None  # a bounce to one of our SRS addresses
+    report: list[bytes] | None = None  # that bounce as it arrives (read, never passed on)
+    report_bytes: int = 0
 
     def has_alias(self, alias_id: str) -> bool:
         return any(r.reservation is not None and r.label == alias_id for r in self.recipients)
 
     def has_target(self, target: str) -> bool:
-        return any(r.target == target for r in self.recipients)
+        """Targets are compared in any case: most providers fold it, and nobody wants a message
+        twice because two aliases spell one mailbox differently."""
+        folded = target.casefold()
+        return any(r.target.casefold() == folded for r in self.recipients)
