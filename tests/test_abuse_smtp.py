@@ -99,6 +99,18 @@ def test_messages_per_ip_are_451_at_mail_from(guarded, smtp_sink, store):
     assert len(smtp_sink.messages) == 2
 
 
+def test_transactions_whose_recipients_were_refused_count_too(guarded, smtp_sink):
+    """A guesser who only ever gets refusals still spends the per-IP message budget."""
+    with client(guarded.smtp_port, "127.0.0.9") as smtp:
+        for guess in range(2):
+            assert smtp.mail("")[0] == 250
+            assert smtp.rcpt(f"SRS0=guess{guess:05d}=AA=zz=victim.example=bob@tempalias.test")[0] == 550
+            assert smtp.rset()[0] == 250
+        code, text = smtp.mail("")
+    assert code == 451 and text.decode().startswith("4.7.1")
+    assert smtp_sink.connections == 0
+
+
 def test_messages_per_alias_are_451_at_rcpt_and_keep_the_use(guarded, smtp_sink, store):
     alias = store.create("owner@example.org", DAY_MS, 5)
     address = f"{alias.alias.id}@tempalias.test"
