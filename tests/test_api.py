@@ -134,6 +134,10 @@ def test_body_that_is_not_an_object_is_422(service, body):
     ({"target": "a@example.org", "uses": 101}, "uses"),
     ({"target": "a@example.org", "uses": -1}, "uses"),
     ({"target": "a@example.org", "uses": [1]}, "uses"),
+    ({"target": "a@example.org", "uses": 43.5}, "uses"),
+    ({"target": "a@example.org", "uses": "43"}, "uses"),
+    ({"target": "a@example.org", "uses": False}, "uses"),
+    ({"target": "a@example.org", "uses": 1e300}, "uses"),
     ({"target": "a@example.org", "max-usage": 3}, "max-usage"),
     ({"target": "a@example.org", "admin": True}, "admin"),
 ])
@@ -143,6 +147,14 @@ def test_invalid_field_is_422_naming_it_and_creates_nothing(service, redis_clien
         f"{service.http_url}/api/v1/aliases", data=b"{}", headers=JSON, timeout=10)
     assert_json_error(answer, 422, "invalid-field", field)
     assert redis_client.zcard("ta:ends") == before
+
+
+def test_whole_number_floats_are_integers_as_json_schema_says(service):
+    answer = create(service, target="a@example.org", days=3.0, uses=43.0)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["uses_left"] == 43
+    assert (_parse(body["expires_at"]) - _parse(body["created_at"])).days == 3
 
 
 def test_utf8_target_is_accepted(service):
