@@ -3,12 +3,18 @@
 Deliberately stricter than the RFCs in one way: a target must have a domain name with at least
 two labels (no address literals, no bare host names), because mail is forwarded to it over the
 public internet.
+
+Internationalised domain names follow IDNA 2008 with the UTS 46 mapping (the ``idna`` package),
+as registries and mail providers do: ``zielß.example`` stays ``xn--ziel-yna.example``. Python's
+own ``"idna"`` codec is IDNA 2003, which turns it into ``zielss.example``, another domain.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import idna
 
 MAX_ADDRESS_OCTETS = 254
 MAX_LOCAL_OCTETS = 64
@@ -38,6 +44,19 @@ class Address:
         return self.local.isascii()
 
 
+def domain_to_ascii(name: str) -> str:
+    """The lower-cased A-label (ASCII) form of a domain name, by IDNA 2008 with the UTS 46
+    mapping; raises InvalidAddress. An ASCII name needs no codec (the SMTP hot path: our own
+    domains are ASCII); the caller checks its labels."""
+    if name.isascii():
+        return name.lower()
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise InvalidAddress(f"{name!r} is not a valid internationalised domain name "
+                             f"(IDNA 2008): {exc}") from None
+
+
 def parse_domain_name(domain: str) -> str:
     """Lower-cased ASCII form of a domain name; raises InvalidAddress."""
     if not domain:
@@ -45,13 +64,7 @@ def parse_domain_name(domain: str) -> str:
     if domain.startswith("["):
         raise InvalidAddress("address literals are not accepted; use a domain name")
     name = domain.rstrip(".") if domain.count(".") > 1 else domain
-    if name.isascii():
-        ascii_name = name.lower()  # IDNA leaves ASCII labels as they are; the LDH check follows
-    else:
-        try:
-            ascii_name = name.lower().encode("idna").decode("ascii")
-        except UnicodeError:
-            raise InvalidAddress(f"{domain!r} is not a valid domain name") from None
+    ascii_name = domain_to_ascii(name)
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or not all(_LDH_LABEL.match(label) for label in labels):
         raise InvalidAddress(f"{domain!r} is not a valid domain name")

@@ -163,6 +163,22 @@ def test_utf8_target_is_accepted(service):
     assert answer.json()["target"] == "jürgen@xn--bcher-kva.example"
 
 
+def test_a_target_domain_keeps_its_sharp_s_by_idna_2008(service):
+    answer = create(service, target="jörg@zielß.example")
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["target"] == "jörg@xn--ziel-yna.example"  # not zielss.example (IDNA 2003)
+    assert create(service, target="a@Zielß.EXAMPLE").json()["target"] == "a@xn--ziel-yna.example"
+
+
+@pytest.mark.parametrize("target", ["a@i❤.example", "a@ab\u0627.example", "a@a\u200db.example"])
+def test_a_domain_idna_2008_refuses_is_an_invalid_field_saying_so(service, redis_client, target):
+    """A symbol, a left-to-right label with an Arabic letter (bidi), a joiner out of context."""
+    before = redis_client.zcard("ta:ends")
+    body = assert_json_error(create(service, target=target), 422, "invalid-field", "target")
+    assert "IDNA 2008" in body["description"]
+    assert redis_client.zcard("ta:ends") == before
+
+
 def test_oversized_body_is_413_without_reading_it(service):
     answer = requests.post(f"{service.http_url}/api/v1/aliases", headers=JSON, timeout=10,
                            data=json.dumps({"target": "a@example.org", "pad": "x" * 20000}))

@@ -1,0 +1,48 @@
+"""Mailbox syntax (tempalias/addresses.py): IDNA 2008 domains; then a target with such a domain,
+created through the API, receiving mail."""
+
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+import requests
+
+from processes import wait_for
+from tempalias.addresses import InvalidAddress, parse_address
+
+
+@pytest.mark.parametrize("text, domain", [
+    ("jörg@zielß.example", "xn--ziel-yna.example"),  # IDNA 2003 made it zielss.example
+    ("a@ZIELß.Example", "xn--ziel-yna.example"),  # UTS 46 maps case
+    ("a@ｅｘａｍｐｌｅ.com", "example.com"),  # and width
+    ("a@bücher。example", "xn--bcher-kva.example"),  # and the ideographic full stop
+    ("a@XN--BCHER-KVA.Example", "xn--bcher-kva.example"),  # an ASCII name is only lower-cased
+    ("a@\u0644\u0627.example", "xn--mgb1d.example"),  # right-to-left on its own is fine
+])
+def test_domains_follow_idna_2008_with_uts_46(text, domain):
+    assert parse_address(text).domain == domain
+
+
+@pytest.mark.parametrize("text", [
+    "a@i❤.example",  # a symbol: IDNA 2008 has none
+    "a@ab\u0627.example",  # a left-to-right label with a right-to-left letter
+    "a@a\u200db.example",  # a zero-width joiner out of context (IDNA 2003 dropped it)
+    "a@ü-.example",  # a label ending in a hyphen
+    "a@" + "ü" * 64 + ".example",  # a label longer than 63 octets once encoded
+])
+def test_names_idna_2008_refuses_are_invalid_and_say_so(text):
+    with pytest.raises(InvalidAddress, match="IDNA 2008"):
+        parse_address(text)
+
+
+def test_mail_to_an_alias_for_an_idn_target_reaches_that_domain(smtp_service, smtp_sink):
+    answer = requests.post(f"{smtp_service.http_url}/api/v1/aliases", timeout=10,
+                           json={"target": "joerg@zielß.example", "uses": 1})
+    assert answer.status_code == 201, answer.text
+    with smtplib.SMTP("127.0.0.1", smtp_service.smtp_port, timeout=30) as client:
+        client.sendmail("alice@sender.example", [answer.json()["address"]],
+                        b"Subject: hello\r\n\r\nHello.\r\n")
+    wait_for(lambda: smtp_sink.messages, 10, "the message to reach the smarthost")
+    assert [message.rcpt_tos for message in smtp_sink.messages] == [
+        ["joerg@xn--ziel-yna.example"]]
