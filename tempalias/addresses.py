@@ -24,6 +24,7 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010FFFF]+"
 _DOT_ATOM = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*$")
 _QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010FFFF]|\\[\x20-\x7e])*"$')
 _LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_QUOTED_PAIR = re.compile(r"\\(.)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -42,6 +43,19 @@ class Address:
     @property
     def is_ascii(self) -> bool:
         return self.local.isascii()
+
+    @property
+    def canonical(self) -> str:
+        """The mailbox every spelling of it names, for counting (never for delivery): the local
+        part unquoted, without its ``+tag`` and case-folded, the domain in its A-label form.
+        ``"Victim+x"@EXAMPLE.com`` and ``victim@example.com`` are one mailbox here; providers
+        whose local parts are case-sensitive or ignore no tags are rare, and a limit that counts
+        two of their mailboxes as one errs on the safe side."""
+        local = self.local
+        if local.startswith('"'):
+            local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+        base = local.split("+", 1)[0] or local
+        return f"{base.casefold()}@{self.domain}"
 
 
 def domain_to_ascii(name: str) -> str:

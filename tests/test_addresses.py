@@ -1,5 +1,5 @@
-"""Mailbox syntax (tempalias/addresses.py): IDNA 2008 domains; then a target with such a domain,
-created through the API, receiving mail."""
+"""Mailbox syntax (tempalias/addresses.py): IDNA 2008 domains, and the one key of a mailbox's
+spellings; then a target with such a domain, created through the API, receiving mail."""
 
 from __future__ import annotations
 
@@ -34,6 +34,21 @@ def test_domains_follow_idna_2008_with_uts_46(text, domain):
 def test_names_idna_2008_refuses_are_invalid_and_say_so(text):
     with pytest.raises(InvalidAddress, match="IDNA 2008"):
         parse_address(text)
+
+
+def test_every_spelling_of_a_mailbox_has_one_canonical_form():
+    spellings = ["victim@example.com", '"victim"@example.com', '"victim+x"@example.com',
+                 "victim+a+b@example.com", "Victim@EXAMPLE.COM", "VICTIM@ｅｘａｍｐｌｅ.com",
+                 '"vic\\tim"@example.com']
+    assert {parse_address(text).canonical for text in spellings} == {"victim@example.com"}
+    assert parse_address("Jörg+x@Zielß.example").canonical == "jörg@xn--ziel-yna.example"
+    assert parse_address('"john doe"@example.com').canonical == "john doe@example.com"
+    assert parse_address("+only@example.com").canonical == "+only@example.com"
+
+
+def test_the_address_keeps_its_spelling_apart_from_the_domain():
+    """Only the limit's key is canonical: mail goes to the mailbox as it was given."""
+    assert str(parse_address('"Victim+x"@Zielß.example')) == '"Victim+x"@xn--ziel-yna.example'
 
 
 def test_mail_to_an_alias_for_an_idn_target_reaches_that_domain(smtp_service, smtp_sink):
