@@ -95,7 +95,11 @@ def parse_address(text: str) -> Address:
         raise InvalidAddress("the address is empty")
     if _CONTROL.search(text):
         raise InvalidAddress("the address contains control characters")
-    if len(text.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+    try:
+        octets = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # JSON's "\ud800" escapes can make a lone surrogate
+        raise InvalidAddress("the address is not valid Unicode (it has a lone surrogate)") from None
+    if octets > MAX_ADDRESS_OCTETS:
         raise InvalidAddress(f"the address is longer than {MAX_ADDRESS_OCTETS} octets")
     local, at, domain = text.rpartition("@")
     if not at:

@@ -36,6 +36,12 @@ def test_names_idna_2008_refuses_are_invalid_and_say_so(text):
         parse_address(text)
 
 
+@pytest.mark.parametrize("text", ["a@\ud800.example", "\udfffa@example.com"])
+def test_a_lone_surrogate_is_an_invalid_address_not_a_crash(text):
+    with pytest.raises(InvalidAddress, match="surrogate"):
+        parse_address(text)
+
+
 def test_every_spelling_of_a_mailbox_has_one_canonical_form():
     spellings = ["victim@example.com", '"victim"@example.com', '"victim+x"@example.com',
                  "victim+a+b@example.com", "Victim@EXAMPLE.COM", "VICTIM@ｅｘａｍｐｌｅ.com",

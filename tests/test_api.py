@@ -123,6 +123,8 @@ def test_body_that_is_not_an_object_is_422(service, body):
     ({"target": "a@[127.0.0.1]"}, "target"),
     ({"target": "a b@example.org"}, "target"),
     ({"target": "a@example.org\r\nBcc: x@example.org"}, "target"),
+    ({"target": "a@\ud800.example"}, "target"),  # a lone surrogate, from a JSON escape
+    ({"target": "\udc80a@example.org"}, "target"),
     ({"target": "x" * 65 + "@example.org"}, "target"),
     ({"target": "loop@tempalias.test"}, "target"),
     ({"target": "a@example.org", "days": 0}, "days"),

@@ -68,6 +68,7 @@ def test_post_takes_whole_number_floats_as_its_schema_allows(service, store):
     ({"target": "old@example.org", "days": "3"}, "days"),
     ({"target": "old@example.org", "max-usage": 2.5}, "max-usage"),
     ({"target": "old@i❤.example"}, "IDNA 2008"),
+    ({"target": "old@\ud800.example"}, "surrogate"),
 ])
 def test_post_refuses_what_its_schema_refuses(service, redis_client, fields, needle):
     """The OpenAPI document's LegacyOrder and the server agree (schemathesis checks both ways)."""
