@@ -12,6 +12,7 @@ setup(
         "bottle>=0.13,<0.14",
         "redis[hiredis]>=5.0,<9",
         "dnspython>=2.6,<3",
+        "idna>=3.6,<4",
     ],
     extras_require={
         "test": [

@@ -30,6 +30,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from tempalias.addresses import InvalidAddress, parse_address
 from tempalias.config import Config, IPNetwork, Rate
 from tempalias.rbl import RblChecker
 from tempalias.store import RateLimiter, StoreUnavailable, Throttled
@@ -120,10 +121,15 @@ def _ip_subject(ip: IPAddress | None) -> str:
 
 
 def _target_subject(target: str) -> str:
-    """A target's key that does not reveal it; ``victim+1@`` and ``victim+2@`` are one target."""
-    local, _, domain = target.strip().lower().rpartition("@")
-    local = local.split("+", 1)[0]
-    return "to:" + hashlib.sha256(f"{local}@{domain}".encode("utf-8")).hexdigest()[:32]
+    """A target's key that does not reveal it, the same for every spelling of the mailbox
+    (``Address.canonical``): ``victim+1@``, ``"victim"@``, ``VICTIM@`` and the Unicode and
+    A-label forms of the domain are one target. Text that is no address (the API validates
+    before it asks) counts as itself, case-folded."""
+    try:
+        key = parse_address(target.strip()).canonical
+    except InvalidAddress:
+        key = target.strip().casefold()
+    return "to:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
 def _active(limits: dict[str, Rate | None]) -> dict[str, Rate]:

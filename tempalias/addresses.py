@@ -3,12 +3,18 @@
 Deliberately stricter than the RFCs in one way: a target must have a domain name with at least
 two labels (no address literals, no bare host names), because mail is forwarded to it over the
 public internet.
+
+Internationalised domain names follow IDNA 2008 with the UTS 46 mapping (the ``idna`` package),
+as registries and mail providers do: ``zielß.example`` stays ``xn--ziel-yna.example``. Python's
+own ``"idna"`` codec is IDNA 2003, which turns it into ``zielss.example``, another domain.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import idna
 
 MAX_ADDRESS_OCTETS = 254
 MAX_LOCAL_OCTETS = 64
@@ -18,6 +24,7 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010FFFF]+"
 _DOT_ATOM = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*$")
 _QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010FFFF]|\\[\x20-\x7e])*"$')
 _LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_QUOTED_PAIR = re.compile(r"\\(.)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -37,6 +44,32 @@ class Address:
     def is_ascii(self) -> bool:
         return self.local.isascii()
 
+    @property
+    def canonical(self) -> str:
+        """The mailbox every spelling of it names, for counting (never for delivery): the local
+        part unquoted, without its ``+tag`` and case-folded, the domain in its A-label form.
+        ``"Victim+x"@EXAMPLE.com`` and ``victim@example.com`` are one mailbox here; providers
+        whose local parts are case-sensitive or ignore no tags are rare, and a limit that counts
+        two of their mailboxes as one errs on the safe side."""
+        local = self.local
+        if local.startswith('"'):
+            local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+        base = local.split("+", 1)[0] or local
+        return f"{base.casefold()}@{self.domain}"
+
+
+def domain_to_ascii(name: str) -> str:
+    """The lower-cased A-label (ASCII) form of a domain name, by IDNA 2008 with the UTS 46
+    mapping; raises InvalidAddress. An ASCII name needs no codec (the SMTP hot path: our own
+    domains are ASCII); the caller checks its labels."""
+    if name.isascii():
+        return name.lower()
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise InvalidAddress(f"{name!r} is not a valid internationalised domain name "
+                             f"(IDNA 2008): {exc}") from None
+
 
 def parse_domain_name(domain: str) -> str:
     """Lower-cased ASCII form of a domain name; raises InvalidAddress."""
@@ -45,13 +78,7 @@ def parse_domain_name(domain: str) -> str:
     if domain.startswith("["):
         raise InvalidAddress("address literals are not accepted; use a domain name")
     name = domain.rstrip(".") if domain.count(".") > 1 else domain
-    if name.isascii():
-        ascii_name = name.lower()  # IDNA leaves ASCII labels as they are; the LDH check follows
-    else:
-        try:
-            ascii_name = name.lower().encode("idna").decode("ascii")
-        except UnicodeError:
-            raise InvalidAddress(f"{domain!r} is not a valid domain name") from None
+    ascii_name = domain_to_ascii(name)
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or not all(_LDH_LABEL.match(label) for label in labels):
         raise InvalidAddress(f"{domain!r} is not a valid domain name")
@@ -68,7 +95,11 @@ def parse_address(text: str) -> Address:
         raise InvalidAddress("the address is empty")
     if _CONTROL.search(text):
         raise InvalidAddress("the address contains control characters")
-    if len(text.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+    try:
+        octets = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # JSON's "\ud800" escapes can make a lone surrogate
+        raise InvalidAddress("the address is not valid Unicode (it has a lone surrogate)") from None
+    if octets > MAX_ADDRESS_OCTETS:
         raise InvalidAddress(f"the address is longer than {MAX_ADDRESS_OCTETS} octets")
     local, at, domain = text.rpartition("@")
     if not at:

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from tempalias.addresses import InvalidAddress, domain_to_ascii, parse_address
+
 ENV_PREFIX = "TEMPALIAS_"
 INI_SECTION = "tempalias"
 
@@ -144,12 +146,12 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 def parse_domain(raw: str) -> str:
-    """A mail domain, lower-cased, IDNA-encoded (so ``bücher.example`` works)."""
-    name = raw.strip().rstrip(".").lower()
+    """A mail domain, lower-cased, in A-label form by IDNA 2008 (so ``bücher.example`` works and
+    ``zielß.example`` stays itself), as ``addresses`` converts the domains of addresses."""
     try:
-        name = name.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise ValueError(f"{raw.strip()!r} is not a valid domain name") from None
+        name = domain_to_ascii(raw.strip().rstrip("."))
+    except InvalidAddress as exc:
+        raise ValueError(str(exc)) from None
     labels = name.split(".")
     if not name or len(name) > 253 or not all(_LABEL.match(label) for label in labels):
         raise ValueError(f"{raw.strip()!r} is not a valid domain name")
@@ -200,8 +202,6 @@ def _text(raw: str) -> str:
 
 
 def _postmaster(raw: str) -> str | None:
-    from tempalias.addresses import InvalidAddress, parse_address
-
     text = raw.strip()
     if not text:
         return None

@@ -126,6 +126,33 @@ def test_new_aliases_per_target_are_limited_whoever_asks(service_factory):
     assert target.split("@")[0] not in service.log_text()
 
 
+@pytest.fixture(scope="module")
+def one_per_target_service(service_factory):
+    return service_factory(env={**NO_LIMITS, "TEMPALIAS_CREATE_DAILY_PER_TARGET": "1/1d"})
+
+
+@pytest.mark.parametrize("domain, spellings", [
+    ("example.com", ['"{local}"@example.com', '"{local}+x"@example.com', "{local}+x@example.com",
+                     "{upper}@EXAMPLE.COM", "{local}@ｅｘａｍｐｌｅ.com"]),
+    ("bücher.example", ["{local}@xn--bcher-kva.example", "{local}@BÜCHER.example",
+                        "{local}@XN--BCHER-KVA.EXAMPLE", '"{local}+x"@Bücher.Example']),
+])
+def test_the_per_target_limit_counts_every_spelling_of_the_mailbox(one_per_target_service,
+                                                                   domain, spellings):
+    service = one_per_target_service
+    local = f"victim{secrets.token_hex(4)}"
+    assert create(service, fresh_ip(), f"{local}@{domain}").status == 201
+    first = create(service, fresh_ip(), f"{local}@{domain}")
+    assert_rate_limited(first)
+    reason = first.json()["description"].split(";")[0]  # then "try again in N s"
+    assert "target" in reason
+    for spelling in spellings:
+        answer = create(service, fresh_ip(), spelling.format(local=local, upper=local.upper()))
+        assert_rate_limited(answer)
+        assert answer.json()["description"].split(";")[0] == reason
+    assert create(service, fresh_ip(), f"someone.else.{local}@{domain}").status == 201
+
+
 def test_two_processes_on_one_redis_share_the_limits(service_factory):
     env = {**NO_LIMITS, "TEMPALIAS_CREATE_RATE_PER_IP": "2/1h"}
     first, second = service_factory(env=env), service_factory(env=env)

@@ -123,6 +123,8 @@ def test_body_that_is_not_an_object_is_422(service, body):
     ({"target": "a@[127.0.0.1]"}, "target"),
     ({"target": "a b@example.org"}, "target"),
     ({"target": "a@example.org\r\nBcc: x@example.org"}, "target"),
+    ({"target": "a@\ud800.example"}, "target"),  # a lone surrogate, from a JSON escape
+    ({"target": "\udc80a@example.org"}, "target"),
     ({"target": "x" * 65 + "@example.org"}, "target"),
     ({"target": "loop@tempalias.test"}, "target"),
     ({"target": "a@example.org", "days": 0}, "days"),
@@ -134,6 +136,10 @@ def test_body_that_is_not_an_object_is_422(service, body):
     ({"target": "a@example.org", "uses": 101}, "uses"),
     ({"target": "a@example.org", "uses": -1}, "uses"),
     ({"target": "a@example.org", "uses": [1]}, "uses"),
+    ({"target": "a@example.org", "uses": 43.5}, "uses"),
+    ({"target": "a@example.org", "uses": "43"}, "uses"),
+    ({"target": "a@example.org", "uses": False}, "uses"),
+    ({"target": "a@example.org", "uses": 1e300}, "uses"),
     ({"target": "a@example.org", "max-usage": 3}, "max-usage"),
     ({"target": "a@example.org", "admin": True}, "admin"),
 ])
@@ -145,10 +151,34 @@ def test_invalid_field_is_422_naming_it_and_creates_nothing(service, redis_clien
     assert redis_client.zcard("ta:ends") == before
 
 
+def test_whole_number_floats_are_integers_as_json_schema_says(service):
+    answer = create(service, target="a@example.org", days=3.0, uses=43.0)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["uses_left"] == 43
+    assert (_parse(body["expires_at"]) - _parse(body["created_at"])).days == 3
+
+
 def test_utf8_target_is_accepted(service):
     answer = create(service, target="jürgen@bücher.example")
     assert answer.status_code == 201
     assert answer.json()["target"] == "jürgen@xn--bcher-kva.example"
+
+
+def test_a_target_domain_keeps_its_sharp_s_by_idna_2008(service):
+    answer = create(service, target="jörg@zielß.example")
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["target"] == "jörg@xn--ziel-yna.example"  # not zielss.example (IDNA 2003)
+    assert create(service, target="a@Zielß.EXAMPLE").json()["target"] == "a@xn--ziel-yna.example"
+
+
+@pytest.mark.parametrize("target", ["a@i❤.example", "a@ab\u0627.example", "a@a\u200db.example"])
+def test_a_domain_idna_2008_refuses_is_an_invalid_field_saying_so(service, redis_client, target):
+    """A symbol, a left-to-right label with an Arabic letter (bidi), a joiner out of context."""
+    before = redis_client.zcard("ta:ends")
+    body = assert_json_error(create(service, target=target), 422, "invalid-field", "target")
+    assert "IDNA 2008" in body["description"]
+    assert redis_client.zcard("ta:ends") == before
 
 
 def test_oversized_body_is_413_without_reading_it(service):

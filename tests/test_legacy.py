@@ -54,6 +54,37 @@ def test_post_errors_keep_the_original_codes(service, redis_client):
     assert redis_client.zcard("ta:ends") == before
 
 
+def test_post_takes_whole_number_floats_as_its_schema_allows(service, store):
+    body = requests.post(f"{service.http_url}/aliases", timeout=10,
+                         json={"target": "old@example.org", "days": 2.0, "max-usage": 4.0}).json()
+    assert body["days"] == 2 and body["max_usage"] == 4
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ({"target": ""}, "target"),
+    ({"target": "old@example.org", "days": False}, "days"),
+    ({"target": "old@example.org", "max-usage": False}, "max-usage"),
+    ({"target": "old@example.org", "days": ""}, "days"),
+    ({"target": "old@example.org", "days": "3"}, "days"),
+    ({"target": "old@example.org", "max-usage": 2.5}, "max-usage"),
+    ({"target": "old@i❤.example"}, "IDNA 2008"),
+    ({"target": "old@\ud800.example"}, "surrogate"),
+])
+def test_post_refuses_what_its_schema_refuses(service, redis_client, fields, needle):
+    """The OpenAPI document's LegacyOrder and the server agree (schemathesis checks both ways)."""
+    before = redis_client.zcard("ta:ends")
+    answer = requests.post(f"{service.http_url}/aliases", json=fields, timeout=10)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid-data" and needle in answer.json()["description"]
+    assert redis_client.zcard("ta:ends") == before
+
+
+def test_the_schema_of_the_post_refuses_an_empty_target(service):
+    document = requests.get(f"{service.http_url}/api/openapi.json", timeout=10).json()
+    target = document["components"]["schemas"]["LegacyOrder"]["properties"]["target"]
+    assert target["minLength"] >= 3 and target["format"] == "email"
+
+
 def test_jsonp_creates_alias(service, store):
     body = jsonp(service, callback="handleAlias", target="js@example.org", days="3",
                  **{"max-usage": "2"})

@@ -1,4 +1,5 @@
-"""Schemathesis fuzzes the live API from its own OpenAPI document: no 5xx, no off-schema answer."""
+"""Schemathesis fuzzes the live API from its own OpenAPI document with every check it has: no 5xx,
+no off-schema answer, schema-valid data accepted and schema-violating data refused."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import (content_type_conformance, not_a_server_error,
-                                 response_headers_conformance, response_schema_conformance,
-                                 status_code_conformance)
+from schemathesis.checks import negative_data_rejection
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
+# The JSONP door answers 200 with the error in the payload (a <script> tag cannot see a status),
+# as its description says: refused data cannot show as a 4xx there. Nothing else is excluded.
+EXCLUDED_CHECKS = {"GET /aliases": [negative_data_rejection]}
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,9 @@ def test_api_conforms_to_its_schema(api_schema, mode):
         @settings(max_examples=40, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def exercise(case):
-            case.call_and_validate(checks=CHECKS, timeout=10)
+            # No ``checks=``: every check schemathesis registers runs.
+            case.call_and_validate(timeout=10,
+                                   excluded_checks=EXCLUDED_CHECKS.get(operation.label))
             exercised.add(operation.label)
 
         try:

@@ -3,7 +3,9 @@
 ``POST /aliases`` takes ``{"target", "days", "max-usage"}`` and answers the original shape;
 ``GET /aliases?callback=fn&...`` answers JSONP with status 200 even for errors, because a
 ``<script>`` tag cannot see a status. Unlike the original, an invalid request never creates an
-alias, and a callback name must be a plain JavaScript identifier path.
+alias, a callback name must be a plain JavaScript identifier path, and the POST's ``days`` and
+``max-usage`` are numbers (0 or null: unset), as its OpenAPI schema says; the original's own page
+sent numbers, and only the JSONP query takes digit strings.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ class LegacyError(Exception):
 
 
 def _create(config: Config, store: AliasStore, policy: AbusePolicy,
-            fields: dict[str, Any]) -> dict[str, Any]:
+            fields: dict[str, Any], query: bool) -> dict[str, Any]:
     try:
-        order = validate_order(config, fields, uses_key="max-usage", legacy=True)
+        order = validate_order(config, fields, uses_key="max-usage", legacy=True, query=query)
     except FieldError as exc:
         raise LegacyError(400, "invalid-data", exc.description) from None
     refusal = creation_refusal(policy, order.target)
@@ -60,7 +62,7 @@ def install(app: Bottle, config: Config, store: AliasStore, policy: AbusePolicy)
     def legacy_create():
         fields = read_json_object(config.http_max_body, legacy=True)
         try:
-            body = _create(config, store, policy, fields)
+            body = _create(config, store, policy, fields, query=False)
         except LegacyError as exc:
             error = ApiError(exc.status, **exc.body)
             if "retry_after" in exc.body:
@@ -84,7 +86,7 @@ def install(app: Bottle, config: Config, store: AliasStore, policy: AbusePolicy)
                                   if name in request.query}
         fields.update({name: None for name in unknown})
         try:
-            body = _create(config, store, policy, fields)
+            body = _create(config, store, policy, fields, query=True)
         except LegacyError as exc:
             body = exc.body  # JSONP cannot see statuses: 200, with the error in the payload
         response.content_type = "text/javascript; charset=utf-8"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tempalias import __version__
+from tempalias.addresses import MAX_ADDRESS_OCTETS
 from tempalias.config import Config
 
 ERROR = {
@@ -46,13 +47,14 @@ def openapi_document(config: Config) -> dict[str, Any]:
         "properties": {**alias_base, "delivered": {"type": "integer", "minimum": 0},
                        "active": {"type": "boolean"}},
     }
+    target = {"type": "string", "format": "email", "minLength": 3,
+              "maxLength": MAX_ADDRESS_OCTETS}
     order = {
         "type": "object",
         "additionalProperties": False,
         "required": ["target"],
         "properties": {
-            "target": {"type": "string", "format": "email",
-                       "description": "the real address mail is forwarded to"},
+            "target": {**target, "description": "the real address mail is forwarded to"},
             "days": {"type": ["integer", "null"], "minimum": 1, "maximum": config.max_days,
                      "description": f"lifetime in days; default {config.default_days}"},
             "uses": {"type": ["integer", "null"], "minimum": 1, "maximum": config.max_uses,
@@ -64,7 +66,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["target"],
         "properties": {
-            "target": {"type": "string"},
+            "target": target,
             "days": {"type": ["integer", "null"], "minimum": 0, "maximum": config.max_days},
             "max-usage": {"type": ["integer", "null"], "minimum": 0, "maximum": config.max_uses},
         },

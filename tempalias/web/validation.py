@@ -24,8 +24,12 @@ class AliasOrder:
 
 
 def _bounded_int(field: str, value: Any, low: int, high: int, allow_digits: bool) -> int:
+    """A whole number in range. JSON has one number type: ``43.0`` is the integer JSON Schema's
+    ``integer`` (and so the OpenAPI document) allows; ``43.5``, booleans and strings are not."""
     if allow_digits and isinstance(value, str) and value.strip().isdigit() and value.isascii():
         value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise FieldError(field, f"{field} must be a whole number from {low} to {high}")
     if not low <= value <= high:
@@ -47,8 +51,11 @@ def validate_target(config: Config, value: Any) -> str:
 
 
 def validate_order(config: Config, fields: dict[str, Any], *, days_key: str = "days",
-                   uses_key: str = "uses", legacy: bool = False) -> AliasOrder:
-    """``legacy`` follows the original service: 0 or empty means unset, digit strings count."""
+                   uses_key: str = "uses", legacy: bool = False,
+                   query: bool = False) -> AliasOrder:
+    """``legacy`` follows the original service: 0 means unset. ``query``: the fields come from a
+    query string (the JSONP door), where every value is text: empty or "0" means unset, digits
+    count. A JSON body takes numbers only, as the OpenAPI document says."""
     known = {"target", days_key, uses_key}
     for name in fields:
         if name not in known:
@@ -59,12 +66,16 @@ def validate_order(config: Config, fields: dict[str, Any], *, days_key: str = "d
     target = validate_target(config, fields["target"])
 
     def unset(value: Any) -> bool:
-        return value is None or (legacy and value in (0, "", "0"))
+        if value is None:
+            return True
+        if query:
+            return value in ("", "0")
+        return legacy and not isinstance(value, bool) and value == 0  # False is not a zero
 
     days_value = fields.get(days_key)
     days = config.default_days if unset(days_value) else _bounded_int(
-        days_key, days_value, 1, config.max_days, legacy)
+        days_key, days_value, 1, config.max_days, query)
     uses_value = fields.get(uses_key)
     uses = None if unset(uses_value) else _bounded_int(
-        uses_key, uses_value, 1, config.max_uses, legacy)
+        uses_key, uses_value, 1, config.max_uses, query)
     return AliasOrder(target, days, uses)
