@@ -1,9 +1,10 @@
 """What the proxy hands a message to: the smarthost (``relay.py``) or a Maildir (``maildir.py``).
 
 Both offer the same small interface, so the forwarding policy does not know which one it has.
-A transaction is opened after the first alias resolved, takes recipients one by one (each with
-its own verdict), streams the message in chunks and then either ``finish``es (the message is
-safely with the next hop) or is ``abort``ed (nothing was delivered).
+A transaction is opened with the first recipient that resolved, takes more recipients one by one
+(each with its own verdict), streams the message in chunks and then either the delivery
+``finish``es it (the message is safely with the next hop) or it is ``abort``ed (nothing was
+delivered).
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ class Transaction(Protocol):
     def write(self, data: bytes) -> None:
         """Whole lines, each with its CRLF, still dot-stuffed as the client sent them."""
 
-    def finish(self) -> str:
-        """End the message; returns the next hop's queue id. Raises DeliveryError."""
-
     def abort(self) -> None:
         """Drop the message; idempotent, never raises."""
 
@@ -44,8 +42,13 @@ class Delivery(Protocol):
     description: str  # for the start-up log line
     local: bool  # True: mail stays on this machine (a Maildir), so postmaster can be kept here
 
-    def open(self, sender: str, smtputf8: bool, eight_bit: bool, size: int | None) -> Transaction:
-        """Start a transaction for ``sender`` (already SRS-rewritten); raises DeliveryError."""
+    def open(self, sender: str, recipient: str, smtputf8: bool, eight_bit: bool,
+             size: int | None) -> tuple[Transaction, Reply | None]:
+        """Start a transaction for ``sender`` (already SRS-rewritten) with its first recipient;
+        returns it with that recipient's verdict (None: accepted). Raises DeliveryError."""
+
+    def finish(self, transaction: Transaction) -> str:
+        """End the message; returns the next hop's queue id. Raises DeliveryError."""
 
     def close(self) -> None:
         """Release what is kept between transactions (idle smarthost connections)."""

@@ -143,10 +143,11 @@ class Forwarder:
             return replies.RECIPIENT_OK
         try:
             if envelope.transaction is None:
-                envelope.transaction = self.delivery.open(
-                    self.srs.forward(envelope.sender, recipient.label), envelope.smtputf8,
-                    envelope.eight_bit, envelope.declared_size)
-            verdict = envelope.transaction.add_recipient(recipient.target)
+                envelope.transaction, verdict = self.delivery.open(
+                    self.srs.forward(envelope.sender, recipient.label), recipient.target,
+                    envelope.smtputf8, envelope.eight_bit, envelope.declared_size)
+            else:
+                verdict = envelope.transaction.add_recipient(recipient.target)
         except DeliveryError as exc:
             log.warning("smtp client=%s id=%s: %s", session.peer_ip, recipient.label, exc.detail)
             if not envelope.recipients:
@@ -208,7 +209,7 @@ class Forwarder:
             return self._answer_bounce(session, envelope)
         if envelope.failure is None:
             try:
-                envelope.queue_id = envelope.transaction.finish()
+                envelope.queue_id = self.delivery.finish(envelope.transaction)
             except DeliveryError as exc:
                 envelope.failure = exc
         if envelope.failure is not None:
@@ -243,15 +244,15 @@ class Forwarder:
         report = write_report(outcome, f"{return_path.alias}@{self.primary_domain}",
                               return_path.sender, self.primary_domain)
         try:
-            envelope.transaction = self.delivery.open("", envelope.smtputf8, False, len(report))
-            verdict = envelope.transaction.add_recipient(return_path.sender)
+            envelope.transaction, verdict = self.delivery.open(
+                "", return_path.sender, envelope.smtputf8, False, len(report))
             if verdict is not None:
                 self.end_envelope(session, envelope, f"not delivered ({verdict.code} "
                                                      f"{verdict.status} for the report)")
                 return verdict
             envelope.transaction.start_data(b"")  # no Received: it would name the bouncing MTA
             envelope.transaction.write(dot_stuff(report))
-            envelope.queue_id = envelope.transaction.finish()
+            envelope.queue_id = self.delivery.finish(envelope.transaction)
         except DeliveryError as exc:
             self.end_envelope(session, envelope, f"not delivered ({exc.reply.code} "
                                                  f"{exc.reply.status}: {exc.detail})")

@@ -107,6 +107,10 @@ class MaildirDelivery:
     def close(self) -> None:
         pass
 
-    def open(self, sender: str, smtputf8: bool, eight_bit: bool,
-             size: int | None) -> MaildirTransaction:
-        return MaildirTransaction(self.path, sender)
+    def open(self, sender: str, recipient: str, smtputf8: bool, eight_bit: bool,
+             size: int | None) -> tuple[MaildirTransaction, Reply | None]:
+        transaction = MaildirTransaction(self.path, sender)
+        return transaction, transaction.add_recipient(recipient)
+
+    def finish(self, transaction: MaildirTransaction) -> str:
+        return transaction.finish()

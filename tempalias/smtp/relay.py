@@ -1,5 +1,11 @@
 """The smarthost client: smtplib connections, kept for the next message, the message streamed.
 
+Two parts with one job each. ``SmarthostPool`` dials, keeps and reaps connections, and hands one
+out through a single checkout that runs the transaction's first exchange on it: a kept connection
+found stale there is closed and the exchange runs once more on a fresh one. ``SmarthostTransaction``
+is one message on one connection and knows nothing of the pool; ``SmarthostDelivery`` opens
+transactions and, when one completed, gives its connection back.
+
 smtplib gives us the connection, EHLO, STARTTLS and AUTH; for MAIL, RCPT and the message itself
 we write on its socket directly, because ``smtplib.SMTP.data`` wants the whole message in memory.
 A connection whose transaction completed is kept idle for the next one (a few per process, for a
@@ -17,6 +23,7 @@ import smtplib
 import socket
 import ssl
 import time
+from typing import Callable, TypeVar
 
 import gevent
 
@@ -57,175 +64,63 @@ def queue_id_of(text: bytes) -> str:
     return match.group(1) if match else "-"
 
 
+T = TypeVar("T")
+_TALK_ERRORS = (OSError, smtplib.SMTPException, UnicodeError)
+
+
 class _Stale(Exception):
     """A kept connection turned out to be closed (or closing) at the smarthost's end."""
 
 
-class SmarthostTransaction:
-    """One message on one smarthost connection.
-
-    With PIPELINING (RFC 2920) offered, MAIL is not sent on its own: it goes out with the first
-    RCPT in one write (and, on a kept connection, after an RSET that checks the connection is
-    still good), so the first recipient costs one round trip to the smarthost, not two or three.
-    """
-
-    def __init__(self, client: smtplib.SMTP, delivery: "SmarthostDelivery", mail_line: str,
-                 reused: bool) -> None:
-        self._client: smtplib.SMTP | None = client
-        self._delivery = delivery
-        self._mail_line: str | None = mail_line  # not yet sent: it goes with the first RCPT
-        self._reused = reused
-        self._unsent: list[bytes] = []  # header and lines not yet written: one send, not three
-        self._unsent_bytes = 0
-        self._data_answer_due = False  # DATA sent, its 354 not read yet
-
-    # --- talking to the smarthost
-
-    def _exchange(self, lines: list[str]) -> list[tuple[int, bytes]]:
-        """Send ``lines`` as one write, read one reply per line. Raises OSError, SMTPException,
-        UnicodeError."""
-        client = self._client
-        if client is None or client.sock is None:
-            raise smtplib.SMTPServerDisconnected("smarthost connection closed")
-        data = "".join(line + "\r\n" for line in lines).encode(client.command_encoding)
-        send_all(client.sock, data)
-        return [client.getreply() for _ in lines]
-
-    def _unavailable(self, exc: BaseException) -> DeliveryError:
-        self.abort()
-        return DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}")
-
-    def _command(self, line: str) -> tuple[int, bytes]:
-        if self._client is None:
-            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, "smarthost transaction is over")
-        try:
-            return self._exchange([line])[0]
-        except (OSError, smtplib.SMTPException, UnicodeError) as exc:
-            raise self._unavailable(exc) from None
-
-    def _check_mail(self, code: int, text: bytes) -> None:
-        if code != 250:
-            self.abort()
-            raise DeliveryError(passed_back(code, text, replies.SMARTHOST_TEMPFAIL,
-                                            replies.SMARTHOST_REFUSED), f"smarthost MAIL {code}",
-                                next_hop_code=code)
-
-    def mail(self) -> None:
-        """MAIL on its own (a smarthost without PIPELINING), after an RSET on a kept connection:
-        its health check, a round trip of its own here. A kept connection that fails it raises
-        SMARTHOST_UNAVAILABLE, and the delivery dials a fresh one."""
-        if self._reused:
-            code, _ = self._command("RSET")
-            if code != 250:
-                self.abort()
-                raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost RSET {code}")
-        line, self._mail_line = self._mail_line, None
-        self._check_mail(*self._command(line))
-
-    def _mail_and_first_rcpt(self, rcpt_line: str) -> tuple[int, bytes]:
-        """[RSET,] MAIL and RCPT in one write; a kept connection found stale is replaced once."""
-        mail_line, self._mail_line = self._mail_line, None
-        while True:
-            lines = (["RSET"] if self._reused else []) + [mail_line, rcpt_line]
-            try:
-                answers = self._exchange(lines)
-                if self._reused and (answers[0][0] != 250 or answers[1][0] == 421):
-                    raise _Stale(f"kept connection answered {answers[0][0]}/{answers[1][0]}")
-            except (OSError, smtplib.SMTPException, UnicodeError, _Stale) as exc:
-                if not self._reused or isinstance(exc, UnicodeError):
-                    raise self._unavailable(exc) from None
-                # The smarthost closed it while it was idle: a fresh connection, once.
-                self.abort()
-                self._client, self._reused = self._delivery.dial(), False
-                continue
-            self._check_mail(*answers[-2])
-            return answers[-1]
-
-    def add_recipient(self, address: str) -> Reply | None:
-        rcpt_line = f"RCPT TO:<{address}>"
-        if self._mail_line is not None:
-            code, text = self._mail_and_first_rcpt(rcpt_line)
-        else:
-            code, text = self._command(rcpt_line)
-        if code in (250, 251):
-            return None
-        return passed_back(code, text, RCPT_DEFERRED, RCPT_REFUSED)
-
-    def start_data(self, header: bytes) -> None:
-        """Send DATA without waiting for its 354: our client may start on the message meanwhile.
-        The answer is read before the first byte of the message goes out; a refusal then
-        becomes the verdict on the whole message, given after the client's final dot."""
-        self._send(b"DATA\r\n")
-        self._data_answer_due = True
-        self._unsent, self._unsent_bytes = [header], len(header)
-
-    def _check_data_answer(self) -> None:
-        self._data_answer_due = False
-        try:
-            code, text = self._client.getreply()
-        except (OSError, smtplib.SMTPException) as exc:
-            raise self._unavailable(exc) from None
-        if code != 354:
-            self.abort()
-            raise DeliveryError(passed_back(code, text, replies.SMARTHOST_TEMPFAIL,
-                                            replies.SMARTHOST_REFUSED), f"smarthost DATA {code}")
-
-    def write(self, data: bytes) -> None:
-        # Still dot-stuffed, as the smarthost must get it (RFC 5321 section 4.5.2).
-        self._unsent.append(data)
-        self._unsent_bytes += len(data)
-        if self._unsent_bytes >= STREAM_CHUNK:
-            self._send_unsent()
-
-    def _send_unsent(self) -> None:
-        if self._data_answer_due:
-            self._check_data_answer()
-        data = b"".join(self._unsent)
-        self._unsent, self._unsent_bytes = [], 0
-        self._send(data)
-
-    def _send(self, data: bytes) -> None:
-        sock = self._client.sock if self._client is not None else None
-        if sock is None:
-            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, "smarthost connection closed")
-        try:
-            send_all(sock, data)
-        except OSError as exc:
-            raise self._unavailable(exc) from None
-
-    def finish(self) -> str:
-        self._unsent.append(b".\r\n")
-        self._send_unsent()
-        try:
-            code, text = self._client.getreply()
-        except (OSError, smtplib.SMTPException) as exc:
-            raise self._unavailable(exc) from None
-        if code != 250:
-            self.abort()
-            verdict = passed_back(code, text, replies.SMARTHOST_TEMPFAIL, replies.SMARTHOST_REFUSED)
-            raise DeliveryError(verdict, f"smarthost DATA end {code}")
-        client, self._client = self._client, None
-        self._delivery.give_back(client)  # the transaction is complete: it can take the next
-        return queue_id_of(text)
-
-    def abort(self) -> None:
-        """Close without the final dot, so a half-sent message is discarded by the smarthost."""
-        client, self._client = self._client, None
-        if client is None:
-            return
-        try:
-            client.close()
-        except OSError:
-            pass
-
-
-class _SmarthostClient(smtplib.SMTP):
+class SmarthostConnection(smtplib.SMTP):
     """An smtplib connection that knows how many messages it has carried."""
 
     messages = 0
 
 
-class SmarthostDelivery:
+def exchange(client: smtplib.SMTP, lines: list[str]) -> list[tuple[int, bytes]]:
+    """Send ``lines`` as one write, read one reply per line. Raises OSError, SMTPException,
+    UnicodeError."""
+    if client.sock is None:
+        raise smtplib.SMTPServerDisconnected("smarthost connection closed")
+    send_all(client.sock, "".join(line + "\r\n" for line in lines).encode(client.command_encoding))
+    return [client.getreply() for _ in lines]
+
+
+def expect(answer: tuple[int, bytes], code: int, what: str) -> None:
+    """The one check of a smarthost reply: ``code``, or a DeliveryError that carries its code and
+    enhanced code in our words (the caller closes the connection)."""
+    got, text = answer
+    if got != code:
+        raise DeliveryError(passed_back(got, text, replies.SMARTHOST_TEMPFAIL,
+                                        replies.SMARTHOST_REFUSED),
+                            f"smarthost {what} {got}", next_hop_code=got)
+
+
+def _close(client: smtplib.SMTP) -> None:
+    try:
+        client.close()
+    except OSError:
+        pass
+
+
+def _quit(client: smtplib.SMTP) -> None:
+    """Say goodbye without waiting for the answer, and close."""
+    try:
+        if client.sock is not None:
+            client.sock.sendall(b"QUIT\r\n")
+    except OSError:
+        pass
+    _close(client)
+
+
+class SmarthostPool:
+    """Dial, keep a few idle connections, reap them, and hand them out (see the module docstring).
+
+    A new connection per message costs about half the throughput (README, Performance); after a
+    completed DATA a session is ready for its next MAIL.
+    """
+
     def __init__(self, config: Config, helo_name: str) -> None:
         if config.smarthost is None:
             raise ValueError("no smarthost configured")
@@ -236,12 +131,12 @@ class SmarthostDelivery:
         self.user = config.smarthost_user
         self.password = config.smarthost_password
         self.helo_name = helo_name
-        self.description = f"smarthost {config.smarthost}"
-        self.local = False
         self.idle_seconds = config.smarthost_idle_seconds
         self.max_messages = config.smarthost_max_messages
-        self._idle: list[tuple[float, smtplib.SMTP]] = []  # (since, connection), newest last
+        self._idle: list[tuple[float, SmarthostConnection]] = []  # (since, connection), newest last
         self._reaper: gevent.Greenlet | None = None
+
+    # --- dialling
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -251,7 +146,7 @@ class SmarthostDelivery:
             context.verify_mode = ssl.CERT_NONE
         return context
 
-    def dial(self) -> smtplib.SMTP:
+    def dial(self) -> SmarthostConnection:
         """A fresh, greeted connection; raises DeliveryError (4xx) when there is none to have."""
         try:
             return self._connect()
@@ -259,14 +154,14 @@ class SmarthostDelivery:
             raise DeliveryError(replies.SMARTHOST_UNAVAILABLE,
                                 f"smarthost {self.host}:{self.port}: {exc}") from None
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> SmarthostConnection:
         # Connects and reads the greeting (SMTPConnectError unless 220); the host name given here
         # is also the one STARTTLS verifies.
-        client = _SmarthostClient(self.host, self.port, timeout=self.timeout,
-                                  local_hostname=self.helo_name)
+        client = SmarthostConnection(self.host, self.port, timeout=self.timeout,
+                                     local_hostname=self.helo_name)
         try:
             # Commands and the message go out in separate small writes: without this, Nagle's
-            # algorithm and the peer's delayed ACK add ~40 ms to each (see shared/MEASURED.md).
+            # algorithm and the peer's delayed ACK add ~40 ms to each.
             client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             code, _ = client.ehlo()
             if code != 250:
@@ -284,10 +179,36 @@ class SmarthostDelivery:
             raise
         return client
 
-    # --- a few idle connections are kept: a new one per message costs about half the throughput
-    # (shared/MEASURED.md). After a completed DATA a session is ready for its next MAIL.
+    # --- the one checkout
 
-    def give_back(self, client: smtplib.SMTP) -> None:
+    def checkout(self, first: Callable[[SmarthostConnection, bool], T]
+                 ) -> tuple[SmarthostConnection, T]:
+        """A connection with ``first(connection, reused)`` run on it: a kept one if there is one;
+        if ``first`` finds it stale (or it breaks), a fresh one, once. ``first`` raises _Stale for
+        a kept connection that answers as a closing one; a DeliveryError it raises ends the
+        checkout (the connection is closed). Raises DeliveryError."""
+        client = self._take_idle()
+        if client is not None:
+            try:
+                return client, first(client, True)
+            except (_Stale, *_TALK_ERRORS):
+                _close(client)  # the smarthost closed it while it was idle
+            except BaseException:
+                _close(client)
+                raise
+        client = self.dial()
+        try:
+            return client, first(client, False)
+        except (_Stale, *_TALK_ERRORS) as exc:
+            _close(client)
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}") from None
+        except BaseException:
+            _close(client)
+            raise
+
+    # --- keeping and reaping
+
+    def give_back(self, client: SmarthostConnection) -> None:
         self._drop_stale()
         client.messages += 1
         if (len(self._idle) >= IDLE_CONNECTIONS or client.sock is None
@@ -311,7 +232,7 @@ class SmarthostDelivery:
         while self._idle and self._idle[0][0] <= limit:
             _quit(self._idle.pop(0)[1])
 
-    def _reused(self) -> smtplib.SMTP | None:
+    def _take_idle(self) -> SmarthostConnection | None:
         self._drop_stale()
         return self._idle.pop()[1] if self._idle else None
 
@@ -323,46 +244,168 @@ class SmarthostDelivery:
         while self._idle:
             _quit(self._idle.pop()[1])
 
-    def open(self, sender: str, smtputf8: bool, eight_bit: bool,
-             size: int | None) -> SmarthostTransaction:
-        client = self._reused()
+
+class SmarthostTransaction:
+    """One message on one smarthost connection, whose MAIL and first RCPT were already answered.
+
+    Holds the connection and nothing else: once ``finish`` succeeded, ``connection`` is clean for
+    the next message; any other ending closed it.
+    """
+
+    def __init__(self, client: SmarthostConnection) -> None:
+        self.connection: SmarthostConnection | None = client
+        self._unsent: list[bytes] = []  # header and lines not yet written: one send, not three
+        self._unsent_bytes = 0
+        self._data_answer_due = False  # DATA sent, its 354 not read yet
+        self._finished = False
+
+    def _fail(self, exc: BaseException) -> DeliveryError:
+        self.abort()
+        return DeliveryError(replies.SMARTHOST_UNAVAILABLE, f"smarthost: {exc}")
+
+    def _expect(self, answer: tuple[int, bytes], code: int, what: str) -> None:
+        try:
+            expect(answer, code, what)
+        except DeliveryError:
+            self.abort()
+            raise
+
+    def _read_reply(self) -> tuple[int, bytes]:
+        try:
+            return self.connection.getreply()
+        except (OSError, smtplib.SMTPException, AttributeError) as exc:
+            raise self._fail(exc) from None
+
+    def add_recipient(self, address: str) -> Reply | None:
+        if self.connection is None:
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, "smarthost transaction is over")
+        try:
+            [(code, text)] = exchange(self.connection, [f"RCPT TO:<{address}>"])
+        except _TALK_ERRORS as exc:
+            raise self._fail(exc) from None
+        return rcpt_verdict(code, text)
+
+    def start_data(self, header: bytes) -> None:
+        """Send DATA without waiting for its 354: our client may start on the message meanwhile.
+        The answer is read before the first byte of the message goes out; a refusal then
+        becomes the verdict on the whole message, given after the client's final dot."""
+        self._send(b"DATA\r\n")
+        self._data_answer_due = True
+        self._unsent, self._unsent_bytes = [header], len(header)
+
+    def write(self, data: bytes) -> None:
+        # Still dot-stuffed, as the smarthost must get it (RFC 5321 section 4.5.2).
+        self._unsent.append(data)
+        self._unsent_bytes += len(data)
+        if self._unsent_bytes >= STREAM_CHUNK:
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        if self._data_answer_due:
+            self._data_answer_due = False
+            self._expect(self._read_reply(), 354, "DATA")
+        data = b"".join(self._unsent)
+        self._unsent, self._unsent_bytes = [], 0
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        sock = self.connection.sock if self.connection is not None else None
+        if sock is None:
+            raise DeliveryError(replies.SMARTHOST_UNAVAILABLE, "smarthost connection closed")
+        try:
+            send_all(sock, data)
+        except OSError as exc:
+            raise self._fail(exc) from None
+
+    def finish(self) -> str:
+        self._unsent.append(b".\r\n")
+        self._send_unsent()
+        code, text = self._read_reply()
+        self._expect((code, text), 250, "DATA end")
+        self._finished = True
+        return queue_id_of(text)
+
+    def detach(self) -> SmarthostConnection | None:
+        """The connection, clean for the next message, once ``finish`` succeeded; else None."""
+        client, self.connection = (self.connection, None) if self._finished else (None, None)
+        return client
+
+    def abort(self) -> None:
+        """Close without the final dot, so a half-sent message is discarded by the smarthost."""
+        client, self.connection = self.connection, None
+        if client is not None and not self._finished:
+            _close(client)
+
+
+def rcpt_verdict(code: int, text: bytes) -> Reply | None:
+    """None for an accepted recipient, else our reply in its place."""
+    if code in (250, 251):
+        return None
+    return passed_back(code, text, RCPT_DEFERRED, RCPT_REFUSED)
+
+
+class SmarthostDelivery:
+    """Opens transactions on the pool's connections, and gives a connection back when its
+    transaction completed.
+
+    With PIPELINING (RFC 2920) offered, MAIL is not sent on its own: it goes out with the first
+    RCPT in one write (and, on a kept connection, after an RSET that checks the connection is
+    still good), so the first recipient costs one round trip to the smarthost, not two or three.
+    """
+
+    def __init__(self, config: Config, helo_name: str) -> None:
+        self.pool = SmarthostPool(config, helo_name)
+        self.description = f"smarthost {config.smarthost}"
+        self.local = False
+
+    def open(self, sender: str, recipient: str, smtputf8: bool, eight_bit: bool,
+             size: int | None) -> tuple[SmarthostTransaction, Reply | None]:
+        """MAIL and the first RCPT; the transaction and the first recipient's verdict."""
+        rcpt_line = f"RCPT TO:<{recipient}>"
+
+        def first(client: SmarthostConnection, reused: bool) -> tuple[int, bytes]:
+            mail_line = _mail_line(client, sender, smtputf8, eight_bit, size)
+            lines = (["RSET"] if reused else []) + [mail_line, rcpt_line]
+            if client.has_extn("pipelining"):
+                answers = exchange(client, lines)
+            else:  # one at a time, and no further than the first refusal
+                answers = []
+                for line in lines:
+                    answers += exchange(client, [line])
+                    if answers[-1][0] != 250:
+                        break
+            if reused and (answers[0][0] != 250 or (len(answers) > 1 and answers[1][0] == 421)):
+                raise _Stale(f"kept connection answered {answers[0][0]}")
+            if len(answers) < len(lines):  # MAIL was refused; RCPT never went out
+                expect(answers[-1], 250, "MAIL")
+            expect(answers[-2], 250, "MAIL")
+            return answers[-1]
+
+        client, (code, text) = self.pool.checkout(first)
+        return SmarthostTransaction(client), rcpt_verdict(code, text)
+
+    def finish(self, transaction: SmarthostTransaction) -> str:
+        """End the message; the connection goes back to the pool for the next one."""
+        queue_id = transaction.finish()
+        client = transaction.detach()
         if client is not None:
-            try:
-                return self._begin(client, True, sender, smtputf8, eight_bit, size)
-            except DeliveryError as exc:
-                if exc.reply is not replies.SMARTHOST_UNAVAILABLE and exc.next_hop_code != 421:
-                    raise
-                # The smarthost closed it while it was idle: a fresh connection, once.
-        return self._begin(self.dial(), False, sender, smtputf8, eight_bit, size)
+            self.pool.give_back(client)
+        return queue_id
 
-    def _begin(self, client: smtplib.SMTP, reused: bool, sender: str, smtputf8: bool,
-               eight_bit: bool, size: int | None) -> SmarthostTransaction:
-        options: list[str] = []
-        if size is not None and client.has_extn("size"):
-            options.append(f"SIZE={size}")
-        if eight_bit and client.has_extn("8bitmime"):
-            options.append("BODY=8BITMIME")
-        if smtputf8:
-            if not client.has_extn("smtputf8"):
-                client.close()
-                raise DeliveryError(replies.SMTPUTF8_NOT_DELIVERABLE, "smarthost lacks SMTPUTF8")
-            options.append("SMTPUTF8")
-        client.command_encoding = "utf-8" if smtputf8 else "ascii"
-        mail_line = f"MAIL FROM:<{sender}>" + "".join(" " + o for o in options)
-        transaction = SmarthostTransaction(client, self, mail_line, reused)
-        if not client.has_extn("pipelining"):
-            transaction.mail()  # otherwise it goes out with the first RCPT
-        return transaction
+    def close(self) -> None:
+        self.pool.close()
 
 
-def _quit(client: smtplib.SMTP) -> None:
-    """Say goodbye without waiting for the answer, and close."""
-    try:
-        if client.sock is not None:
-            client.sock.sendall(b"QUIT\r\n")
-    except OSError:
-        pass
-    try:
-        client.close()
-    except OSError:
-        pass
+def _mail_line(client: smtplib.SMTP, sender: str, smtputf8: bool, eight_bit: bool,
+               size: int | None) -> str:
+    options: list[str] = []
+    if size is not None and client.has_extn("size"):
+        options.append(f"SIZE={size}")
+    if eight_bit and client.has_extn("8bitmime"):
+        options.append("BODY=8BITMIME")
+    if smtputf8:
+        if not client.has_extn("smtputf8"):
+            raise DeliveryError(replies.SMTPUTF8_NOT_DELIVERABLE, "smarthost lacks SMTPUTF8")
+        options.append("SMTPUTF8")
+    client.command_encoding = "utf-8" if smtputf8 else "ascii"
+    return f"MAIL FROM:<{sender}>" + "".join(" " + o for o in options)
