@@ -2,12 +2,15 @@
 
 - Slow clients are cut off: the request line and headers must arrive within one deadline
   (slowloris sends them a byte at a time), and every later read or write has it as its timeout.
+- A request that is not HTTP is answered 400 in JSON and logged in one line at INFO naming the
+  fault, never the request: pywsgi's own messages quote it, and a request line can hold a target.
 - On drain, idle keep-alive connections are closed at once instead of holding the drain for its
   whole bound; requests in flight finish, then their connections close.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import gevent
@@ -39,10 +42,18 @@ class _SlowHeaders(ValueError):
     """pywsgi turns a ValueError from ``read_request`` into a client error: ours is a timeout."""
 
 
-_TIMEOUT_BODY = b'{"error": "request-timeout", "description": "the request came too slowly"}'
-_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                    % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
+def _json_answer(status: str, error: str, description: str, *headers: str) -> bytes:
+    """A whole HTTP answer with the API's JSON error body, that closes the connection."""
+    body = json.dumps({"error": error, "description": description}).encode()
+    head = (f"HTTP/1.1 {status}", "Connection: close", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", *headers)
+    return "\r\n".join(head).encode("ascii") + b"\r\n\r\n" + body
+
+
+_REQUEST_TIMEOUT = _json_answer("408 Request Timeout", "request-timeout",
+                                "the request came too slowly")
+_BAD_REQUEST = _json_answer("400 Bad Request", "bad-request",
+                            "the request is not valid HTTP/1.1")
 
 
 class _TimedHandler(WSGIHandler):
@@ -81,10 +92,17 @@ class _TimedHandler(WSGIHandler):
                 self._deadline.close()
 
     def _handle_client_error(self, ex):
-        if isinstance(ex, _SlowHeaders):
-            log.info("http: %s too slow sending the request headers", self.client_address[0])
+        """Answers, in pywsgi's place, every request it cannot take. pywsgi's own logs the request
+        line or the offending bytes at ERROR and answers in plain text; this logs one line at INFO
+        naming the fault by the exception's type, never its text, and answers in JSON."""
+        self.close_connection = True
+        client = self.client_address[0]
+        if isinstance(ex, (_SlowHeaders, TimeoutError)):  # our deadline, or one slow read
+            log.info("http: %s too slow sending the request headers", client)
             return ("408", _REQUEST_TIMEOUT)
-        return super()._handle_client_error(ex)
+        log.info("http: %s sent a request that is not valid HTTP/1.1 (%s)",
+                 client, type(ex).__name__)
+        return ("400", _BAD_REQUEST)
 
     def handle_one_request(self):
         try:
