@@ -18,7 +18,6 @@ import bottle  # noqa: E402
 from loadtest.forked import block_stop_signals, run_forked  # noqa: E402
 from tempalias.config import Config  # noqa: E402
 from tempalias.httpserver import HTTPServer  # noqa: E402
-from tempalias.service import HTTP_CONCURRENCY  # noqa: E402
 
 app = bottle.Bottle()
 
@@ -30,8 +29,7 @@ def hello() -> str:
 
 
 def serve(listener) -> None:
-    HTTPServer(listener, app, client_timeout=Config().http_client_timeout,
-               concurrency=HTTP_CONCURRENCY).serve_forever()
+    HTTPServer(listener, app, Config()).serve_forever()
 
 
 def main() -> int:

@@ -120,6 +120,19 @@ def _ip_subject(ip: IPAddress | None) -> str:
     return f"ip:{ip}"
 
 
+def connection_subject(peer: str | None, config: Config) -> str | None:
+    """What a new HTTP connection from ``peer`` counts against in the per-client cap on open
+    connections: the subject the rate limits use (IPv6 per /64). None when no per-client cap
+    applies: trusted networks are never limited, and a trusted proxy's connections carry many
+    clients whom only its headers name, read after the connection is taken (the proxy limits its
+    clients itself, nginx's ``limit_conn``); those count against the total cap alone.
+    """
+    ip = parse_ip(peer)
+    if in_networks(ip, config.trusted_networks) or in_networks(ip, config.trusted_proxies):
+        return None
+    return _ip_subject(ip)
+
+
 def _target_subject(target: str) -> str:
     """A target's key that does not reveal it, the same for every spelling of the mailbox
     (``Address.canonical``): ``victim+1@``, ``"victim"@``, ``VICTIM@`` and the Unicode and

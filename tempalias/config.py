@@ -107,6 +107,9 @@ class Config:
     smtp_concurrent_per_ip: int = 10
     alias_message_rate: Rate | None = Rate(30, 3600.0)
     http_client_timeout: float = 20.0
+    http_header_timeout: float = 10.0
+    http_max_connections: int = 1000
+    http_concurrent_per_ip: int = 50
 
     @property
     def primary_domain(self) -> str:
@@ -357,7 +360,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp_messages_per_ip", parse_rate, "SMTP messages per client IP; 0: off"),
     Setting("smtp_concurrent_per_ip", _int_between(0, 100_000), "open SMTP connections per IP; 0: off"),
     Setting("alias_message_rate", parse_rate, "messages one alias forwards (burst/period); 0: off"),
-    Setting("http_client_timeout", _seconds, "seconds an HTTP client may take to send a request"),
+    Setting("http_client_timeout", _seconds,
+            "seconds each read of a request body or write of an answer may take"),
+    Setting("http_header_timeout", _seconds,
+            "seconds for a request line and headers, however they trickle in; also keep-alive idle"),
+    Setting("http_max_connections", _int_between(1, 1_000_000),
+            "open HTTP connections per process; above it 503 and close"),
+    Setting("http_concurrent_per_ip", _int_between(0, 1_000_000),
+            "open HTTP connections per client IP, per process; above it 429 and close; 0: off"),
 )
 
 

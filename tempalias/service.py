@@ -35,8 +35,6 @@ from tempalias.workers import WorkerSockets
 
 log = logging.getLogger(__name__)
 
-HTTP_CONCURRENCY = 1000
-
 
 class Service:
     def __init__(self, config: Config, store: AliasStore,
@@ -50,8 +48,7 @@ class Service:
             self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
             self.policy = AbusePolicy.from_config(config, RateLimiter(store.redis))
             self.http = HTTPServer(self.http_socket, create_app(config, store, self.policy),
-                                   client_timeout=config.http_client_timeout,
-                                   concurrency=HTTP_CONCURRENCY)
+                                   config)
             self.delivery = _delivery(config)
             forwarder = Forwarder(config, store, _srs(config), self.delivery, self.policy)
             self.smtp = SMTPServer(self.smtp_socket, config, forwarder, self.policy)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import secrets
-import socket
 from urllib.parse import urlencode, urlsplit
 
 import pytest
@@ -229,48 +228,3 @@ def test_a_failing_list_refuses_with_503_when_failing_closed(service_factory, dn
     assert answer.status == 503
     assert answer.json()["error"] == "rbl-unavailable"
     assert "Retry-After" in answer.headers
-
-
-@pytest.fixture(scope="module")
-def impatient_service(service_factory):
-    return service_factory(env={**NO_LIMITS, "TEMPALIAS_HTTP_CLIENT_TIMEOUT": "1"})
-
-
-def _raw_client(service, source: str) -> socket.socket:
-    url = urlsplit(service.http_url)
-    sock = socket.create_connection((url.hostname, url.port), timeout=15,
-                                    source_address=(source, 0))
-    return sock
-
-
-def _read_until_closed(sock: socket.socket) -> bytes:
-    received = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return received
-        received += chunk
-
-
-def test_a_client_that_never_finishes_its_headers_is_cut_off(impatient_service):
-    with _raw_client(impatient_service, fresh_ip()) as sock:
-        sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: x\r\n")
-        answer = _read_until_closed(sock)  # the server closes; recv would time out otherwise
-    assert answer.startswith(b"HTTP/1.1 408")
-    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "request-timeout"
-
-
-def test_a_client_that_never_finishes_its_body_gets_408(impatient_service):
-    with _raw_client(impatient_service, fresh_ip()) as sock:
-        sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"tar")
-        answer = _read_until_closed(sock)
-    assert answer.startswith(b"HTTP/1.1 408")
-    assert b'"request-timeout"' in answer
-
-
-def test_an_idle_keep_alive_connection_is_closed(impatient_service):
-    with _raw_client(impatient_service, fresh_ip()) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = _read_until_closed(sock)
-    assert answer.startswith(b"HTTP/1.1 200")

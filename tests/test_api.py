@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 import pytest
 import requests
@@ -106,6 +107,18 @@ def test_wrong_content_type_is_415(service):
 def test_malformed_json_is_400(service, body):
     answer = requests.post(f"{service.http_url}/api/v1/aliases", data=body, headers=JSON, timeout=10)
     assert_json_error(answer, 400, "malformed-json")
+
+
+def test_json_nested_too_deeply_is_400_logged_in_one_line(service):
+    target = f"deep{secrets.token_hex(4)}@example.org"
+    body = '{"target": "%s", "days": %s1%s}' % (target, "[" * 5000, "]" * 5000)
+    logged_before = len(service.log_text())
+    answer = requests.post(f"{service.http_url}/api/v1/aliases", data=body, timeout=10,
+                           headers={**JSON, "Connection": "close"})
+    assert_json_error(answer, 400, "malformed-json")
+    lines = service.log_text()[logged_before:].splitlines()
+    assert len(lines) == 1 and " INFO " in lines[0], lines
+    assert target.split("@")[0] not in service.log_text()
 
 
 @pytest.mark.parametrize("body", [b"[]", b'"a@example.org"', b"42", b"null"])

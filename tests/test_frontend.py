@@ -519,6 +519,17 @@ def test_every_file_is_small_and_cacheable(web):
     assert _get(web.http_url + "/bookmarklet.js")[1]["access-control-allow-origin"] == "*"
 
 
+def test_every_page_and_file_carries_the_page_security_headers(web):
+    """/static/index.html is the page too: whichever URL serves it, the same protection."""
+    urls = ["/", "/config.js", "/bookmarklet.js"]
+    urls += [f"/static/{path.name}" for path in STATIC.iterdir() if path.is_file()]
+    page_headers = _get(web.http_url + "/")[1]
+    for url_path in urls:
+        headers = _get(web.http_url + url_path)[1]
+        for name in ("content-security-policy", "referrer-policy", "x-content-type-options"):
+            assert headers.get(name) == page_headers[name], (url_path, name)
+
+
 def test_config_js_tells_the_page_limits_and_public_url(service_factory, web):
     _, headers, body = _get(web.http_url + "/config.js")
     assert headers["cache-control"] == "no-cache"

@@ -1,0 +1,276 @@
+"""The HTTP server of a running tempalias (tempalias/httpserver.py), seen from its clients.
+
+Clients connect from loopback addresses other than 127.0.0.1 (which is a trusted network), each
+test from addresses of its own, so the server counts them as different clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from processes import wait_for
+from slow_clients import raise_open_files_limit
+
+HERE = Path(__file__).resolve().parent
+NO_CREATION_LIMITS = {
+    "TEMPALIAS_CREATE_RATE_PER_IP": "0",
+    "TEMPALIAS_CREATE_DAILY_PER_IP": "0",
+    "TEMPALIAS_CREATE_DAILY_PER_TARGET": "0",
+}
+SLOW_CLIENTS = 3000
+ANSWER_WITHIN = 1.0  # seconds: what issue 11 asks for another client while the attack runs
+HALF_A_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Waiting: "
+HEALTHZ_AND_CLOSE = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def fresh_ip() -> str:
+    return f"127.{secrets.randbelow(200) + 50}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
+def connect(service, source: str) -> socket.socket:
+    url = urlsplit(service.http_url)
+    return socket.create_connection((url.hostname, url.port), timeout=15,
+                                    source_address=(source, 0))
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return received
+        received += chunk
+
+
+def raw_exchange(service, source: str, data: bytes) -> tuple[int, dict, bytes]:
+    """Send ``data`` as it is; the answer's status, lower-cased headers and body."""
+    with connect(service, source) as sock:
+        sock.sendall(data)
+        answer = read_until_closed(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, body
+
+
+def get(service, path: str, source: str, method: str = "GET", body: dict | None = None):
+    """One request from ``source``; the status, the JSON body and how long the answer took."""
+    url = urlsplit(service.http_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=15,
+                                            source_address=(source, 0))
+    started = time.monotonic()
+    try:
+        connection.request(method, path, body=json.dumps(body) if body else None,
+                           headers={"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        payload = json.loads(answer.read())
+        return answer.status, payload, time.monotonic() - started
+    finally:
+        connection.close()
+
+
+def assert_json_error(status: int, headers: dict, body: bytes, expected: int, error: str) -> None:
+    assert status == expected, body
+    assert headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["error"] == error and answer["description"]
+
+
+class LogSince:
+    """What a service logged since this object was made."""
+
+    def __init__(self, service) -> None:
+        self.service = service
+        self.start = len(service.log_text())
+
+    def lines(self) -> list[str]:
+        return self.service.log_text()[self.start:].splitlines()
+
+
+# --- point 2 of issue 11: slow clients from one address must not deny the service
+
+
+class SlowClients:
+    """tests/slow_clients.py against ``service``, from ``source``, as its own process."""
+
+    def __init__(self, service, source: str, count: int, status: Path) -> None:
+        url = urlsplit(service.http_url)
+        self.status = status
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "slow_clients.py"), url.hostname, str(url.port), source,
+             str(count), str(status)], stdin=subprocess.DEVNULL)
+
+    def connections_made(self) -> int:
+        return json.loads(self.status.read_text())["connects"] if self.status.exists() else 0
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(15)
+
+
+def test_slow_clients_from_one_address_do_not_delay_anyone_else(service_factory, tmp_path):
+    raise_open_files_limit(SLOW_CLIENTS + 1000)  # the child inherits it, as a service unit would
+    service = service_factory(env=NO_CREATION_LIMITS)  # default HTTP limits: the issue's setting
+    attack = SlowClients(service, "127.0.0.2", SLOW_CLIENTS, tmp_path / "slow-clients.json")
+    try:
+        wait_for(lambda: attack.connections_made() >= SLOW_CLIENTS, 60,
+                 f"{SLOW_CLIENTS} slow connections from 127.0.0.2")
+        for _ in range(5):
+            code, body, took = get(service, "/healthz", "127.0.0.3")
+            assert (code, body) == (200, {"status": "ok"})
+            assert took < ANSWER_WITHIN, f"/healthz took {took:.2f} s during the attack"
+        code, body, took = get(service, "/api/v1/aliases", "127.0.0.3", "POST",
+                               {"target": f"calm{secrets.token_hex(4)}@example.org", "days": 1})
+        assert code == 201, body
+        assert took < ANSWER_WITHIN, f"creating an alias took {took:.2f} s during the attack"
+        assert attack.running()  # the attack went on all along
+    finally:
+        attack.stop()
+
+
+@pytest.fixture(scope="module")
+def capped_service(service_factory):
+    return service_factory(env={**NO_CREATION_LIMITS, "TEMPALIAS_HTTP_CONCURRENT_PER_IP": "3",
+                                "TEMPALIAS_HTTP_HEADER_TIMEOUT": "60",
+                                "TEMPALIAS_TRUSTED_PROXIES": "127.0.0.7/32"})
+
+
+def hold(stack: contextlib.ExitStack, service, source: str) -> socket.socket:
+    """A connection from ``source`` that has sent half a request head, closed with ``stack``."""
+    sock = stack.enter_context(connect(service, source))
+    sock.sendall(HALF_A_HEAD)
+    return sock
+
+
+def test_open_connections_per_client_are_capped(capped_service):
+    client = fresh_ip()
+    with contextlib.ExitStack() as stack:
+        first = hold(stack, capped_service, client)
+        hold(stack, capped_service, client)
+        hold(stack, capped_service, client)
+        log = LogSince(capped_service)
+        for _ in range(5):
+            status, headers, body = raw_exchange(capped_service, client, HEALTHZ_AND_CLOSE)
+            assert_json_error(status, headers, body, 429, "too-many-connections")
+            assert int(headers["retry-after"]) >= 1
+        assert len([line for line in log.lines() if client in line]) == 1  # not one per refusal
+        assert get(capped_service, "/healthz", fresh_ip())[0] == 200  # others are not affected
+        first.close()
+        wait_for(lambda: get(capped_service, "/healthz", client)[0] == 200, 15,
+                 "a connection slot to come back when the client closes one")
+
+
+def test_trusted_networks_and_proxies_are_not_capped_per_address(capped_service):
+    for source in ("127.0.0.1", "127.0.0.7"):  # a trusted network; a trusted proxy
+        with contextlib.ExitStack() as stack:
+            for _ in range(4):
+                hold(stack, capped_service, source)
+            assert get(capped_service, "/healthz", source)[0] == 200, source
+
+
+def test_open_connections_in_total_are_capped(service_factory):
+    service = service_factory(env={"TEMPALIAS_HTTP_MAX_CONNECTIONS": "4",
+                                   "TEMPALIAS_HTTP_HEADER_TIMEOUT": "60"})
+    with contextlib.ExitStack() as stack:
+        first = hold(stack, service, fresh_ip())
+        for _ in range(3):
+            hold(stack, service, fresh_ip())
+        status, headers, body = raw_exchange(service, "127.0.0.1", HEALTHZ_AND_CLOSE)
+        assert_json_error(status, headers, body, 503, "too-many-connections")
+        assert int(headers["retry-after"]) >= 1
+        first.close()
+        wait_for(lambda: get(service, "/healthz", fresh_ip())[0] == 200, 15,
+                 "a connection slot to come back when a client closes one")
+
+
+# --- slow clients are cut off (moved here from test_abuse_http.py)
+
+
+@pytest.fixture(scope="module")
+def impatient_service(service_factory):
+    return service_factory(env={**NO_CREATION_LIMITS, "TEMPALIAS_HTTP_CLIENT_TIMEOUT": "1",
+                                "TEMPALIAS_HTTP_HEADER_TIMEOUT": "1"})
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off(impatient_service):
+    with connect(impatient_service, fresh_ip()) as sock:
+        sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: x\r\n")
+        answer = read_until_closed(sock)  # the server closes; recv would time out otherwise
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "request-timeout"
+
+
+def test_a_client_that_never_finishes_its_body_gets_408(impatient_service):
+    with connect(impatient_service, fresh_ip()) as sock:
+        sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"tar")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"request-timeout"' in answer
+
+
+def test_an_idle_keep_alive_connection_is_closed(impatient_service):
+    with connect(impatient_service, fresh_ip()) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200")
+
+
+def test_a_request_head_trickling_in_is_cut_off_at_the_header_timeout(service_factory):
+    service = service_factory(env={"TEMPALIAS_HTTP_HEADER_TIMEOUT": "1",
+                                   "TEMPALIAS_HTTP_CLIENT_TIMEOUT": "60"})
+    answer = b""
+    with connect(service, fresh_ip()) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Trickle: ")
+        sock.settimeout(0.2)  # a byte every 0.2 s: every read makes progress, the head never ends
+        deadline = time.monotonic() + 15
+        while not answer and time.monotonic() < deadline:
+            try:
+                answer = sock.recv(4096)
+            except TimeoutError:
+                sock.sendall(b"x")
+    assert answer.startswith(b"HTTP/1.1 408"), "the trickling head was not cut off"
+
+
+# --- point 7 of issue 11: client errors are 400 in JSON, logged in one line without the request
+
+
+def test_a_broken_chunked_body_is_400_logged_in_one_line(service):
+    target = f"chunked{secrets.token_hex(4)}@example.org"
+    first = json.dumps({"target": target, "days": 1}).encode()
+    log = LogSince(service)
+    status, headers, body = raw_exchange(
+        service, "127.0.0.1",
+        b"POST /api/v1/aliases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\nnot-a-chunk-size\r\n" % (len(first), first))
+    assert_json_error(status, headers, body, 400, "malformed-body")
+    lines = log.lines()
+    assert len(lines) == 1 and " INFO " in lines[0], lines
+    assert target.split("@")[0] not in service.log_text()
+
+
+def test_a_garbled_request_line_is_400_and_kept_out_of_the_log(service):
+    target = f"garbled{secrets.token_hex(4)}%40example.org"
+    log = LogSince(service)
+    status, headers, body = raw_exchange(
+        service, "127.0.0.1",
+        f"GET /aliases?callback=cb&target={target} HTTP/1.1 and more\r\nHost: x\r\n\r\n".encode())
+    assert_json_error(status, headers, body, 400, "bad-request")
+    lines = log.lines()
+    assert len(lines) == 1 and " INFO " in lines[0], lines
+    assert target.split("%40")[0] not in service.log_text()
