@@ -9,7 +9,8 @@
 #     --no-start    enable the services but do not start them (image builds: nothing may run
 #                   before first boot makes the per-instance secrets)
 #     --appliance   the machine is tempalias's alone: also switch off Debian's stock
-#                   redis-server and supervisor services, which tempalias does not use
+#                   redis-server and supervisor services, which tempalias does not use, and
+#                   replace nginx's main configuration with the appliance's
 #
 # What it does: installs Debian's nginx, supervisor, redis-server, python3-venv and nftables;
 # creates the unprivileged user tempalias; copies the source to /opt/tempalias/src and installs
@@ -115,6 +116,11 @@ if [ -f /etc/tempalias/tls/fullchain.pem ] && [ -f /etc/tempalias/tls/privkey.pe
     install -o root -g root -m 0644 "$src/appliance/nginx/tls.conf" /etc/tempalias/nginx-tls.d/tls.conf
 else
     rm -f /etc/tempalias/nginx-tls.d/tls.conf
+fi
+# On the appliance nginx serves tempalias alone: its main configuration (worker connections and
+# open files) is ours. Elsewhere the operator's nginx.conf is left as it is.
+if [ "$appliance" = yes ]; then
+    install -o root -g root -m 0644 "$src/appliance/nginx/nginx.conf" /etc/nginx/nginx.conf
 fi
 # Our site is the default server on port 80; Debian's placeholder site would clash with it.
 rm -f /etc/nginx/sites-enabled/default

@@ -266,8 +266,8 @@ class Nginx:
 
 def nginx_files(prefix: Path, upstream_port: int, src_root: Path,
                 tls: tuple[Path, Path] | None = None) -> tuple[Path, int, int | None]:
-    """Writes a main nginx.conf like Debian's (its http block says "gzip on" too) that includes
-    the appliance's site with test ports and paths. Returns (conf, http port, https port)."""
+    """The appliance's nginx.conf (Debian's, sized for the appliance) including the appliance's
+    site, both with test ports and paths. Returns (conf, http port, https port)."""
     for name in ("tmp", "etc/nginx-tls.d", "logs"):
         (prefix / name).mkdir(parents=True, exist_ok=True)
     port = free_loopback_port()
@@ -291,33 +291,28 @@ def nginx_files(prefix: Path, upstream_port: int, src_root: Path,
     (prefix / "site.conf").write_text(site)
     temp = prefix / "tmp"
     conf = prefix / "nginx.conf"
-    conf.write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    access_log {prefix}/logs/access.log;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    gzip on;
-    include {prefix}/site.conf;
-}}
-""")
+    conf.write_text(rewrite((APPLIANCE / "nginx" / "nginx.conf").read_text(), {
+        "pid /run/nginx.pid;": f"pid {prefix}/nginx.pid;",
+        "error_log /var/log/nginx/error.log;": f"error_log {prefix}/logs/error.log info;",
+        "access_log /var/log/nginx/access.log;": f"access_log {prefix}/logs/access.log;",
+        "include /etc/nginx/conf.d/*.conf;": "\n".join(
+            f"{kind}_temp_path {temp}/{kind.split('_')[0]};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        "include /etc/nginx/sites-enabled/*;": f"include {prefix}/site.conf;",
+    }))
     return conf, port, https_port
+
+
+def nginx_command(conf: Path, prefix: Path, *extra: str) -> list[str]:
+    """nginx in the foreground as one process (which keeps the test's user: the test's files
+    are not www-data's to read), logging under ``prefix`` from the start."""
+    return ["nginx", *extra, "-p", str(prefix), "-c", str(conf),
+            "-e", str(prefix / "logs" / "error.log"), "-g", "daemon off; master_process off;"]
 
 
 def start_nginx(prefix: Path, upstream_port: int, src_root: Path) -> Nginx:
     conf, port, _ = nginx_files(prefix, upstream_port, src_root)
-    process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf),
-                                "-e", str(prefix / "logs" / "error.log")],
+    process = subprocess.Popen(nginx_command(conf, prefix),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nginx = Nginx(port, process, prefix)
 
@@ -331,8 +326,7 @@ def start_nginx(prefix: Path, upstream_port: int, src_root: Path) -> Nginx:
 
 
 def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess:
-    return run(["nginx", "-t", "-p", str(prefix), "-c", str(conf),
-                "-e", str(prefix / "logs" / "error.log")])
+    return run(nginx_command(conf, prefix, "-t"))
 
 
 def test_nginx_accepts_the_site(tmp_path):
@@ -355,8 +349,7 @@ def test_nginx_serves_tls_with_the_operators_certificate(tmp_path, self_signed, 
     prefix = tmp_path / "nginx"
     conf, _, https_port = nginx_files(prefix, service.ports["http"], REPO, tls=self_signed)
     assert nginx_test(conf, prefix).returncode == 0
-    process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf),
-                                "-e", str(prefix / "logs" / "error.log")],
+    process = subprocess.Popen(nginx_command(conf, prefix),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nginx = Nginx(https_port, process, prefix)
     try:
