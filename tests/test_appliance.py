@@ -13,6 +13,8 @@ import http.server
 import json
 import os
 import re
+import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -20,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +52,17 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def http_request(port: int, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, https_context=None):
-    """One request on a fresh connection; returns (status, headers dict lower-cased, body)."""
+                 headers: dict[str, str] | None = None, https_context=None,
+                 source: str | None = None, timeout: float = 10):
+    """One request on a fresh connection (from the loopback address ``source`` if given);
+    returns (status, headers dict lower-cased, body)."""
+    source_address = (source, 0) if source else None
     if https_context is None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                          source_address=source_address)
     else:
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=https_context)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+                                           source_address=source_address, context=https_context)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         answer = conn.getresponse()
@@ -559,3 +567,158 @@ def test_client_address_is_passed_through_and_cannot_be_forged(echo_behind_nginx
     assert seen["X-Forwarded-For"] == "127.0.0.1"
     assert seen["X-Real-IP"] == "127.0.0.1"
     assert seen["X-Forwarded-Proto"] == "http"
+
+
+# --- slow clients (issue 11, point 2): one address must not take nginx from everyone else
+
+ATTACKER = "127.0.0.2"  # a loopback address of its own; the probes come from 127.0.0.1
+SLOW_CLIENTS = 2000
+ATTACK_SECONDS = 3.0
+PROBE_INTERVAL = 0.05
+HALF_A_HEAD = b"GET /healthz HTTP/1.1\r\nHost: tempalias.test\r\nUser-Agent: slow"
+
+
+def ensure_open_files(needed: int) -> None:
+    """Raise this process's (and so its children's) open-file limit to ``needed``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+class SlowClients:
+    """``count`` connections from ``source`` that each send half a request head and then wait,
+    reconnecting whenever the server cuts one off: the attack of issue 11, one thread, one
+    selector, non-blocking connects (a full accept queue must not stall it)."""
+
+    def __init__(self, port: int, source: str, count: int) -> None:
+        self.port, self.source, self.count = port, source, count
+        self.arrived = 0  # how many of the ``count`` have got through once (reconnects do not count)
+        self.held = 0  # connected, half a head sent, not cut off yet
+        self._selector = selectors.DefaultSelector()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "SlowClients":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(TIMEOUT)
+
+    def _connect(self, first: bool) -> bool:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            # the port is picked with the destination known: reconnecting never runs out of them
+            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+            sock.bind((self.source, 0))
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", self.port))
+        except OSError:
+            sock.close()
+            return False
+        self._selector.register(sock, selectors.EVENT_WRITE, "first" if first else "again")
+        return True
+
+    def _run(self) -> None:
+        missing = {"first": self.count, "again": 0}
+        try:
+            while not self._stopping.is_set():
+                for kind in ("first", "again"):
+                    while missing[kind] and self._connect(kind == "first"):
+                        missing[kind] -= 1
+                for key, _ in self._selector.select(timeout=0.05):
+                    sock, kind = key.fileobj, key.data
+                    if kind != "held" and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        self.arrived += kind == "first"
+                        try:
+                            sock.send(HALF_A_HEAD)
+                        except OSError:
+                            pass  # cut off already: the next select says so
+                        self._selector.modify(sock, selectors.EVENT_READ, "held")
+                        self.held += 1
+                        continue
+                    # refused, or an answer (408) or a close while held: cut off; reconnect
+                    if kind == "held":
+                        self.held -= 1
+                    self._selector.unregister(sock)
+                    sock.close()
+                    missing["first" if kind == "first" else "again"] += 1
+        finally:
+            for key in list(self._selector.get_map().values()):
+                key.fileobj.close()
+            self._selector.close()
+
+
+def probe(port: int) -> str | None:
+    """GET /healthz through nginx from 127.0.0.1; None when answered 200 within a second."""
+    started = time.monotonic()
+    try:
+        status, _, _ = http_request(port, "GET", "/healthz", timeout=1.0)
+    except (OSError, http.client.HTTPException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    elapsed = time.monotonic() - started
+    if status != 200 or elapsed > 1.0:
+        return f"{status} after {elapsed:.2f} s"
+    return None
+
+
+def test_slow_clients_from_one_address_leave_nginx_answering_everyone_else(tmp_path, service):
+    """2,000 connections from one address, each holding half a request head and reconnecting
+    when cut off; for the seconds the attack lasts, every probe from another address is answered
+    within a second. (An overwhelmed nginx does not fail at once: it starts cutting connections
+    off, the probes' among them, as the reconnections pile up.)"""
+    ensure_open_files(SLOW_CLIENTS + 1000)
+    nginx = start_nginx(tmp_path / "nginx", service.ports["http"], REPO)
+    slow = SlowClients(nginx.port, ATTACKER, SLOW_CLIENTS).start()
+    try:
+        wait_for(lambda: slow.arrived >= SLOW_CLIENTS, TIMEOUT,
+                 f"{SLOW_CLIENTS} slow connections from {ATTACKER}")
+        attack_ends = time.monotonic() + ATTACK_SECONDS
+        results = []
+        while time.monotonic() < attack_ends:
+            results.append(probe(nginx.port))
+            time.sleep(PROBE_INTERVAL)  # pacing, as a monitor's probes are: not a wait
+        failures = [failure for failure in results if failure]
+        assert not failures, (f"{len(failures)} of {len(results)} probes failed while "
+                              f"{slow.held} slow connections were open: {failures[:3]}")
+    finally:
+        slow.stop()
+        nginx.stop()
+
+
+def hold_a_request(port: int, source: str) -> socket.socket:
+    """A request whose head is whole and whose body never comes: nginx holds it (a request
+    counts against limit_conn once its head is in, unlike a slow head)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT, source_address=(source, 0))
+    sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: tempalias.test\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    return sock
+
+
+def test_one_address_cannot_hold_more_requests_than_its_share(tmp_path, service):
+    share = int(re.search(r"limit_conn tempalias_per_address (\d+);",
+                          (APPLIANCE / "nginx" / "tempalias.conf").read_text()).group(1))
+    nginx = start_nginx(tmp_path / "nginx", service.ports["http"], REPO)
+    held = [hold_a_request(nginx.port, ATTACKER) for _ in range(share)]
+    try:
+        def attacker_status(wanted: int):
+            answer = http_request(nginx.port, "GET", "/healthz", source=ATTACKER)
+            return answer if answer[0] == wanted else None
+
+        _, headers, body = wait_for(lambda: attacker_status(429), TIMEOUT,
+                                    f"a request beyond {ATTACKER}'s {share} to be refused")
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body)["error"] == "rate-limited" and json.loads(body)["description"]
+        status, _, _ = http_request(nginx.port, "GET", "/healthz", source="127.0.0.3")
+        assert status == 200  # another address is not affected
+
+        held.pop().close()  # one request ends: the address has room for one again
+        wait_for(lambda: attacker_status(200), TIMEOUT, f"{ATTACKER} to be answered again")
+    finally:
+        for sock in held:
+            sock.close()
+        nginx.stop()
