@@ -69,6 +69,8 @@ install -d -o root -g root -m 0755 /opt/tempalias
 install -d -o root -g tempalias -m 0750 /etc/tempalias
 install -d -o tempalias -g tempalias -m 0750 /var/lib/tempalias /var/log/tempalias
 install -d -o tempalias -g tempalias -m 0700 /var/lib/tempalias/redis
+# First boot writes root's authorized_keys here; its sandbox cannot create the directory.
+install -d -o root -g root -m 0700 /root/.ssh
 
 # --- the source, swapped in whole, and the venv
 staging=/opt/tempalias/src.new
