@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from processes import wait_for
+import netns
+from processes import ServiceProcess, wait_for
 from tempalias.config import SETTINGS, load_config
 from tempalias.embedded_redis import free_loopback_port
 
@@ -55,15 +56,15 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def http_request(port: int, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None, https_context=None,
-                 source: str | None = None, timeout: float = 10):
+                 source: str | None = None, timeout: float = 10, host: str = "127.0.0.1"):
     """One request on a fresh connection (from the loopback address ``source`` if given);
     returns (status, headers dict lower-cased, body)."""
     source_address = (source, 0) if source else None
     if https_context is None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+        conn = http.client.HTTPConnection(host, port, timeout=timeout,
                                           source_address=source_address)
     else:
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout,
                                            source_address=source_address, context=https_context)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -173,6 +174,34 @@ def test_packer_template_validates(tmp_path):
 def test_firewall_rules_are_accepted_by_nft():
     result = run(["nft", "--check", "--file", str(APPLIANCE / "firewall.nft")])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not netns.available(), reason="needs root and network namespaces")
+def test_port_25_reaches_tempalias_over_ipv6_and_ipv4(tmp_path):
+    """The appliance's firewall.nft and tempalias.ini on a machine of their own (a network
+    namespace) that a client reaches over a virtual cable (a veth pair): its port 25 leads to
+    tempalias's SMTP over IPv6 and IPv4, and 2525 stays closed from outside."""
+    appliance, client = netns.NetNamespace(), netns.NetNamespace()
+    try:
+        client.link(appliance, ("fd00:2525::2/64", "192.0.2.2/24"),
+                    ("fd00:2525::1/64", "192.0.2.1/24"))
+        appliance.run("nft", "-f", str(APPLIANCE / "firewall.nft"))
+        ini = APPLIANCE / "tempalias.ini"
+        service = ServiceProcess(
+            tmp_path, {"TEMPALIAS_SMTP_LISTEN": str(load_config(str(ini), environ={}).smtp_listen),
+                       "TEMPALIAS_REDIS_URL": ""},  # the embedded Redis, on a unix socket
+            args=("--config", str(ini)), prefix=appliance.prefix).start()
+        try:
+            for address in ("fd00:2525::1", "192.0.2.1"):
+                banner = client.first_line(address, 25)
+                assert banner.startswith("220 "), (address, banner)
+                straight = client.first_line(address, 2525)
+                assert straight.startswith("error:"), (address, straight)
+        finally:
+            service.stop()
+    finally:
+        client.close()
+        appliance.close()
 
 
 def test_redis_conf_keeps_every_alias(tmp_path):
@@ -352,7 +381,8 @@ def nginx_files(prefix: Path, upstream_port: int, src_root: Path,
     https_port = None
     site = rewrite((APPLIANCE / "nginx" / "tempalias.conf").read_text(), {
         "listen 80 default_server;": f"listen 127.0.0.1:{port} default_server;",
-        "listen [::]:80 default_server;": "",
+        "listen [::]:80 default_server;":
+            f"listen [::1]:{port} default_server;" if netns.has_ipv6_loopback() else "",
         "server 127.0.0.1:8080;": f"server 127.0.0.1:{upstream_port};",
         "root /opt/tempalias/src;": f"root {src_root};",
         "/etc/tempalias/nginx-tls.d/": f"{prefix}/etc/nginx-tls.d/",
@@ -533,6 +563,13 @@ def test_api_is_proxied(stack):
     assert status == 200 and json.loads(body) == {"status": "ok"}
 
 
+@pytest.mark.skipif(not netns.has_ipv6_loopback(), reason="this machine has no ::1")
+def test_api_is_proxied_over_ipv6(stack):
+    nginx, _, _ = stack
+    status, _, body = http_request(nginx.port, "GET", "/healthz", host="::1")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
 def test_json_is_compressed(stack):
     nginx, supervised, _ = stack
     _, _, plain = http_request(supervised.http_port, "GET", "/api/openapi.json")
@@ -665,7 +702,7 @@ class SlowClients:
 
     def __init__(self, port: int, source: str, count: int) -> None:
         self.port, self.source, self.count = port, source, count
-        self.arrived = 0  # how many of the ``count`` have got through once (reconnects do not count)
+        self.arrived = 0  # of the ``count``, how many got through once (not reconnects)
         self.held = 0  # connected, half a head sent, not cut off yet
         self._selector = selectors.DefaultSelector()
         self._stopping = threading.Event()
@@ -763,7 +800,8 @@ def test_slow_clients_from_one_address_leave_nginx_answering_everyone_else(tmp_p
 def hold_a_request(port: int, source: str) -> socket.socket:
     """A request whose head is whole and whose body never comes: nginx holds it (a request
     counts against limit_conn once its head is in, unlike a slow head)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT, source_address=(source, 0))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT,
+                                    source_address=(source, 0))
     sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: tempalias.test\r\n"
                  b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
     return sock
