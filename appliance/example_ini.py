@@ -29,7 +29,8 @@ EXAMPLE_PATH = os.path.join(HERE, "tempalias.ini")
 APPLIANCE_VALUES = {
     "redis_url": "unix:///var/lib/tempalias/redis/redis.sock",
     "http_listen": "127.0.0.1:8080",
-    "smtp_listen": "0.0.0.0:2525",
+    # every address, IPv4 and IPv6 (tempalias's IPv6 listeners take IPv4 too); nginx proxies HTTP
+    "smtp_listen": "[::]:2525",
     "data_dir": "/var/lib/tempalias",
     "trusted_proxies": "127.0.0.1/32, ::1/128",
 }

@@ -39,6 +39,8 @@ from typing import Iterator
 SECTION = "tempalias"
 CONFIG_DRIVE_LABEL = "TEMPALIAS"
 FW_CFG_DIR = "/sys/firmware/qemu_fw_cfg/by_name/opt/tempalias"
+# The config drive is the operator's or anyone's who can attach a disk: only its files are read.
+CONFIG_DRIVE_MOUNT_OPTIONS = "ro,nosuid,nodev,noexec"
 _KEY_LINE = re.compile(r"^\s*[;#]?\s*([a-z][a-z0-9_]*)\s*[=:]")
 
 
@@ -72,15 +74,17 @@ def config_drive(label: str) -> Iterator[str | None]:
     """Mount the file system labelled ``label`` read-only for the block; None if there is none."""
     device = None
     if shutil.which("blkid"):
-        found = subprocess.run(["blkid", "-L", label], capture_output=True, text=True,
-                               timeout=30, check=False)
+        # "-c /dev/null": probe the devices as they are now, not as blkid's cache remembers them
+        found = subprocess.run(["blkid", "-c", "/dev/null", "-L", label], capture_output=True,
+                               text=True, timeout=30, check=False)
         device = found.stdout.strip() or None
     if device is None:
         yield None
         return
     mountpoint = tempfile.mkdtemp(prefix="tempalias-config-")
     try:
-        subprocess.run(["mount", "-o", "ro", device, mountpoint], check=True, timeout=60)
+        subprocess.run(["mount", "-o", CONFIG_DRIVE_MOUNT_OPTIONS, device, mountpoint],
+                       check=True, timeout=60)
         try:
             yield mountpoint
         finally:

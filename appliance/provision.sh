@@ -9,7 +9,8 @@
 #     --no-start    enable the services but do not start them (image builds: nothing may run
 #                   before first boot makes the per-instance secrets)
 #     --appliance   the machine is tempalias's alone: also switch off Debian's stock
-#                   redis-server and supervisor services, which tempalias does not use
+#                   redis-server and supervisor services, which tempalias does not use, and
+#                   replace nginx's main configuration with the appliance's
 #
 # What it does: installs Debian's nginx, supervisor, redis-server, python3-venv and nftables;
 # creates the unprivileged user tempalias; copies the source to /opt/tempalias/src and installs
@@ -68,6 +69,8 @@ install -d -o root -g root -m 0755 /opt/tempalias
 install -d -o root -g tempalias -m 0750 /etc/tempalias
 install -d -o tempalias -g tempalias -m 0750 /var/lib/tempalias /var/log/tempalias
 install -d -o tempalias -g tempalias -m 0700 /var/lib/tempalias/redis
+# First boot writes root's authorized_keys here; its sandbox cannot create the directory.
+install -d -o root -g root -m 0700 /root/.ssh
 
 # --- the source, swapped in whole, and the venv
 staging=/opt/tempalias/src.new
@@ -115,6 +118,11 @@ if [ -f /etc/tempalias/tls/fullchain.pem ] && [ -f /etc/tempalias/tls/privkey.pe
     install -o root -g root -m 0644 "$src/appliance/nginx/tls.conf" /etc/tempalias/nginx-tls.d/tls.conf
 else
     rm -f /etc/tempalias/nginx-tls.d/tls.conf
+fi
+# On the appliance nginx serves tempalias alone: its main configuration (worker connections and
+# open files) is ours. Elsewhere the operator's nginx.conf is left as it is.
+if [ "$appliance" = yes ]; then
+    install -o root -g root -m 0644 "$src/appliance/nginx/nginx.conf" /etc/nginx/nginx.conf
 fi
 # Our site is the default server on port 80; Debian's placeholder site would clash with it.
 rm -f /etc/nginx/sites-enabled/default

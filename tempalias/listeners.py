@@ -3,6 +3,10 @@
 TCP_NODELAY matters: pywsgi writes headers and body in two sends, and without it every
 keep-alive response waits ~40 ms for Nagle and delayed ACK (see shared/MEASURED.md). Accepted
 sockets inherit it on Linux.
+
+An IPv6 listener also takes IPv4 (IPV6_V6ONLY off), whatever the host's default
+(net.ipv6.bindv6only), so that ``[::]:25`` means every address, as ``0.0.0.0`` does for IPv4 alone.
+IPv4 clients then arrive as ``::ffff:a.b.c.d``; ``abuse.parse_ip`` turns those back.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ def make_listener(listen: Listen, reuse_port: bool = False) -> socket.socket:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)
         sock.listen(BACKLOG)
     except OSError:

@@ -30,7 +30,9 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
 
 
 class ServiceProcess:
-    def __init__(self, workdir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], args: tuple[str, ...] = (),
+                 prefix: tuple[str, ...] = ()) -> None:
+        """``prefix``: a command that runs the service's, e.g. ``NetNamespace.prefix``."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ready_file = workdir / "ready.json"
@@ -47,6 +49,7 @@ class ServiceProcess:
             **env,
         }
         self.args = args
+        self.prefix = tuple(prefix)
         self.process: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
 
@@ -56,7 +59,7 @@ class ServiceProcess:
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tempalias", *self.args, "serve",
+                [*self.prefix, sys.executable, "-m", "tempalias", *self.args, "serve",
                  "--ready-file", str(self.ready_file)],
                 cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         finally:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import gzip
 import http.client
 import http.server
+import importlib.util
 import json
 import os
 import re
+import resource
+import secrets
+import selectors
 import shutil
 import signal
 import socket
@@ -20,12 +24,14 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from processes import wait_for
+import netns
+from processes import ServiceProcess, wait_for
 from tempalias.config import SETTINGS, load_config
 from tempalias.embedded_redis import free_loopback_port
 
@@ -49,12 +55,17 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def http_request(port: int, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, https_context=None):
-    """One request on a fresh connection; returns (status, headers dict lower-cased, body)."""
+                 headers: dict[str, str] | None = None, https_context=None,
+                 source: str | None = None, timeout: float = 10, host: str = "127.0.0.1"):
+    """One request on a fresh connection (from the loopback address ``source`` if given);
+    returns (status, headers dict lower-cased, body)."""
+    source_address = (source, 0) if source else None
     if https_context is None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout,
+                                          source_address=source_address)
     else:
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=https_context)
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                           source_address=source_address, context=https_context)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         answer = conn.getresponse()
@@ -127,6 +138,25 @@ def test_tempalias_unit_is_hardened():
         assert line in text.splitlines(), line
 
 
+# systemd-analyze's exposure scale runs from 0 (SAFE) to 10 (UNSAFE); tempalias.service, the one
+# with the most to do, is at 1.4.
+SERVICE_EXPOSURE_LIMIT = 2.0
+
+
+def test_every_service_is_sandboxed():
+    """Each unit as hardened as its job allows, judged by systemd's own scale."""
+    levels = {}
+    for unit in sorted(SYSTEMD.glob("*.service")):
+        result = run(["systemd-analyze", "security", "--offline=yes", str(unit)])
+        level = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+        assert level, result.stdout + result.stderr
+        levels[unit.name] = float(level.group(1))
+    assert {"tempalias.service", "tempalias-redis.service", "tempalias-configure.service",
+            "tempalias-firewall.service", "tempalias-purge.service"} <= set(levels)
+    exposed = {name: level for name, level in levels.items() if level > SERVICE_EXPOSURE_LIMIT}
+    assert not exposed, f"exposure above {SERVICE_EXPOSURE_LIMIT}: {exposed}"
+
+
 def test_packer_template_validates(tmp_path):
     key = tmp_path / "build-key"
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)]).check_returncode()
@@ -144,6 +174,34 @@ def test_packer_template_validates(tmp_path):
 def test_firewall_rules_are_accepted_by_nft():
     result = run(["nft", "--check", "--file", str(APPLIANCE / "firewall.nft")])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not netns.available(), reason="needs root and network namespaces")
+def test_port_25_reaches_tempalias_over_ipv6_and_ipv4(tmp_path):
+    """The appliance's firewall.nft and tempalias.ini on a machine of their own (a network
+    namespace) that a client reaches over a virtual cable (a veth pair): its port 25 leads to
+    tempalias's SMTP over IPv6 and IPv4, and 2525 stays closed from outside."""
+    appliance, client = netns.NetNamespace(), netns.NetNamespace()
+    try:
+        client.link(appliance, ("fd00:2525::2/64", "192.0.2.2/24"),
+                    ("fd00:2525::1/64", "192.0.2.1/24"))
+        appliance.run("nft", "-f", str(APPLIANCE / "firewall.nft"))
+        ini = APPLIANCE / "tempalias.ini"
+        service = ServiceProcess(
+            tmp_path, {"TEMPALIAS_SMTP_LISTEN": str(load_config(str(ini), environ={}).smtp_listen),
+                       "TEMPALIAS_REDIS_URL": ""},  # the embedded Redis, on a unix socket
+            args=("--config", str(ini)), prefix=appliance.prefix).start()
+        try:
+            for address in ("fd00:2525::1", "192.0.2.1"):
+                banner = client.first_line(address, 25)
+                assert banner.startswith("220 "), (address, banner)
+                straight = client.first_line(address, 2525)
+                assert straight.startswith("error:"), (address, straight)
+        finally:
+            service.stop()
+    finally:
+        client.close()
+        appliance.close()
 
 
 def test_redis_conf_keeps_every_alias(tmp_path):
@@ -249,6 +307,55 @@ def test_first_boot_refuses_a_bad_setting_and_keeps_the_file(firstboot_dir):
     assert [path.name for path in ini.parent.iterdir()] == ["tempalias.ini"]
 
 
+@pytest.fixture
+def config_drive(tmp_path):
+    """A real config drive: an ext4 file system with a label of its own on a loop device,
+    holding an operator's tempalias.ini. Yields the label."""
+    if os.geteuid() != 0 or not shutil.which("losetup") or not shutil.which("mke2fs"):
+        pytest.skip("a loop device needs root, losetup and mke2fs")
+    label = f"TA-{secrets.token_hex(4)}"
+    files = tmp_path / "drive"
+    files.mkdir()
+    (files / "tempalias.ini").write_text("[tempalias]\ndomains = drive.example\n")
+    image = tmp_path / "drive.img"
+    with open(image, "wb") as handle:
+        handle.truncate(4 * 1024 * 1024)
+    run(["mke2fs", "-q", "-t", "ext4", "-L", label, "-d", str(files), str(image)]
+        ).check_returncode()
+    attached = run(["losetup", "--find", "--show", str(image)])
+    if attached.returncode != 0:
+        pytest.skip(f"no loop device: {attached.stderr.strip()}")
+    try:
+        # the kernel lists a new loop device a moment after losetup returns
+        wait_for(lambda: run(["blkid", "-c", "/dev/null", "-L", label]).returncode == 0,
+                 TIMEOUT, f"the loop device labelled {label}")
+        yield label
+    finally:
+        run(["losetup", "--detach", attached.stdout.strip()])
+
+
+def test_first_boot_reads_a_config_drive(firstboot_dir, config_drive):
+    result = _firstboot(firstboot_dir, "--config-drive-label", config_drive)
+    assert result.returncode == 0, result.stderr
+    config = load_config(str(firstboot_dir / "etc" / "tempalias.ini"), environ={})
+    assert config.domains == ("drive.example",)
+
+
+def test_config_drive_is_mounted_without_devices_setuid_or_programs(config_drive):
+    """Whoever can attach a disk writes the config drive: its device nodes, set-uid files and
+    programs must mean nothing while it is mounted."""
+    spec = importlib.util.spec_from_file_location("firstboot", APPLIANCE / "firstboot.py")
+    firstboot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(firstboot)
+    with firstboot.config_drive(config_drive) as mountpoint:
+        assert mountpoint is not None
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            mounts = {fields[4]: set(fields[5].split(","))
+                      for fields in (line.split() for line in handle)}
+        options = mounts[os.path.realpath(mountpoint)]
+    assert {"ro", "nosuid", "nodev", "noexec"} <= options, options
+
+
 # --- nginx, supervisord and tempalias, run for real on loopback ports
 
 
@@ -266,15 +373,16 @@ class Nginx:
 
 def nginx_files(prefix: Path, upstream_port: int, src_root: Path,
                 tls: tuple[Path, Path] | None = None) -> tuple[Path, int, int | None]:
-    """Writes a main nginx.conf like Debian's (its http block says "gzip on" too) that includes
-    the appliance's site with test ports and paths. Returns (conf, http port, https port)."""
+    """The appliance's nginx.conf (Debian's, sized for the appliance) including the appliance's
+    site, both with test ports and paths. Returns (conf, http port, https port)."""
     for name in ("tmp", "etc/nginx-tls.d", "logs"):
         (prefix / name).mkdir(parents=True, exist_ok=True)
     port = free_loopback_port()
     https_port = None
     site = rewrite((APPLIANCE / "nginx" / "tempalias.conf").read_text(), {
         "listen 80 default_server;": f"listen 127.0.0.1:{port} default_server;",
-        "listen [::]:80 default_server;": "",
+        "listen [::]:80 default_server;":
+            f"listen [::1]:{port} default_server;" if netns.has_ipv6_loopback() else "",
         "server 127.0.0.1:8080;": f"server 127.0.0.1:{upstream_port};",
         "root /opt/tempalias/src;": f"root {src_root};",
         "/etc/tempalias/nginx-tls.d/": f"{prefix}/etc/nginx-tls.d/",
@@ -291,33 +399,28 @@ def nginx_files(prefix: Path, upstream_port: int, src_root: Path,
     (prefix / "site.conf").write_text(site)
     temp = prefix / "tmp"
     conf = prefix / "nginx.conf"
-    conf.write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    access_log {prefix}/logs/access.log;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    gzip on;
-    include {prefix}/site.conf;
-}}
-""")
+    conf.write_text(rewrite((APPLIANCE / "nginx" / "nginx.conf").read_text(), {
+        "pid /run/nginx.pid;": f"pid {prefix}/nginx.pid;",
+        "error_log /var/log/nginx/error.log;": f"error_log {prefix}/logs/error.log info;",
+        "access_log /var/log/nginx/access.log;": f"access_log {prefix}/logs/access.log;",
+        "include /etc/nginx/conf.d/*.conf;": "\n".join(
+            f"{kind}_temp_path {temp}/{kind.split('_')[0]};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        "include /etc/nginx/sites-enabled/*;": f"include {prefix}/site.conf;",
+    }))
     return conf, port, https_port
+
+
+def nginx_command(conf: Path, prefix: Path, *extra: str) -> list[str]:
+    """nginx in the foreground as one process (which keeps the test's user: the test's files
+    are not www-data's to read), logging under ``prefix`` from the start."""
+    return ["nginx", *extra, "-p", str(prefix), "-c", str(conf),
+            "-e", str(prefix / "logs" / "error.log"), "-g", "daemon off; master_process off;"]
 
 
 def start_nginx(prefix: Path, upstream_port: int, src_root: Path) -> Nginx:
     conf, port, _ = nginx_files(prefix, upstream_port, src_root)
-    process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf),
-                                "-e", str(prefix / "logs" / "error.log")],
+    process = subprocess.Popen(nginx_command(conf, prefix),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nginx = Nginx(port, process, prefix)
 
@@ -331,8 +434,7 @@ def start_nginx(prefix: Path, upstream_port: int, src_root: Path) -> Nginx:
 
 
 def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess:
-    return run(["nginx", "-t", "-p", str(prefix), "-c", str(conf),
-                "-e", str(prefix / "logs" / "error.log")])
+    return run(nginx_command(conf, prefix, "-t"))
 
 
 def test_nginx_accepts_the_site(tmp_path):
@@ -355,8 +457,7 @@ def test_nginx_serves_tls_with_the_operators_certificate(tmp_path, self_signed, 
     prefix = tmp_path / "nginx"
     conf, _, https_port = nginx_files(prefix, service.ports["http"], REPO, tls=self_signed)
     assert nginx_test(conf, prefix).returncode == 0
-    process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf),
-                                "-e", str(prefix / "logs" / "error.log")],
+    process = subprocess.Popen(nginx_command(conf, prefix),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nginx = Nginx(https_port, process, prefix)
     try:
@@ -459,6 +560,13 @@ def test_api_is_proxied(stack):
                                    headers={"Authorization": f"Bearer {created['token']}"})
     assert status == 200 and json.loads(body)["address"] == created["address"]
     status, _, body = http_request(nginx.port, "GET", "/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+@pytest.mark.skipif(not netns.has_ipv6_loopback(), reason="this machine has no ::1")
+def test_api_is_proxied_over_ipv6(stack):
+    nginx, _, _ = stack
+    status, _, body = http_request(nginx.port, "GET", "/healthz", host="::1")
     assert status == 200 and json.loads(body) == {"status": "ok"}
 
 
@@ -566,3 +674,159 @@ def test_client_address_is_passed_through_and_cannot_be_forged(echo_behind_nginx
     assert seen["X-Forwarded-For"] == "127.0.0.1"
     assert seen["X-Real-IP"] == "127.0.0.1"
     assert seen["X-Forwarded-Proto"] == "http"
+
+
+# --- slow clients (issue 11, point 2): one address must not take nginx from everyone else
+
+ATTACKER = "127.0.0.2"  # a loopback address of its own; the probes come from 127.0.0.1
+SLOW_CLIENTS = 2000
+ATTACK_SECONDS = 3.0
+PROBE_INTERVAL = 0.05
+HALF_A_HEAD = b"GET /healthz HTTP/1.1\r\nHost: tempalias.test\r\nUser-Agent: slow"
+
+
+def ensure_open_files(needed: int) -> None:
+    """Raise this process's (and so its children's) open-file limit to ``needed``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+class SlowClients:
+    """``count`` connections from ``source`` that each send half a request head and then wait,
+    reconnecting whenever the server cuts one off: the attack of issue 11, one thread, one
+    selector, non-blocking connects (a full accept queue must not stall it)."""
+
+    def __init__(self, port: int, source: str, count: int) -> None:
+        self.port, self.source, self.count = port, source, count
+        self.arrived = 0  # of the ``count``, how many got through once (not reconnects)
+        self.held = 0  # connected, half a head sent, not cut off yet
+        self._selector = selectors.DefaultSelector()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "SlowClients":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(TIMEOUT)
+
+    def _connect(self, first: bool) -> bool:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            # the port is picked with the destination known: reconnecting never runs out of them
+            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+            sock.bind((self.source, 0))
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", self.port))
+        except OSError:
+            sock.close()
+            return False
+        self._selector.register(sock, selectors.EVENT_WRITE, "first" if first else "again")
+        return True
+
+    def _run(self) -> None:
+        missing = {"first": self.count, "again": 0}
+        try:
+            while not self._stopping.is_set():
+                for kind in ("first", "again"):
+                    while missing[kind] and self._connect(kind == "first"):
+                        missing[kind] -= 1
+                for key, _ in self._selector.select(timeout=0.05):
+                    sock, kind = key.fileobj, key.data
+                    if kind != "held" and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        self.arrived += kind == "first"
+                        try:
+                            sock.send(HALF_A_HEAD)
+                        except OSError:
+                            pass  # cut off already: the next select says so
+                        self._selector.modify(sock, selectors.EVENT_READ, "held")
+                        self.held += 1
+                        continue
+                    # refused, or an answer (408) or a close while held: cut off; reconnect
+                    if kind == "held":
+                        self.held -= 1
+                    self._selector.unregister(sock)
+                    sock.close()
+                    missing["first" if kind == "first" else "again"] += 1
+        finally:
+            for key in list(self._selector.get_map().values()):
+                key.fileobj.close()
+            self._selector.close()
+
+
+def probe(port: int) -> str | None:
+    """GET /healthz through nginx from 127.0.0.1; None when answered 200 within a second."""
+    started = time.monotonic()
+    try:
+        status, _, _ = http_request(port, "GET", "/healthz", timeout=1.0)
+    except (OSError, http.client.HTTPException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    elapsed = time.monotonic() - started
+    if status != 200 or elapsed > 1.0:
+        return f"{status} after {elapsed:.2f} s"
+    return None
+
+
+def test_slow_clients_from_one_address_leave_nginx_answering_everyone_else(tmp_path, service):
+    """2,000 connections from one address, each holding half a request head and reconnecting
+    when cut off; for the seconds the attack lasts, every probe from another address is answered
+    within a second. (An overwhelmed nginx does not fail at once: it starts cutting connections
+    off, the probes' among them, as the reconnections pile up.)"""
+    ensure_open_files(SLOW_CLIENTS + 1000)
+    nginx = start_nginx(tmp_path / "nginx", service.ports["http"], REPO)
+    slow = SlowClients(nginx.port, ATTACKER, SLOW_CLIENTS).start()
+    try:
+        wait_for(lambda: slow.arrived >= SLOW_CLIENTS, TIMEOUT,
+                 f"{SLOW_CLIENTS} slow connections from {ATTACKER}")
+        attack_ends = time.monotonic() + ATTACK_SECONDS
+        results = []
+        while time.monotonic() < attack_ends:
+            results.append(probe(nginx.port))
+            time.sleep(PROBE_INTERVAL)  # pacing, as a monitor's probes are: not a wait
+        failures = [failure for failure in results if failure]
+        assert not failures, (f"{len(failures)} of {len(results)} probes failed while "
+                              f"{slow.held} slow connections were open: {failures[:3]}")
+    finally:
+        slow.stop()
+        nginx.stop()
+
+
+def hold_a_request(port: int, source: str) -> socket.socket:
+    """A request whose head is whole and whose body never comes: nginx holds it (a request
+    counts against limit_conn once its head is in, unlike a slow head)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT,
+                                    source_address=(source, 0))
+    sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: tempalias.test\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    return sock
+
+
+def test_one_address_cannot_hold_more_requests_than_its_share(tmp_path, service):
+    share = int(re.search(r"limit_conn tempalias_per_address (\d+);",
+                          (APPLIANCE / "nginx" / "tempalias.conf").read_text()).group(1))
+    nginx = start_nginx(tmp_path / "nginx", service.ports["http"], REPO)
+    held = [hold_a_request(nginx.port, ATTACKER) for _ in range(share)]
+    try:
+        def attacker_status(wanted: int):
+            answer = http_request(nginx.port, "GET", "/healthz", source=ATTACKER)
+            return answer if answer[0] == wanted else None
+
+        _, headers, body = wait_for(lambda: attacker_status(429), TIMEOUT,
+                                    f"a request beyond {ATTACKER}'s {share} to be refused")
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body)["error"] == "rate-limited" and json.loads(body)["description"]
+        status, _, _ = http_request(nginx.port, "GET", "/healthz", source="127.0.0.3")
+        assert status == 200  # another address is not affected
+
+        held.pop().close()  # one request ends: the address has room for one again
+        wait_for(lambda: attacker_status(200), TIMEOUT, f"{ATTACKER} to be answered again")
+    finally:
+        for sock in held:
+            sock.close()
+        nginx.stop()

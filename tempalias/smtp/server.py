@@ -13,7 +13,7 @@ import ssl
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from tempalias.abuse import AbusePolicy, Refusal
+from tempalias.abuse import AbusePolicy, Refusal, parse_ip
 from tempalias.config import Config
 from tempalias.smtp import replies
 from tempalias.smtp.connection import Connection
@@ -81,7 +81,10 @@ class SMTPServer(StreamServer):
             self._refuse_client(sock, refusal)
             return
         try:
-            session = Session(peer_ip=address[0], peer_port=address[1])
+            # an IPv4 client of a dual-stack listener is named by its IPv4 address (greeting,
+            # Received:), not as ::ffff:a.b.c.d
+            session = Session(peer_ip=str(parse_ip(address[0]) or address[0]),
+                              peer_port=address[1])
             connection = Connection(sock, self.limits.idle_timeout)
             SMTPProtocol(connection, session, self.forwarder, self.limits, self.banner,
                          self.tls_context).run()
