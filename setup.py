@@ -30,6 +30,8 @@ setup(
             "dnslib>=0.9.24,<0.10",
             "requests>=2.31,<3",
             "locust>=2.40,<3",
+            # tests/test_packaging.py builds the wheel offline, with bdist_wheel built in.
+            "setuptools>=70.1",
         ],
     },
     entry_points={"console_scripts": ["tempalias=tempalias.cli:main"]},
