@@ -266,7 +266,7 @@ class SmarthostDelivery:
                                   local_hostname=self.helo_name)
         try:
             # Commands and the message go out in separate small writes: without this, Nagle's
-            # algorithm and the peer's delayed ACK add ~40 ms to each (see shared/MEASURED.md).
+            # algorithm and the peer's delayed ACK add ~40 ms to each (docs/performance-notes.md).
             client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             code, _ = client.ehlo()
             if code != 250:
@@ -285,7 +285,7 @@ class SmarthostDelivery:
         return client
 
     # --- a few idle connections are kept: a new one per message costs about half the throughput
-    # (shared/MEASURED.md). After a completed DATA a session is ready for its next MAIL.
+    # (docs/performance-notes.md). After a completed DATA a session is ready for its next MAIL.
 
     def give_back(self, client: smtplib.SMTP) -> None:
         self._drop_stale()
