@@ -1,12 +1,19 @@
 from setuptools import find_packages, setup
 
+# The frontend stays at the top of the repository, where `make run` serves it from the source
+# tree; in a wheel or sdist it travels as the data-only package tempalias.static
+# (tempalias/web/frontend.py looks there first).
+FRONTEND = {"tempalias.static": "static"}
+
 setup(
     name="tempalias",
     version="0.1.0",
     description="Temporary email aliases that forward until a count or a date runs out",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["tempalias", "tempalias.*"]),
+    packages=find_packages(include=["tempalias", "tempalias.*"]) + list(FRONTEND),
+    package_dir=FRONTEND,
+    package_data={name: ["*"] for name in FRONTEND},
     install_requires=[
         "gevent>=24.2,<27",
         "bottle>=0.13,<0.14",
@@ -24,6 +31,8 @@ setup(
             "dnslib>=0.9.24,<0.10",
             "requests>=2.31,<3",
             "locust>=2.40,<3",
+            # tests/test_packaging.py builds the wheel offline, with bdist_wheel built in.
+            "setuptools>=70.1",
         ],
     },
     entry_points={"console_scripts": ["tempalias=tempalias.cli:main"]},

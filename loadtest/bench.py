@@ -16,7 +16,7 @@ Cases:
   kept smarthost connections and with one per message) -> smtp-sink, the floor for any relay on
   gevent; -> Postfix forwarding (virtual_alias_maps, relayhost the sink) -> smtp-sink.
   smtp-source opens a new connection per message, its default and the way the reference figures
-  of issue 7 (shared/MEASURED.md) were taken; the 2 KiB, 20 sessions cases run once more with
+  of issue 7 (docs/performance-notes.md) were taken; the 2 KiB, 20 sessions cases run once more with
   each session's connection kept (``-d``). Only messages the sink counted count. Added latency
   from a probe sending single messages.
 - capacity: idle SMTP connections one tempalias process holds; its RSS at 1,000 and 10,000.

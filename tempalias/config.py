@@ -50,10 +50,15 @@ class Rate:
         return f"{self.count}/{self.seconds:g}s"
 
 
+# RFC 6761 reserves .localhost for loopback: a name no one else can own, that browsers and
+# systemd's resolver send to 127.0.0.1, and that has the two labels a mail domain needs.
+DEFAULT_DOMAIN = "tempalias.localhost"
+
+
 @dataclass(frozen=True)
 class Config:
     redis_url: str | None = None
-    domains: tuple[str, ...] = ("localhost",)
+    domains: tuple[str, ...] = (DEFAULT_DOMAIN,)
     http_listen: Listen = Listen("127.0.0.1", 8080)
     smtp_listen: Listen = Listen("127.0.0.1", 2525)
     smarthost: Listen | None = None
@@ -161,11 +166,27 @@ def parse_domain(raw: str) -> str:
     return name
 
 
+def _mail_domain(raw: str) -> str:
+    """A domain we take mail for: what SMTP accepts in a recipient, so every alias can get mail.
+
+    A single-label name such as ``localhost`` is refused here, at start-up, rather than by the
+    first RCPT TO that names an alias at it.
+    """
+    from tempalias.addresses import InvalidAddress, parse_domain_name
+
+    name = raw.strip()
+    try:
+        return parse_domain_name(name)
+    except InvalidAddress as exc:
+        hint = "" if "." in name else f"; for mail on this machine use {DEFAULT_DOMAIN}"
+        raise ValueError(f"{exc}{hint}") from None
+
+
 def _domains(raw: str) -> tuple[str, ...]:
     names = [part for part in raw.split(",") if part.strip()]
     if not names:
         raise ValueError("must name at least one domain")
-    return tuple(dict.fromkeys(parse_domain(part) for part in names))
+    return tuple(dict.fromkeys(_mail_domain(part) for part in names))
 
 
 def parse_listen(raw: str) -> Listen:
@@ -307,7 +328,8 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("redis_url", _redis_url, "Redis to keep aliases in; unset: a private redis-server is started"),
-    Setting("domains", _domains, "comma-separated mail domains; the first is used for new aliases"),
+    Setting("domains", _domains,
+            "comma-separated mail domains; the first is used for new aliases; the default is local only"),
     Setting("http_listen", parse_listen, "address:port of the HTTP API and frontend"),
     Setting("smtp_listen", parse_listen, "address:port of the SMTP proxy"),
     Setting("smarthost", _optional_listen, "host:port that forwarded mail is handed to"),

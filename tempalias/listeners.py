@@ -1,7 +1,7 @@
 """Listening sockets built by hand, because gevent's servers cannot set these options themselves.
 
 TCP_NODELAY matters: pywsgi writes headers and body in two sends, and without it every
-keep-alive response waits ~40 ms for Nagle and delayed ACK (see shared/MEASURED.md). Accepted
+keep-alive response waits ~40 ms for Nagle and delayed ACK (docs/performance-notes.md). Accepted
 sockets inherit it on Linux.
 
 An IPv6 listener also takes IPv4 (IPV6_V6ONLY off), whatever the host's default

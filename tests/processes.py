@@ -15,6 +15,10 @@ import time
 from pathlib import Path
 
 READY_TIMEOUT = 30.0
+# How the tests start tempalias: this interpreter's package, as the editable install provides it.
+MODULE_COMMAND = (sys.executable, "-m", "tempalias")
+# Ports the kernel picks, so that tests never collide with each other or with a `make run`.
+FREE_PORTS = {"TEMPALIAS_HTTP_LISTEN": "127.0.0.1:0", "TEMPALIAS_SMTP_LISTEN": "127.0.0.1:0"}
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
@@ -30,24 +34,35 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
 
 
 class ServiceProcess:
+    """``[prefix] command [args] serve`` in ``workdir``, with no ``TEMPALIAS_*`` variable of the
+    caller's.
+
+    ``test_settings`` adds what the tests run with (their data directory, domain, one worker);
+    without it only ``FREE_PORTS`` and ``env`` are set, and the service runs on its defaults.
+    ``prefix``: a command that runs the service's, e.g. ``NetNamespace.prefix``.
+    """
+
     def __init__(self, workdir: Path, env: dict[str, str], args: tuple[str, ...] = (),
+                 command: tuple[str, ...] = MODULE_COMMAND, test_settings: bool = True,
                  prefix: tuple[str, ...] = ()) -> None:
-        """``prefix``: a command that runs the service's, e.g. ``NetNamespace.prefix``."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ready_file = workdir / "ready.json"
         self.log_path = workdir / "service.log"
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("TEMPALIAS_")},
-            "TEMPALIAS_HTTP_LISTEN": "127.0.0.1:0",
-            "TEMPALIAS_SMTP_LISTEN": "127.0.0.1:0",
+        settings = {
             "TEMPALIAS_DATA_DIR": str(workdir / "data"),
             "TEMPALIAS_DOMAINS": "tempalias.test",
             "TEMPALIAS_WORKERS": "1",
             # Services sweep ended aliases only when a test asks, so store tests are not raced.
             "TEMPALIAS_PURGE_INTERVAL": "86400",
+        } if test_settings else {}
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TEMPALIAS_")},
+            **FREE_PORTS,
+            **settings,
             **env,
         }
+        self.command = command
         self.args = args
         self.prefix = tuple(prefix)
         self.process: subprocess.Popen | None = None
@@ -59,7 +74,7 @@ class ServiceProcess:
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "tempalias", *self.args, "serve",
+                [*self.prefix, *self.command, *self.args, "serve",
                  "--ready-file", str(self.ready_file)],
                 cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         finally:

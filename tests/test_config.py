@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tempalias.addresses import parse_address
 from tempalias.config import SETTINGS, Config, ConfigError, Listen, env_name, load_config
 
 
@@ -28,6 +29,14 @@ def test_ini_file_then_environment_wins(tmp_path):
     assert config.http_listen == Listen("0.0.0.0", 80)
 
 
+def test_the_default_domain_is_one_mail_can_be_sent_to():
+    """Aliases made with no settings at all must take mail: SMTP accepts the default domain in
+    a recipient, and it is RFC 6761's reserved loopback name, which no one else can own."""
+    domain = load_config(environ={}).primary_domain
+    assert parse_address(f"k3x9qa@{domain}").domain == domain
+    assert domain.endswith(".localhost")
+
+
 def test_default_days_follows_a_smaller_max_days():
     assert load_config(environ={"TEMPALIAS_MAX_DAYS": "3"}).default_days == 3
 
@@ -41,6 +50,8 @@ def test_default_days_follows_a_smaller_max_days():
     ("TEMPALIAS_SMARTHOST", "smtp.example:x", "host:port"),
     ("TEMPALIAS_DOMAINS", " , ", "at least one domain"),
     ("TEMPALIAS_DOMAINS", "bad_domain!.example", "not a valid domain"),
+    ("TEMPALIAS_DOMAINS", "localhost", "not a fully qualified domain name"),
+    ("TEMPALIAS_DOMAINS", "mail.example, intranet", "not a fully qualified domain name"),
     ("TEMPALIAS_REDIS_URL", "localhost:6379", "redis://"),
     ("TEMPALIAS_LOG_LEVEL", "LOUD", "one of"),
     ("TEMPALIAS_DRAIN_SECONDS", "-1", "seconds"),

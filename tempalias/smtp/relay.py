@@ -117,8 +117,8 @@ def _quit(client: smtplib.SMTP) -> None:
 class SmarthostPool:
     """Dial, keep a few idle connections, reap them, and hand them out (see the module docstring).
 
-    A new connection per message costs about half the throughput (README, Performance); after a
-    completed DATA a session is ready for its next MAIL.
+    A new connection per message costs about half the throughput (docs/performance-notes.md);
+    after a completed DATA a session is ready for its next MAIL.
     """
 
     def __init__(self, config: Config, helo_name: str) -> None:
@@ -161,7 +161,7 @@ class SmarthostPool:
                                      local_hostname=self.helo_name)
         try:
             # Commands and the message go out in separate small writes: without this, Nagle's
-            # algorithm and the peer's delayed ACK add ~40 ms to each.
+            # algorithm and the peer's delayed ACK add ~40 ms to each (docs/performance-notes.md).
             client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             code, _ = client.ehlo()
             if code != 250:

@@ -16,7 +16,19 @@ from bottle import Bottle, HTTPResponse, request, response, static_file
 
 from tempalias.config import Config, Listen
 
-STATIC_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "static"))
+
+def _static_root() -> str:
+    """An installed wheel carries the frontend as the package ``tempalias/static`` (setup.py maps
+    it there); a source checkout (``make run``, the editable install) has it at the top of the
+    repository, beside ``tempalias/``."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = os.path.join(package, "static")
+    if os.path.isdir(installed):
+        return installed
+    return os.path.join(os.path.dirname(package), "static")
+
+
+STATIC_ROOT = _static_root()
 
 # The page and its settings must change together with a deploy: revalidate every time (Bottle
 # answers 304 from Last-Modified/ETag). Assets may be reused for a short while without asking.
