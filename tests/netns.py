@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 
+from processes import wait_for
+
 TIMEOUT = 30.0
 
 
@@ -46,10 +48,19 @@ class NetNamespace:
                                        stdin=subprocess.DEVNULL)
         self.prefix = ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--"]
         try:
+            # Until unshare(2) ran, the holder is still in our namespace: entering it then would
+            # change the host's network (its sysctls, its firewall) instead of a fresh one.
+            wait_for(self._unshared, TIMEOUT, "the namespace holder to unshare")
             self.run("ip", "link", "set", "lo", "up")
         except BaseException:
             self.close()
             raise
+
+    def _unshared(self) -> bool:
+        try:
+            return os.readlink(f"/proc/{self.holder.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        except FileNotFoundError:
+            raise AssertionError("the namespace holder exited") from None
 
     def run(self, *command: str) -> str:
         """Runs ``command`` in the namespace; its output, or AssertionError when it fails."""
