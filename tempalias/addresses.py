@@ -71,8 +71,9 @@ def domain_to_ascii(name: str) -> str:
                              f"(IDNA 2008): {exc}") from None
 
 
-def parse_domain_name(domain: str) -> str:
-    """Lower-cased ASCII form of a domain name; raises InvalidAddress."""
+def parse_domain_name(domain: str, fully_qualified: bool = True) -> str:
+    """Lower-cased ASCII form of a domain name; raises InvalidAddress. ``fully_qualified=False``
+    lets a single label through (an SMTP sender, as Postfix takes one by default)."""
     if not domain:
         raise InvalidAddress("the domain is missing")
     if domain.startswith("["):
@@ -82,15 +83,20 @@ def parse_domain_name(domain: str) -> str:
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or not all(_LDH_LABEL.match(label) for label in labels):
         raise InvalidAddress(f"{domain!r} is not a valid domain name")
-    if len(labels) < 2:
+    if len(labels) < 2 and fully_qualified:
         raise InvalidAddress(f"{domain!r} is not a fully qualified domain name")
     if labels[-1].isdigit():
         raise InvalidAddress(f"{domain!r} is not a domain name")
     return ascii_name
 
 
-def parse_address(text: str) -> Address:
-    """Parse ``local@domain``; raises InvalidAddress with a specific reason."""
+def parse_address(text: str, fully_qualified: bool = True,
+                  max_local_octets: int = MAX_LOCAL_OCTETS) -> Address:
+    """Parse ``local@domain``; raises InvalidAddress with a specific reason.
+
+    The defaults are for targets, which must be deliverable anywhere. SMTP is more lenient where
+    RFC 5321 4.5.3.1 asks a server to be: SRS return addresses are longer than 64 octets before
+    the @, and a sender's domain may be a single label (swaks's default ``user@host``)."""
     if not isinstance(text, str) or not text:
         raise InvalidAddress("the address is empty")
     if _CONTROL.search(text):
@@ -106,8 +112,8 @@ def parse_address(text: str) -> Address:
         raise InvalidAddress("the address has no @")
     if not local:
         raise InvalidAddress("the part before the @ is empty")
-    if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
-        raise InvalidAddress(f"the part before the @ is longer than {MAX_LOCAL_OCTETS} octets")
+    if len(local.encode("utf-8")) > max_local_octets:
+        raise InvalidAddress(f"the part before the @ is longer than {max_local_octets} octets")
     if not (_DOT_ATOM.match(local) or _QUOTED.match(local)):
         raise InvalidAddress("the part before the @ is not a valid mailbox name")
-    return Address(local, parse_domain_name(domain))
+    return Address(local, parse_domain_name(domain, fully_qualified))

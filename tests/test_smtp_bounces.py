@@ -245,3 +245,15 @@ def test_bad_recipient_budget_is_per_connection_and_spares_good_clients(bounce_s
         assert client.rcpt(alias_address(new))[0] == 250
         assert client.data(b"Subject: hi\r\n\r\nhello\r\n")[0] == 250
     wait_for(lambda: len(smtp_sink.messages) == 1, 10, "the message at the sink")
+
+
+def test_a_return_address_longer_than_64_octets_before_the_at_takes_its_report(
+        bounce_service, smtp_sink, store):
+    """RFC 5321 4.5.3.1: SRS addresses outgrow 64 octets; refusing them would lose bounces."""
+    sender = "a.rather.long.sender.name@mail.some-long-company-name.example"
+    _, return_address = learn_return_address(bounce_service.smtp_port, smtp_sink, store,
+                                             sender=sender)
+    assert len(return_address.rpartition("@")[0]) > 64
+    result = send(bounce_service.smtp_port, "", [return_address], downstream_bounce(return_address))
+    assert result["data"][0] == 250
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [[sender]]

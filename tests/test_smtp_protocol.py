@@ -128,6 +128,13 @@ def test_null_sender_is_accepted(smtp_service, smtp_sink, alias):
     assert smtp_sink.messages[0].mail_from == "<>"
 
 
+def test_a_sender_at_a_host_name_without_a_dot_is_accepted(smtp_service, smtp_sink, alias):
+    """swaks's default sender is user@host-name; Postfix takes it too unless told not to."""
+    result = send(smtp_service.smtp_port, "root@vm", [alias_address(alias)])
+    assert result["mail"][0] == 250 and result["data"][0] == 250
+    assert smtp_sink.messages[0].mail_from.endswith("=vm=root@tempalias.test")
+
+
 def test_smtputf8_sender_and_target(smtp_service, smtp_sink, store):
     new = store.create("müller@target.example", DAY_MS, 3)
     body = "Subject: grüße\r\n\r\nöäü\r\n".encode()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import gevent
 from gevent import GreenletExit
 
-from tempalias.addresses import Address, InvalidAddress, parse_address
+from tempalias.addresses import MAX_ADDRESS_OCTETS, Address, InvalidAddress, parse_address
 from tempalias.smtp import replies
 from tempalias.smtp.connection import ClientGone, Connection, LineTooLong
 from tempalias.smtp.forwarder import Forwarder
@@ -242,7 +242,8 @@ class SMTPProtocol:
                 envelope.declared_size > self.limits.max_message_size:
             return self._reply(replies.MESSAGE_TOO_BIG)
         if path:
-            _, problem = self._parse(path, envelope, replies.BAD_SENDER_SYNTAX)
+            _, problem = self._parse(path, envelope, replies.BAD_SENDER_SYNTAX,
+                                     fully_qualified=False)
             if problem is not None:
                 return self._reply(problem)
         refused = self.forwarder.sender(self.session)
@@ -251,13 +252,13 @@ class SMTPProtocol:
         self.envelope = envelope
         self._reply(replies.SENDER_OK)
 
-    def _parse(self, path: str, envelope: Envelope,
-               syntax: Reply) -> tuple[Address, None] | tuple[None, Reply]:
+    def _parse(self, path: str, envelope: Envelope, syntax: Reply,
+               fully_qualified: bool = True) -> tuple[Address, None] | tuple[None, Reply]:
         """The address, or the reply that says what is wrong with it."""
         if not path.isascii() and not envelope.smtputf8:
             return None, replies.NEEDS_SMTPUTF8
         try:
-            return parse_address(path), None
+            return parse_address(path, fully_qualified, MAX_ADDRESS_OCTETS), None
         except InvalidAddress as exc:
             return None, syntax.with_text(f"{syntax.text}: {exc}")
 
