@@ -14,6 +14,7 @@ answer, and at twice as many the connection is closed, so guessing addresses is 
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import ssl
 import time
@@ -25,15 +26,14 @@ from gevent import GreenletExit
 from tempalias.addresses import MAX_ADDRESS_OCTETS, Address, InvalidAddress, parse_address
 from tempalias.smtp import replies
 from tempalias.smtp.connection import ClientGone, Connection, LineTooLong
-from tempalias.smtp.forwarder import Forwarder
+from tempalias.smtp.data import BareLineEnd, MessageReader
+from tempalias.smtp.forwarder import Forwarder, Outbound
 from tempalias.smtp.replies import Reply
 from tempalias.smtp.session import Envelope, Session
 
 log = logging.getLogger("tempalias.smtp")
 
 COMMAND_LINE_LIMIT = 512  # octets with CRLF, RFC 5321 section 4.5.3.1.4
-TEXT_LINE_LIMIT = 1000  # octets with CRLF, RFC 5321 section 4.5.3.1.6
-DATA_CHUNK = 65536  # bytes handed on to the next hop at a time
 _BAD_COMMAND_CODES = frozenset((500, 501, 502, 503, 555))
 
 
@@ -91,7 +91,8 @@ class SMTPProtocol:
         self.limits = limits
         self.banner = banner
         self.tls_context = tls_context
-        self.envelope: Envelope | None = None
+        self.envelope: Envelope | None = None  # the transaction under way, as the client said it
+        self.outbound: Outbound | None = None  # and what the forwarder does with it
 
     # --- the error funnel: every way out of a connection passes here
 
@@ -171,9 +172,9 @@ class SMTPProtocol:
         self.connection.queue(reply.encode())
 
     def _end_envelope(self, outcome: str) -> None:
-        envelope, self.envelope = self.envelope, None
-        if envelope is not None:
-            self.forwarder.end_envelope(self.session, envelope, outcome)
+        outbound, self.envelope, self.outbound = self.outbound, None, None
+        if outbound is not None:
+            outbound.end(outcome)
 
     # --- greeting commands
 
@@ -250,6 +251,7 @@ class SMTPProtocol:
         if refused is not None:
             return self._reply(refused)
         self.envelope = envelope
+        self.outbound = self.forwarder.outbound(self.session, envelope)
         self._reply(replies.SENDER_OK)
 
     def _parse(self, path: str, envelope: Envelope, syntax: Reply,
@@ -279,11 +281,15 @@ class SMTPProtocol:
         address, problem = self._parse(path, envelope, replies.BAD_RECIPIENT_SYNTAX)
         if problem is not None:
             return self._reply(problem)
-        verdict = self.forwarder.recipient(self.session, envelope, address)
+        verdict, recipient = self.outbound.recipient(address)
+        if recipient is not None:
+            envelope.recipients.append(recipient)
         if verdict.code == 250:
             envelope.accepted += 1
             if envelope.hold_until is None:
                 envelope.hold_until = time.monotonic() + self.limits.transaction_timeout
+        else:
+            envelope.refused += 1
         self._reply_to_recipient(verdict)
 
     def _reply_to_recipient(self, verdict: Reply) -> None:
@@ -307,59 +313,29 @@ class SMTPProtocol:
             return self._reply(replies.NEED_MAIL)
         if not envelope.recipients:
             return self._reply(replies.NEED_RCPT)
-        verdict = self.forwarder.begin_data(self.session, envelope)
+        outbound = self.outbound
+        envelope.local_id = secrets.token_hex(6)
+        verdict = outbound.begin_data()
         if verdict.code != 354:
             self._end_envelope(f"not delivered ({verdict.code} {verdict.status} at DATA)")
             return self._reply(verdict)
         self.connection.queue(verdict.encode())
-        problem = self._receive_message(envelope)
-        self.envelope = None  # end_data ends it, whatever the outcome
-        self.connection.queue(self.forwarder.end_data(self.session, envelope, problem).encode())
+        problem = self._receive_message(outbound)
+        self.envelope = self.outbound = None  # end_data ends it, whatever the outcome
+        self.connection.queue(outbound.end_data(problem).encode())
 
-    def _receive_message(self, envelope: Envelope) -> Reply | None:
-        """Read to the final dot, streaming blocks of lines on; returns why the message is
-        refused, if so.
-
-        A message that breaks a limit is still read to its end, so the connection stays usable.
-        A bare CR or LF closes the connection (as Postfix's smtpd_forbid_bare_newline does): it is
-        how a second message is smuggled past a next hop that ends lines differently. Lines stay
-        dot-stuffed on the way through (RFC 5321 4.5.2): the next hop wants them so, and a
-        Maildir undoes it itself.
-        """
-        read_block, write = self.connection.read_message_block, self.forwarder.write
-        limit = self.limits.max_message_size
-        size = 0
-        problem: Reply | None = None
-        pending: list[bytes] = []
-        pending_bytes = 0
+    def _receive_message(self, outbound: Outbound) -> Reply | None:
+        """Read to the final dot, handing blocks of lines on (data.py says what a message must
+        keep to); returns why the message is refused, if so."""
+        reader = MessageReader(self.connection, self.limits.max_message_size)
+        write = outbound.write
         with gevent.Timeout(self.limits.data_timeout, _DataTimeout):
-            while True:
-                try:
-                    block, ended = read_block(TEXT_LINE_LIMIT + 1)  # +1: the dot of dot-stuffing
-                except LineTooLong:
-                    problem = problem or replies.TEXT_LINE_TOO_LONG
-                    continue
-                if block:
-                    line_ends = block.count(b"\r\n")
-                    if block.count(b"\n") != line_ends or block.count(b"\r") != line_ends:
-                        raise Closing(replies.BARE_LINE_END, "bare CR or LF in the message")
-                    if problem is None and len(block) > TEXT_LINE_LIMIT and \
-                            max(map(len, block.split(b"\n"))) >= TEXT_LINE_LIMIT + 1:
-                        problem = replies.TEXT_LINE_TOO_LONG
-                    size += len(block) - block.count(b"\n.") - (block[:1] == b".")
-                    if problem is None and size > limit:
-                        problem = replies.MESSAGE_TOO_BIG
-                    if problem is None:
-                        pending.append(block)
-                        pending_bytes += len(block)
-                        if pending_bytes >= DATA_CHUNK:
-                            write(envelope, b"".join(pending))
-                            pending, pending_bytes = [], 0
-                if ended:
-                    break
-        if problem is None and pending:
-            write(envelope, b"".join(pending))
-        return problem
+            try:
+                for block in reader.blocks():
+                    write(block)
+            except BareLineEnd:
+                raise Closing(replies.BARE_LINE_END, "bare CR or LF in the message") from None
+        return reader.problem
 
     def smtp_RSET(self, argument: str) -> None:
         if argument:

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tempalias.smtp.delivery import DeliveryError, Transaction
-from tempalias.smtp.loops import LoopGuard
-from tempalias.srs import ReturnPath
 from tempalias.store import Reservation
 
 
@@ -35,22 +32,18 @@ class Recipient:
 
 @dataclass
 class Envelope:
+    """What the client said in one transaction, and the recipients accepted; only the protocol
+    writes it."""
+
     sender: str  # "" is the null sender
     smtputf8: bool = False
     eight_bit: bool = False
     declared_size: int | None = None
     recipients: list[Recipient] = field(default_factory=list)
-    refused: int = 0
+    refused: int = 0  # RCPT commands answered with a refusal, whatever its reason
     accepted: int = 0  # RCPT commands answered 250, a repeated alias included
-    transaction: Transaction | None = None
-    failure: DeliveryError | None = None  # the next hop gave up during DATA
-    local_id: str | None = None  # our id for the message, in its Received: header and the log
-    queue_id: str | None = None  # the next hop's id once it accepted the message
     hold_until: float | None = None  # time.monotonic() by which DATA must come: uses are held
-    loop_guard: LoopGuard | None = None
-    return_path: ReturnPath | None = None  # a bounce to one of our SRS addresses
-    report: list[bytes] | None = None  # that bounce as it arrives (read, never passed on)
-    report_bytes: int = 0
+    local_id: str | None = None  # our id for the message, in its Received: header and the log
 
     def has_alias(self, alias_id: str) -> bool:
         return any(r.reservation is not None and r.label == alias_id for r in self.recipients)
