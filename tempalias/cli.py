@@ -32,7 +32,10 @@ def _embedded_redis(config: Config) -> RedisServer:
 
 @contextlib.contextmanager
 def _redis_url(config: Config, exclusive: bool) -> Iterator[str]:
-    """The configured Redis, or the embedded one: started here, or (admin commands) joined."""
+    """The configured Redis, or the embedded one: started here, or (admin commands) joined.
+
+    ``exclusive`` is ``serve``: it owns the embedded redis-server and keeps it alive (restarted
+    when it dies) from this process, the parent of any workers."""
     if config.redis_url is not None:
         yield config.redis_url
         return
@@ -42,6 +45,8 @@ def _redis_url(config: Config, exclusive: bool) -> Iterator[str]:
         return
     server.start()
     log.info("embedded redis-server started on %s", server.unix_path)
+    if exclusive:
+        server.keep_alive()
     try:
         yield server.url
     finally:

@@ -340,7 +340,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("id_length", _int_between(4, 32), "starting length of new alias ids"),
     Setting("http_max_body", _int_between(256, 1_048_576), "largest accepted HTTP request body, bytes"),
     Setting("drain_seconds", _seconds, "how long SIGTERM waits for in-flight work"),
-    Setting("redis_timeout", _seconds, "timeout of every Redis connect and command, seconds"),
+    Setting("redis_timeout", _seconds, "budget of one Redis operation, retries included, seconds"),
     Setting("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
     Setting("workers", _int_between(0, 256), "worker processes sharing the ports; 0: one per CPU"),
     Setting("purge_interval", _seconds, "seconds between sweeps of ended aliases out of Redis"),

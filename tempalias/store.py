@@ -48,6 +48,7 @@ RESERVED_IDS = frozenset({"postmaster", "abuse", "hostmaster", "webmaster", "mai
 IDLEN_KEY = "ta:idlen"
 ENDS_KEY = "ta:ends"
 MS_PER_DAY = 86_400_000
+DEFAULT_BUDGET = 5.0  # seconds per operation, for a client built without a socket timeout
 
 # KEYS[1] - the id's reservation key (ta:{id}:id)
 # KEYS[2] - the alias hash (ta:{id}:alias)
@@ -196,23 +197,66 @@ T = TypeVar("T")
 
 
 def _unavailable_on_redis_errors(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn every Redis connection-level failure into StoreUnavailable."""
+    """One store operation: every Redis connection-level failure becomes StoreUnavailable, and
+    the whole operation, retries included, ends within the store's ``budget``.
+
+    Each wait inside has its own timeout (the pool's checkout, connecting and its handshake,
+    health-check PINGs, each command), redis-py retries with back-off, DirectConnections retries
+    on a fresh connection, a script may need loading: against a hung Redis (socket open, nobody
+    reading) these added up to ten times the setting. In the service one gevent timer bounds them
+    all without reaching into redis-py's connections (about 2 µs an operation); it raises at the
+    greenlet's next wait, where redis-py and DirectConnections close the connection in use, so no
+    stray reply reaches the next caller. Without gevent's sockets (tests that use the store
+    directly) each wait keeps only its own timeout."""
 
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(self, *args, **kwargs):
+        deadline = self._deadline(self.budget) if self._deadline is not None else None
         try:
-            return method(*args, **kwargs)
+            if deadline is not None:
+                deadline.start()
+            return method(self, *args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from None
         except redis.exceptions.ResponseError as exc:
             # OOM, READONLY, LOADING, MASTERDOWN...: Redis is there but cannot serve us now.
             raise StoreUnavailable(f"redis refused: {exc}") from None
+        except BaseException as exc:
+            if exc is deadline:  # not an outer operation's, nor the caller's own
+                raise StoreUnavailable(
+                    f"redis did not answer within {self.budget:g} s") from None
+            raise
+        finally:
+            if deadline is not None:
+                deadline.close()
 
     return wrapper
 
 
+def _gevent_patched(module: str) -> bool:
+    """True in the service and the CLI (``cli.py`` monkey-patches), False in a plain process."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    return gevent_monkey is not None and gevent_monkey.is_module_patched(module)
+
+
+def _deadline_class():
+    """gevent's Timeout where sockets yield to gevent, else None: see _unavailable_on_redis_errors."""
+    if not _gevent_patched("socket"):
+        return None
+    from gevent import Timeout
+    return Timeout
+
+
+def _budget(client: redis.Redis) -> float:
+    """The client's ``timeout`` (``connect``): the budget of one store operation."""
+    return client.connection_pool.connection_kwargs.get("socket_timeout") or DEFAULT_BUDGET
+
+
 def connect(url: str, timeout: float, max_connections: int = 64) -> redis.Redis:
-    """A Redis client whose every wait is bounded and whose pool cannot grow without limit."""
+    """A Redis client whose every wait is bounded and whose pool cannot grow without limit.
+
+    ``timeout`` bounds each wait here, and the stores built on the client take it as the budget
+    of a whole operation, retries included."""
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -230,8 +274,7 @@ def connect(url: str, timeout: float, max_connections: int = 64) -> redis.Redis:
 def _bounded_semaphore(value: int):
     """gevent's own semaphore in the service (its threading is monkey-patched): the stdlib one is
     built from a Condition, whose ownership check yields to the hub on every acquire."""
-    gevent_monkey = sys.modules.get("gevent.monkey")
-    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+    if _gevent_patched("threading"):
         from gevent.lock import BoundedSemaphore
         return BoundedSemaphore(value)
     return threading.BoundedSemaphore(value)
@@ -366,10 +409,10 @@ class AliasStore:
         self._reserve = client.register_script(RESERVE_USE)
         self._commit = client.register_script(COMMIT_USE)
         self._take_report = client.register_script(TAKE_REPORT)
-        pool = client.connection_pool
+        self.budget = _budget(client)
+        self._deadline = _deadline_class()
         self._direct = DirectConnections(
-            client, getattr(pool, "max_connections", 64),
-            pool.connection_kwargs.get("socket_timeout") or 5.0)
+            client, getattr(client.connection_pool, "max_connections", 64), self.budget)
 
     def _run(self, script, keys: list[str], args: list) -> object:
         """EVALSHA on the direct path; loads the script first when Redis does not know it."""
@@ -526,25 +569,32 @@ class AliasStore:
 
     # --- upkeep
 
-    @_unavailable_on_redis_errors
     def purge(self, batch: int = 1000) -> int:
         """Erase every alias whose time is up; returns how many. Cost: the number that ended.
 
         Redis key expiry already hides and reclaims them; this bounds how long their bytes
-        may linger in memory (Redis reclaims expired keys lazily and by sampling).
+        may linger in memory (Redis reclaims expired keys lazily and by sampling). Each batch is
+        one operation with its own budget, so a long backlog is not cut off by the deadline.
         """
         removed = 0
         while True:
-            now_ms = int(self._redis_time_ms())
-            ended = self.redis.zrangebyscore(ENDS_KEY, "-inf", now_ms, start=0, num=batch)
-            if not ended:
+            erased = self._purge_batch(batch)
+            if not erased:
                 return removed
-            pipe = self.redis.pipeline(transaction=False)
-            for alias_id in ended:
-                pipe.unlink(_alias_key(alias_id), _held_key(alias_id))
-            pipe.zrem(ENDS_KEY, *ended)
-            pipe.execute()
-            removed += len(ended)
+            removed += erased
+
+    @_unavailable_on_redis_errors
+    def _purge_batch(self, batch: int) -> int:
+        now_ms = int(self._redis_time_ms())
+        ended = self.redis.zrangebyscore(ENDS_KEY, "-inf", now_ms, start=0, num=batch)
+        if not ended:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for alias_id in ended:
+            pipe.unlink(_alias_key(alias_id), _held_key(alias_id))
+        pipe.zrem(ENDS_KEY, *ended)
+        pipe.execute()
+        return len(ended)
 
     def _redis_time_ms(self) -> float:
         seconds, micros = self.redis.time()
@@ -645,6 +695,8 @@ class RateLimiter:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self.budget = _budget(client)
+        self._deadline = _deadline_class()
         self._take = client.register_script(TAKE_TOKENS)
         self._open_lease = client.register_script(OPEN_LEASE)
 

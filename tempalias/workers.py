@@ -24,13 +24,10 @@ import gevent
 import gevent.event
 
 from tempalias.config import Config, Listen
-from tempalias.lifetime import die_with_parent, parent_is
+from tempalias.lifetime import RestartBackoff, die_with_parent, parent_is
 from tempalias.listeners import bound_port, make_listener
 
 log = logging.getLogger(__name__)
-
-RESTART_BACKOFF_MAX = 5.0  # seconds between restarts of a worker that keeps dying at once
-QUICK_DEATH = 2.0  # a worker that dies sooner than this after its start counts as crashing
 
 
 @dataclass
@@ -57,8 +54,7 @@ class WorkerSupervisor:
         self.smtp_port = config.smtp_listen.port
         self.workers: dict[int, int] = {}  # pid -> slot
         self._stopping = gevent.event.Event()
-        self._last_start: dict[int, float] = {}
-        self._failures: dict[int, int] = {}
+        self._backoff: dict[int, RestartBackoff] = {}  # slot -> its restart delays
         self._handlers: list = []
 
     def bind(self) -> WorkerSockets:
@@ -101,7 +97,7 @@ class WorkerSupervisor:
                 os._exit(status)
         sockets.close()  # the worker holds the only reference now
         self.workers[pid] = slot
-        self._last_start[slot] = time.monotonic()
+        self._backoff.setdefault(slot, RestartBackoff()).started()
         log.info("worker %d started (pid %d)", slot, pid)
         return pid
 
@@ -148,10 +144,7 @@ class WorkerSupervisor:
             del self.workers[pid]
             if self._stopping.is_set():
                 continue
-            lived = time.monotonic() - self._last_start.get(slot, 0.0)
-            self._failures[slot] = self._failures.get(slot, 0) + 1 if lived < QUICK_DEATH else 0
-            delay = min(RESTART_BACKOFF_MAX, 0.1 * (2 ** self._failures[slot])) \
-                if self._failures[slot] else 0.0
+            delay = self._backoff[slot].died()
             log.error("worker %d (pid %d) died (%s); restarting in %.1f s",
                       slot, pid, _describe(status), delay)
             if delay:

@@ -6,13 +6,15 @@ import json
 import os
 import re
 import signal
+import smtplib
 import subprocess
 import sys
 
+import psutil
 import pytest
 import requests
 
-from processes import ServiceProcess
+from processes import ServiceProcess, wait_for
 
 
 def tempalias(*args, env=None, cwd=None):
@@ -112,6 +114,54 @@ def test_embedded_redis_keeps_aliases_across_restarts(tmp_path):
         assert answer.status_code == 200 and answer.json()["target"] == "keep@example.org"
     finally:
         assert service.stop() == 0
+
+
+def _redis_servers(service: ServiceProcess) -> list[psutil.Process]:
+    """Every live redis-server below the service, workers' children included."""
+    return [child for child in psutil.Process(service.pid).children(recursive=True)
+            if child.name().startswith("redis-server") and child.status() != psutil.STATUS_ZOMBIE]
+
+
+def _alias_resolves(service: ServiceProcess, created: dict) -> bool:
+    """The alias answers over HTTP and SMTP; each on a new connection, so any worker may take it."""
+    try:
+        shown = requests.get(f"{service.http_url}/api/v1/aliases/{created['id']}", timeout=10,
+                             headers={"Authorization": f"Bearer {created['token']}"})
+        if shown.status_code != 200 or shown.json()["target"] != "keep@example.org":
+            return False
+        with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=10) as client:
+            client.ehlo("client.example")
+            client.mail("a@sender.example")
+            return client.rcpt(created["address"])[0] == 250
+    except (requests.RequestException, smtplib.SMTPException, OSError):
+        return False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_embedded_redis_is_restarted_with_its_aliases(tmp_path, workers):
+    """Issue 11 (4): ``kill -9`` of the embedded redis-server made every request fail until the
+    operator came. The process that started it brings it back on the same socket, with the
+    append-only file, and every worker finds it again by itself."""
+    service = ServiceProcess(tmp_path, {"TEMPALIAS_DOMAINS": "embedded.example",
+                                        "TEMPALIAS_WORKERS": str(workers)}).start()
+    try:
+        created = requests.post(f"{service.http_url}/api/v1/aliases", timeout=10,
+                                json={"target": "keep@example.org", "uses": 10}).json()
+        [killed] = _redis_servers(service)
+        killed.kill()
+        killed.wait(10)
+
+        def recovered() -> bool:
+            health = requests.get(f"{service.http_url}/healthz", timeout=10).status_code == 200
+            return health and all(_alias_resolves(service, created) for _ in range(2 * workers))
+
+        wait_for(recovered, 15, "tempalias to answer again with the alias made before the kill")
+        [restarted] = _redis_servers(service)  # one, and the service's own (not a worker's)
+        assert restarted.pid != killed.pid and restarted.ppid() == service.pid
+        assert (tmp_path / "data" / "redis" / "redis.sock").exists()
+    finally:
+        assert service.stop() == 0
+    assert not _alive(restarted.pid), "the restarted redis-server outlived tempalias"
 
 
 def test_second_serve_on_the_same_data_dir_is_refused(tmp_path):

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import collections
+import os
+import signal
+import smtplib
 import threading
+import time
 
 import pytest
+import requests
 
 from processes import wait_for
+from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.store import (ENDS_KEY, IDLEN_KEY, AliasExhausted, AliasNotFound, AliasStore,
                              hash_token, random_id)
 
 HOUR_MS = 3_600_000
+HUNG_BUDGET = 1.0  # TEMPALIAS_REDIS_TIMEOUT of the hung-Redis test, seconds
+MARGIN = 1.5  # what an answer may take beyond the budget: scheduling on a busy machine, no wait
 
 
 def keys_of(client, alias_id: str) -> set[str]:
@@ -225,3 +233,60 @@ def test_random_ids_use_the_whole_alphabet_evenly():
     # 10,000 expected per character, chance moves that by about 1% (one standard deviation); a
     # plain byte % 36 would give the first four characters 8/7 of the others' share (+12%).
     assert max(counts.values()) < 10_500 and min(counts.values()) > 9_500
+
+
+# --- the budget of one operation, as a service's clients see it
+
+
+def _timed(call, *args, **kwargs):
+    started = time.monotonic()
+    result = call(*args, **kwargs)
+    return result, time.monotonic() - started
+
+
+def test_a_hung_redis_costs_each_request_one_budget(service_factory, tmp_path):
+    """Issue 11 (8): a Redis stopped with SIGSTOP keeps its socket open and answers nothing.
+    TEMPALIAS_REDIS_TIMEOUT is the whole budget of an operation, retries included, so RCPT,
+    /healthz and creation each get their 4xx/503 within it (they took 27.5 s with 3 s set)."""
+    redis = RedisServer(str(tmp_path / "redis"), port=free_loopback_port(), persistent=False)
+    redis.start()
+    bound = HUNG_BUDGET + MARGIN
+    try:
+        service = service_factory(env={"TEMPALIAS_REDIS_URL": redis.url,
+                                       "TEMPALIAS_REDIS_TIMEOUT": str(HUNG_BUDGET)})
+        http = service.http_url
+        made = requests.post(f"{http}/api/v1/aliases", json={"target": "hung@example.org"},
+                             timeout=10)
+        assert made.status_code == 201
+        alias = made.json()
+        with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30) as client:
+            client.ehlo("client.example")
+            assert client.mail("a@sender.example")[0] == 250
+            os.kill(redis.process.pid, signal.SIGSTOP)
+            try:
+                (code, text), seconds = _timed(client.rcpt, alias["address"])
+                assert (code, text.split()[0]) == (451, b"4.3.0") and seconds < bound, seconds
+
+                health, seconds = _timed(requests.get, f"{http}/healthz", timeout=30)
+                assert health.status_code == 503 and seconds < bound, seconds
+
+                refused, seconds = _timed(requests.post, f"{http}/api/v1/aliases",
+                                          json={"target": "hung@example.org"}, timeout=30)
+                assert refused.status_code == 503 and seconds < bound, seconds
+                assert refused.json()["error"] == "service-unavailable"
+            finally:
+                os.kill(redis.process.pid, signal.SIGCONT)
+
+        wait_for(lambda: requests.get(f"{http}/healthz", timeout=10).status_code == 200,
+                 15, "tempalias to reach the resumed Redis")
+        shown = requests.get(f"{http}/api/v1/aliases/{alias['id']}", timeout=10,
+                             headers={"Authorization": f"Bearer {alias['token']}"})
+        assert shown.status_code == 200
+        with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30) as client:
+            client.ehlo("client.example")
+            assert client.mail("a@sender.example")[0] == 250
+            assert client.rcpt(alias["address"])[0] == 250
+        assert "Traceback" not in service.log_text()
+        service.stop()
+    finally:
+        redis.stop()
