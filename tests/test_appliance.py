@@ -130,6 +130,16 @@ def test_systemd_units_verify(tmp_path):
     assert result.stderr.strip() == "", result.stderr
 
 
+def test_tempalias_unit_has_descriptors_for_every_connection_it_may_hold():
+    from tempalias.config import Config
+
+    [limit] = [int(line.split("=", 1)[1]) for line in
+               (SYSTEMD / "tempalias.service").read_text().splitlines()
+               if line.startswith("LimitNOFILE=")]
+    config = Config()
+    assert limit >= 2 * (config.smtp_max_connections + config.http_max_connections)
+
+
 def test_tempalias_unit_is_hardened():
     text = (SYSTEMD / "tempalias.service").read_text()
     for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
