@@ -16,12 +16,11 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from typing import Iterator  # noqa: E402
 
+from tempalias.aliases import (  # noqa: E402
+    AliasNotFound, AliasRules, AliasService, InvalidOrder, StoreUnavailable, iso_utc)
 from tempalias.config import Config, ConfigError, load_config  # noqa: E402
 from tempalias.embedded_redis import EmbeddedRedisError, RedisServer  # noqa: E402
-from tempalias.store import (  # noqa: E402
-    MS_PER_DAY, AliasNotFound, AliasStore, StoreUnavailable, connect)
-from tempalias.web.present import alias_json  # noqa: E402
-from tempalias.web.validation import FieldError, validate_order  # noqa: E402
+from tempalias.store import AliasStore, connect  # noqa: E402
 
 log = logging.getLogger("tempalias")
 
@@ -63,6 +62,13 @@ def _store(config: Config, exclusive: bool = False) -> Iterator[AliasStore]:
             store.close()
 
 
+@contextlib.contextmanager
+def _aliases(config: Config) -> Iterator[AliasService]:
+    """The use cases for the operator: no abuse policy, who owns the store needs none."""
+    with _store(config) as store:
+        yield AliasService.from_config(config, store, policy=None)
+
+
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from tempalias.service import Service, write_ready_file
     from tempalias.workers import WorkerSupervisor, default_worker_count
@@ -99,41 +105,37 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_create(config: Config, args: argparse.Namespace) -> int:
-    fields = {"target": args.target, "days": args.days, "uses": args.uses}
-    try:
-        order = validate_order(config, fields)
-    except FieldError as exc:
+    try:  # before a store is joined or started: a typo costs no redis-server
+        order = AliasRules.from_config(config).order(args.target, args.days, args.uses)
+    except InvalidOrder as exc:
         print(f"tempalias: {exc.description}", file=sys.stderr)
         return 2
-    with _store(config) as store:
-        created = store.create(order.target, order.days * MS_PER_DAY, order.uses)
-    body = alias_json(config, created.alias)
-    print(f"address: {body['address']}")
+    with _aliases(config) as aliases:
+        created = aliases.create(order.target, order.days, order.uses)
+    print(f"address: {created.view.address}")
     print(f"token:   {created.token}")
-    print(f"expires: {body['expires_at']}")
+    print(f"expires: {iso_utc(created.view.alias.expires_ms)}")
     print(f"uses:    {'unlimited' if order.uses is None else order.uses}")
     return 0
 
 
 def cmd_show(config: Config, args: argparse.Namespace) -> int:
-    with _store(config) as store:
-        alias = store.lookup(args.id)
-    body = alias_json(config, alias)
-    body["delivered"] = alias.delivered
-    print(json.dumps(body, indent=2))
+    with _aliases(config) as aliases:
+        view = aliases.show_as_operator(args.id)
+    print(json.dumps({**view.summary(), "delivered": view.alias.delivered}, indent=2))
     return 0
 
 
 def cmd_revoke(config: Config, args: argparse.Namespace) -> int:
-    with _store(config) as store:
-        store.revoke(args.id, token=None)
+    with _aliases(config) as aliases:
+        aliases.revoke_as_operator(args.id)
     print(f"revoked and erased {args.id.lower()}")
     return 0
 
 
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
-    with _store(config) as store:
-        removed = store.purge()
+    with _aliases(config) as aliases:
+        removed = aliases.purge()
     print(f"purged {removed} ended alias{'es' if removed != 1 else ''}")
     return 0
 
@@ -180,16 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.logMultiprocessing = False
     try:
         return args.run(config, args)
-    except EmbeddedRedisError as exc:
-        print(f"tempalias: {exc}", file=sys.stderr)
-        return 1
-    except StoreUnavailable as exc:
-        print(f"tempalias: {exc}", file=sys.stderr)
-        return 1
     except AliasNotFound as exc:
         print(f"tempalias: no live alias {str(exc.args[0]).lower()!r}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (EmbeddedRedisError, StoreUnavailable, OSError) as exc:
         print(f"tempalias: {exc}", file=sys.stderr)
         return 1
 

@@ -19,6 +19,7 @@ import gevent.event
 import greenlet
 
 from tempalias.abuse import AbusePolicy
+from tempalias.aliases import AliasService
 from tempalias.config import Config
 from tempalias.httpserver import HTTPServer
 from tempalias.janitor import Janitor
@@ -47,8 +48,8 @@ class Service:
         try:
             self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
             self.policy = AbusePolicy.from_config(config, RateLimiter(store.redis))
-            self.http = HTTPServer(self.http_socket, create_app(config, store, self.policy),
-                                   config)
+            aliases = AliasService.from_config(config, store, self.policy)
+            self.http = HTTPServer(self.http_socket, create_app(config, aliases), config)
             self.delivery = _delivery(config)
             forwarder = Forwarder(config, store, _srs(config), self.delivery, self.policy)
             self.smtp = SMTPServer(self.smtp_socket, config, forwarder, self.policy)

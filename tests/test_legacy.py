@@ -8,6 +8,8 @@ import re
 import pytest
 import requests
 
+from tempalias.embedded_redis import RedisServer, free_loopback_port
+
 JSONP = re.compile(r"^/\*\*/(?P<callback>[\w$.]+)\((?P<body>.*)\);$", re.S)
 
 
@@ -142,3 +144,18 @@ def test_post_body_that_is_not_an_object_is_invalid_data(service, body):
                            headers={"Content-Type": "application/json"})
     assert answer.status_code == 400
     assert answer.json()["error"] in ("invalid-data", "malformed-json")
+
+
+def test_store_down_is_503_with_retry_after_and_the_error_in_the_jsonp_payload(service_factory,
+                                                                               tmp_path):
+    """As the REST API answers it (tests/test_api.py): one answer for one fault, in either door."""
+    redis = RedisServer(str(tmp_path / "redis"), port=free_loopback_port(), persistent=False).start()
+    service = service_factory(env={"TEMPALIAS_REDIS_URL": redis.url,
+                                   "TEMPALIAS_REDIS_TIMEOUT": "1"})
+    redis.stop()
+    answer = requests.post(f"{service.http_url}/aliases", json={"target": "old@example.org"},
+                           timeout=10)
+    assert answer.status_code == 503 and answer.json()["error"] == "service-unavailable"
+    assert int(answer.headers["Retry-After"]) >= 1
+    body = jsonp(service, callback="cb", target="js@example.org")
+    assert body["error"] == "service-unavailable" and body["description"]

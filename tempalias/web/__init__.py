@@ -1,9 +1,9 @@
-"""The WSGI application: ``create_app(config, store)`` builds a fresh Bottle app.
+"""The WSGI application: ``create_app(config, aliases)`` builds a fresh Bottle app.
 
-Routes live in their own modules (api, legacy, frontend); the store is handed to them, never
-imported as a global. Every error leaves as JSON through one funnel: ApiError for what a route
-refuses, the StoreUnavailable plugin for Redis trouble (503), and the default handler for
-Bottle's own 404/405/500.
+Routes live in their own modules (api, legacy, frontend) and are adapters: they read a request,
+ask the ``AliasService`` handed to them (never a global), and answer. Every error leaves as JSON
+through one funnel: ApiError for what a route refuses, the StoreUnavailable plugin for Redis
+trouble (503), and the default handler for Bottle's own 404/405/500.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import logging
 
 from bottle import Bottle, request, response
 
-from tempalias.abuse import AbusePolicy
+from tempalias.aliases import AliasService, StoreUnavailable
 from tempalias.config import Config
-from tempalias.store import AliasStore, RateLimiter, StoreUnavailable
 from tempalias.web import api, frontend, legacy
-from tempalias.web.errors import ApiError, json_error_handler
+from tempalias.web.errors import ApiError, json_error_handler, store_unavailable_error
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +30,7 @@ def _store_unavailable_is_503(callback):
             return callback(*args, **kwargs)
         except StoreUnavailable as exc:
             log.warning("%s %s: %s", request.method, request.path, exc)
-            error = ApiError(503, "service-unavailable",
-                             "the alias store is unreachable; try again shortly")
-            error.set_header("Retry-After", "5")
-            raise error from None
+            raise store_unavailable_error() from None
 
     return wrapper
 
@@ -62,9 +58,7 @@ def _slow_body_is_408(callback):
     return wrapper
 
 
-def create_app(config: Config, store: AliasStore, policy: AbusePolicy | None = None) -> Bottle:
-    if policy is None:
-        policy = AbusePolicy.from_config(config, RateLimiter(store.redis))
+def create_app(config: Config, aliases: AliasService) -> Bottle:
     app = Bottle(catchall=True, autojson=False)
     app.default_error_handler = json_error_handler
     app.install(_store_unavailable_is_503)
@@ -82,7 +76,7 @@ def create_app(config: Config, store: AliasStore, policy: AbusePolicy | None = N
         response.set_header("Access-Control-Max-Age", "86400")
         return b""
 
-    api.install(app, config, store, policy)
-    legacy.install(app, config, store, policy)
+    api.install(app, config, aliases)
+    legacy.install(app, config, aliases)
     frontend.install(app, config)
     return app

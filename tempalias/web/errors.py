@@ -1,4 +1,8 @@
-"""JSON errors for the API: one exception type, one body shape, no HTML ever."""
+"""JSON errors for the API: one exception type, one body shape, no HTML ever.
+
+The use cases' exceptions (``tempalias/aliases.py``) know nothing of HTTP; the statuses they
+become are decided here: ``REFUSAL_STATUS`` for the abuse policy's verdicts, 503 for the store.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,17 @@ import logging
 
 from bottle import HTTPError, HTTPResponse
 
+from tempalias.abuse import Refusal
+
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
+STORE_RETRY_AFTER_SECONDS = 5
+
+# The policy's verdict by kind: a listed client is forbidden, a limited one told to slow down,
+# and a block list that cannot be asked (failing closed) makes the service unavailable to it;
+# so does a kind this table does not know yet.
+REFUSAL_STATUS = {"rbl-listed": 403, "rate-limited": 429, "rbl-unavailable": 503}
 
 
 class ApiError(HTTPResponse):
@@ -19,6 +31,22 @@ class ApiError(HTTPResponse):
         body = {"error": error, "description": description, **extra}
         super().__init__(json.dumps(body), status=status, headers={"Content-Type": JSON_TYPE})
         self.error = error
+        self.payload = body  # for a door that answers with the body alone (JSONP)
+
+
+def refusal_error(refusal: Refusal) -> ApiError:
+    """403 rbl-listed, 429 rate-limited or 503 rbl-unavailable, with Retry-After when it helps."""
+    extra = {} if refusal.retry_after is None else {"retry_after": refusal.retry_after}
+    error = ApiError(REFUSAL_STATUS.get(refusal.kind, 503), refusal.kind, refusal.text, **extra)
+    if refusal.retry_after is not None:
+        error.set_header("Retry-After", str(refusal.retry_after))
+    return error
+
+
+def store_unavailable_error() -> ApiError:
+    error = ApiError(503, "service-unavailable", "the alias store is unreachable; try again shortly")
+    error.set_header("Retry-After", str(STORE_RETRY_AFTER_SECONDS))
+    return error
 
 
 _DEFAULT_CODES = {

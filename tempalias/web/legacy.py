@@ -11,63 +11,57 @@ sent numbers, and only the JSONP query takes digit strings.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from typing import Any
 
 from bottle import Bottle, request, response
 
-from tempalias.abuse import AbusePolicy
+from tempalias.aliases import (
+    AliasService, Created, CreationRefused, InvalidOrder, StoreUnavailable, iso_utc)
 from tempalias.config import Config
-from tempalias.store import MS_PER_DAY, AliasStore, StoreUnavailable
-from tempalias.web.errors import JSON_TYPE, ApiError
-from tempalias.web.guard import creation_refusal, refusal_body
+from tempalias.web.errors import JSON_TYPE, ApiError, refusal_error, store_unavailable_error
 from tempalias.web.jsonbody import read_json_object
-from tempalias.web.present import legacy_alias_json
-from tempalias.web.validation import FieldError, validate_order
-
-log = logging.getLogger(__name__)
+from tempalias.web.orders import place_order
 
 _CALLBACK = re.compile(r"^[A-Za-z_$][\w$]{0,63}(?:\.[A-Za-z_$][\w$]{0,63}){0,7}$", re.ASCII)
 _QUERY_FIELDS = ("target", "days", "max-usage")
 
 
-class LegacyError(Exception):
-    def __init__(self, status: int, error: str, description: str, **extra: Any) -> None:
-        super().__init__(description)
-        self.status, self.body = status, {"error": error, "description": description, **extra}
+def legacy_alias_json(created: Created) -> dict[str, Any]:
+    """The original service's shape (``aid``, ``valid_until``, ``max_usage``), plus the token."""
+    alias = created.view.alias
+    return {
+        "aid": alias.id,
+        "address": created.view.address,
+        "target": alias.target,
+        "days": created.days,
+        "max_usage": alias.uses_left,
+        "valid_from": iso_utc(alias.created_ms),
+        "valid_until": iso_utc(alias.expires_ms),
+        "token": created.token,
+    }
 
 
-def _create(config: Config, store: AliasStore, policy: AbusePolicy,
-            fields: dict[str, Any], query: bool) -> dict[str, Any]:
+def _create(config: Config, aliases: AliasService, fields: dict[str, Any],
+            query: bool) -> dict[str, Any]:
+    """The alias in the original shape, or an ApiError with the original's error names."""
     try:
-        order = validate_order(config, fields, uses_key="max-usage", legacy=True, query=query)
-    except FieldError as exc:
-        raise LegacyError(400, "invalid-data", exc.description) from None
-    refusal = creation_refusal(policy, order.target)
-    if refusal:
-        raise LegacyError(refusal.http_status, **refusal_body(refusal))
-    try:
-        created = store.create(order.target, order.days * MS_PER_DAY, order.uses)
+        created = place_order(aliases, fields, config.trusted_proxies, uses_key="max-usage",
+                              legacy=True, query=query)
+    except InvalidOrder as exc:
+        raise ApiError(400, "invalid-data", exc.description) from None
+    except CreationRefused as exc:
+        raise refusal_error(exc.refusal) from None
     except StoreUnavailable:
-        raise LegacyError(503, "service-unavailable",
-                          "the alias store is unreachable; try again shortly") from None
-    log.info("alias %s created via the legacy API (days=%d uses=%s)",
-             created.alias.id, order.days, order.uses)
-    return legacy_alias_json(config, created.alias, order.days, created.token)
+        raise store_unavailable_error() from None
+    return legacy_alias_json(created)
 
 
-def install(app: Bottle, config: Config, store: AliasStore, policy: AbusePolicy) -> None:
+def install(app: Bottle, config: Config, aliases: AliasService) -> None:
     @app.post("/aliases")
     def legacy_create():
         fields = read_json_object(config.http_max_body, legacy=True)
-        try:
-            body = _create(config, store, policy, fields, query=False)
-        except LegacyError as exc:
-            error = ApiError(exc.status, **exc.body)
-            if "retry_after" in exc.body:
-                error.set_header("Retry-After", str(exc.body["retry_after"]))
-            raise error from None
+        body = _create(config, aliases, fields, query=False)
         response.content_type = JSON_TYPE
         response.set_header("Cache-Control", "no-store")
         return json.dumps(body)
@@ -86,9 +80,9 @@ def install(app: Bottle, config: Config, store: AliasStore, policy: AbusePolicy)
                                   if name in request.query}
         fields.update({name: None for name in unknown})
         try:
-            body = _create(config, store, policy, fields, query=True)
-        except LegacyError as exc:
-            body = exc.body  # JSONP cannot see statuses: 200, with the error in the payload
+            body = _create(config, aliases, fields, query=True)
+        except ApiError as exc:
+            body = exc.payload  # JSONP cannot see statuses: 200, with the error in the payload
         response.content_type = "text/javascript; charset=utf-8"
         response.set_header("X-Content-Type-Options", "nosniff")
         response.set_header("Cache-Control", "no-store")
