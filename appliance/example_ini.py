@@ -20,7 +20,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tempalias.config import INI_SECTION, SETTINGS, Config, Setting  # noqa: E402
+from tempalias.config import INI_SECTION, SECTIONS, SETTINGS, Config, Setting  # noqa: E402
 
 EXAMPLE_PATH = os.path.join(HERE, "tempalias.ini")
 
@@ -83,14 +83,18 @@ def _line(setting: Setting) -> str:
 
 
 def render_example() -> str:
+    """The operator's keys first, then every other setting under the part of the service that
+    uses it (config.SECTIONS)."""
     by_name = {setting.name: setting for setting in SETTINGS}
-    ordered = [by_name[name] for name in OPERATOR_KEYS if name in by_name]
-    ordered += [setting for setting in SETTINGS if setting.name not in OPERATOR_KEYS]
+    groups = [("what to set first", [by_name[name] for name in OPERATOR_KEYS if name in by_name])]
+    groups += [(f"{section}: {about}", [setting for setting in SETTINGS if setting.section == section
+                                        and setting.name not in OPERATOR_KEYS])
+               for section, about in SECTIONS.items()]
     lines = [HEADER, f"[{INI_SECTION}]"]
-    for setting in ordered:
-        lines.append("")
-        lines.append(f"; {setting.doc}")
-        lines.append(_line(setting))
+    for title, settings in groups:
+        lines += ["", f"; --- {title}"]
+        for setting in settings:
+            lines += ["", f"; {setting.doc}", _line(setting)]
     return "\n".join(lines) + "\n"
 
 

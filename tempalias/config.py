@@ -55,75 +55,6 @@ class Rate:
 DEFAULT_DOMAIN = "tempalias.localhost"
 
 
-@dataclass(frozen=True)
-class Config:
-    redis_url: str | None = None
-    domains: tuple[str, ...] = (DEFAULT_DOMAIN,)
-    http_listen: Listen = Listen("127.0.0.1", 8080)
-    smtp_listen: Listen = Listen("127.0.0.1", 2525)
-    smarthost: Listen | None = None
-    data_dir: str = "./var"
-    max_days: int = 60
-    max_uses: int = 100
-    default_days: int = 7
-    id_length: int = 6
-    http_max_body: int = 16384
-    drain_seconds: float = 10.0
-    redis_timeout: float = 3.0
-    log_level: str = "INFO"
-    workers: int = 0  # 0: one per CPU
-    purge_interval: float = 300.0
-    postmaster: str | None = None
-    public_url: str | None = None
-    # SMTP proxy
-    banner_hostname: str | None = None
-    max_message_size: int = 25 * 1024 * 1024
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    srs_secret: str | None = None
-    smtp_max_connections: int = 1000
-    smtp_idle_timeout: float = 300.0
-    smtp_data_timeout: float = 600.0
-    smtp_max_bad_commands: int = 10
-    smtp_max_recipients: int = 100
-    smtp_max_bad_recipients: int = 5
-    smtp_bad_recipient_delay: float = 2.0
-    smtp_transaction_timeout: float = 120.0
-    srs_max_reports: int = 5
-    smarthost_timeout: float = 60.0
-    smarthost_tls: str = "off"
-    smarthost_user: str | None = None
-    smarthost_password: str | None = None
-    smarthost_idle_seconds: float = 10.0
-    smarthost_max_messages: int = 100
-    # abuse defences (tempalias/abuse.py, tempalias/rbl.py); a rate of None is switched off
-    rbl_zones: tuple[str, ...] = ()
-    dns_servers: tuple[Listen, ...] = ()
-    rbl_timeout: float = 2.0
-    rbl_fail_closed: bool = False
-    trusted_networks: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"),
-                                               ipaddress.ip_network("::1/128"))
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    create_rate_per_ip: Rate | None = Rate(5, 50.0)
-    create_daily_per_ip: Rate | None = Rate(50, 86400.0)
-    create_daily_per_target: Rate | None = Rate(20, 86400.0)
-    smtp_connections_per_ip: Rate | None = Rate(60, 60.0)
-    smtp_messages_per_ip: Rate | None = Rate(100, 3600.0)
-    smtp_concurrent_per_ip: int = 10
-    alias_message_rate: Rate | None = Rate(30, 3600.0)
-    http_client_timeout: float = 20.0
-    http_header_timeout: float = 10.0
-    http_max_connections: int = 1000
-    http_concurrent_per_ip: int = 50
-
-    @property
-    def primary_domain(self) -> str:
-        return self.domains[0]
-
-    def replace(self, **changes: Any) -> "Config":
-        return dataclasses.replace(self, **changes)
-
-
 # --- value parsers: each takes the raw string and returns the typed value or raises ValueError
 
 
@@ -319,78 +250,166 @@ def _boolean(raw: str) -> bool:
     return value in ("1", "true", "yes", "on")
 
 
+def setting(default: Any, parse: Callable[[str], Any], section: str, doc: str) -> Any:
+    """A Config field with everything else about it: how its text is parsed, which part of the
+    service uses it (``Config.section``), and its one-line doc for the README and the INI file."""
+    return field(default=default, metadata={"parse": parse, "section": section, "doc": doc})
+
+
+SECTIONS = {  # the parts of the service, each with the settings it uses
+    "store": "Redis, where everything is kept",
+    "aliases": "the aliases handed out",
+    "service": "the process: workers, data directory, logging, upkeep",
+    "http": "the HTTP API and the page",
+    "smtp": "the SMTP proxy",
+    "smarthost": "where forwarded mail is handed on",
+    "abuse": "block lists, trusted networks and rate limits",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting, each declared once, here; the rest of this module and the docs derive."""
+
+    redis_url: str | None = setting(None, _redis_url, "store",
+        "Redis to keep aliases in; unset: a private redis-server is started")
+    domains: tuple[str, ...] = setting((DEFAULT_DOMAIN,), _domains, "aliases",
+        "comma-separated mail domains; the first is used for new aliases; the default is local only")
+    http_listen: Listen = setting(Listen("127.0.0.1", 8080), parse_listen, "http",
+        "address:port of the HTTP API and frontend")
+    smtp_listen: Listen = setting(Listen("127.0.0.1", 2525), parse_listen, "smtp",
+        "address:port of the SMTP proxy")
+    smarthost: Listen | None = setting(None, _optional_listen, "smarthost",
+        "host:port that forwarded mail is handed to")
+    data_dir: str = setting("./var", _text, "service",
+        "directory for the embedded Redis, secrets and the Maildir")
+    max_days: int = setting(60, _int_between(1, 3650), "aliases",
+        "longest lifetime of an alias, in days")
+    max_uses: int = setting(100, _int_between(1, 1_000_000), "aliases",
+        "largest message count an alias may be given")
+    default_days: int = setting(7, _int_between(1, 3650), "aliases",
+        "lifetime of an alias created without days")
+    id_length: int = setting(6, _int_between(4, 32), "aliases",
+        "starting length of new alias ids")
+    http_max_body: int = setting(16384, _int_between(256, 1_048_576), "http",
+        "largest accepted HTTP request body, bytes")
+    drain_seconds: float = setting(10.0, _seconds, "service",
+        "how long SIGTERM waits for in-flight work")
+    redis_timeout: float = setting(3.0, _seconds, "store",
+        "budget of one Redis operation, retries included, seconds")
+    log_level: str = setting("INFO", _log_level, "service",
+        "DEBUG, INFO, WARNING or ERROR")
+    workers: int = setting(0, _int_between(0, 256), "service",
+        "worker processes sharing the ports; 0: one per CPU")
+    purge_interval: float = setting(300.0, _seconds, "service",
+        "seconds between sweeps of ended aliases out of Redis")
+    postmaster: str | None = setting(None, _postmaster, "smtp",
+        "where mail to postmaster@ our domains goes; unset: the Maildir, or refused")
+    public_url: str | None = setting(None, _public_url, "http",
+        "the URL people reach the frontend at; default http://HTTP_LISTEN")
+    banner_hostname: str | None = setting(None, _optional_text, "smtp",
+        "host name in the SMTP greeting; default the first domain")
+    max_message_size: int = setting(25 * 1024 * 1024, _int_between(1024, 1 << 30), "smtp",
+        "largest message accepted, bytes")
+    tls_cert: str | None = setting(None, _optional_text, "smtp",
+        "PEM certificate chain for STARTTLS; unset: no STARTTLS")
+    tls_key: str | None = setting(None, _optional_text, "smtp",
+        "PEM private key for STARTTLS")
+    srs_secret: str | None = setting(None, _optional_text, "smtp",
+        "SRS HMAC secret; unset: generated once into DATA_DIR")
+    smtp_max_connections: int = setting(1000, _int_between(1, 1_000_000), "smtp",
+        "concurrent SMTP connections")
+    smtp_idle_timeout: float = setting(300.0, _seconds, "smtp",
+        "seconds an SMTP client may take per command")
+    smtp_data_timeout: float = setting(600.0, _seconds, "smtp",
+        "seconds an SMTP client may take for a whole DATA")
+    smtp_max_bad_commands: int = setting(10, _int_between(1, 1000), "smtp",
+        "bad commands before 421 and close")
+    smtp_max_recipients: int = setting(100, _int_between(1, 1000), "smtp",
+        "recipients accepted per message")
+    smtp_max_bad_recipients: int = setting(5, _int_between(1, 1000), "smtp",
+        "refused recipients per connection before each RCPT is delayed; twice as many: 421 and close")
+    smtp_bad_recipient_delay: float = setting(2.0, _seconds, "smtp",
+        "seconds each RCPT waits once the bad ones are over the limit")
+    smtp_transaction_timeout: float = setting(120.0, _seconds, "smtp",
+        "seconds from the first accepted RCPT to DATA; then the held uses are given back (421)")
+    srs_max_reports: int = setting(5, _int_between(1, 1000), "smtp",
+        "delivery reports one SRS return address carries")
+    smarthost_timeout: float = setting(60.0, _seconds, "smarthost",
+        "timeout of every smarthost connect and reply, seconds")
+    smarthost_tls: str = setting("off", _one_of("off", "opportunistic", "required"), "smarthost",
+        "STARTTLS to the smarthost")
+    smarthost_user: str | None = setting(None, _optional_text, "smarthost",
+        "AUTH user name at the smarthost")
+    smarthost_password: str | None = setting(None, _optional_text, "smarthost",
+        "AUTH password at the smarthost")
+    smarthost_idle_seconds: float = setting(10.0, _seconds, "smarthost",
+        "how long an idle smarthost connection is kept")
+    smarthost_max_messages: int = setting(100, _int_between(1, 100_000), "smarthost",
+        "messages one smarthost connection carries before it is replaced")
+    rbl_zones: tuple[str, ...] = setting((), _zones, "abuse",
+        "comma-separated DNS block lists to check clients in; empty: none")
+    dns_servers: tuple[Listen, ...] = setting((), _dns_servers, "abuse",
+                "resolvers for RBL look-ups (ip or ip:port); empty: system's")
+    rbl_timeout: float = setting(2.0, _seconds, "abuse",
+        "seconds one RBL look-up may take")
+    rbl_fail_closed: bool = setting(False, _boolean, "abuse",
+        "yes: an RBL timeout or SERVFAIL refuses (4xx/503)")
+    trusted_networks: tuple[IPNetwork, ...] = setting(
+        (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")), _networks, "abuse",
+        "CIDR list never RBL-checked nor rate-limited")
+    trusted_proxies: tuple[IPNetwork, ...] = setting((), _networks, "abuse",
+        "CIDR list whose X-Forwarded-For is believed")
+    create_rate_per_ip: Rate | None = setting(Rate(5, 50.0), parse_rate, "abuse",
+        "alias creations per client IP (burst/period); 0: off")
+    create_daily_per_ip: Rate | None = setting(Rate(50, 86400.0), parse_rate, "abuse",
+        "second, longer creation cap per client IP; 0: off")
+    create_daily_per_target: Rate | None = setting(Rate(20, 86400.0), parse_rate, "abuse",
+        "new aliases for one target address; 0: off")
+    smtp_connections_per_ip: Rate | None = setting(Rate(60, 60.0), parse_rate, "abuse",
+        "SMTP connections per client IP; 0: off")
+    smtp_messages_per_ip: Rate | None = setting(Rate(100, 3600.0), parse_rate, "abuse",
+        "SMTP messages per client IP; 0: off")
+    smtp_concurrent_per_ip: int = setting(10, _int_between(0, 100_000), "abuse",
+        "open SMTP connections per IP; 0: off")
+    alias_message_rate: Rate | None = setting(Rate(30, 3600.0), parse_rate, "abuse",
+        "messages one alias forwards (burst/period); 0: off")
+    http_client_timeout: float = setting(20.0, _seconds, "http",
+        "seconds each read of a request body or write of an answer may take")
+    http_header_timeout: float = setting(10.0, _seconds, "http",
+        "seconds for a request line and headers, however they trickle in; also keep-alive idle")
+    http_max_connections: int = setting(1000, _int_between(1, 1_000_000), "http",
+        "open HTTP connections per process; above it 503 and close")
+    http_concurrent_per_ip: int = setting(50, _int_between(0, 1_000_000), "http",
+        "open HTTP connections per client IP, per process; above it 429 and close; 0: off")
+
+    @property
+    def primary_domain(self) -> str:
+        return self.domains[0]
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The settings one part of the service uses, by field name."""
+        if name not in SECTIONS:
+            raise KeyError(name)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata["section"] == name}
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # the Config field; TEMPALIAS_<NAME> in the environment, <name> in the INI file
     parse: Callable[[str], Any]
-    doc: str = field(default="")
+    doc: str
+    section: str
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("redis_url", _redis_url, "Redis to keep aliases in; unset: a private redis-server is started"),
-    Setting("domains", _domains,
-            "comma-separated mail domains; the first is used for new aliases; the default is local only"),
-    Setting("http_listen", parse_listen, "address:port of the HTTP API and frontend"),
-    Setting("smtp_listen", parse_listen, "address:port of the SMTP proxy"),
-    Setting("smarthost", _optional_listen, "host:port that forwarded mail is handed to"),
-    Setting("data_dir", _text, "directory for the embedded Redis, secrets and the Maildir"),
-    Setting("max_days", _int_between(1, 3650), "longest lifetime of an alias, in days"),
-    Setting("max_uses", _int_between(1, 1_000_000), "largest message count an alias may be given"),
-    Setting("default_days", _int_between(1, 3650), "lifetime of an alias created without days"),
-    Setting("id_length", _int_between(4, 32), "starting length of new alias ids"),
-    Setting("http_max_body", _int_between(256, 1_048_576), "largest accepted HTTP request body, bytes"),
-    Setting("drain_seconds", _seconds, "how long SIGTERM waits for in-flight work"),
-    Setting("redis_timeout", _seconds, "budget of one Redis operation, retries included, seconds"),
-    Setting("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
-    Setting("workers", _int_between(0, 256), "worker processes sharing the ports; 0: one per CPU"),
-    Setting("purge_interval", _seconds, "seconds between sweeps of ended aliases out of Redis"),
-    Setting("postmaster", _postmaster, "where mail to postmaster@ our domains goes; unset: the Maildir, or refused"),
-    Setting("public_url", _public_url, "the URL people reach the frontend at; default http://HTTP_LISTEN"),
-    Setting("banner_hostname", _optional_text, "host name in the SMTP greeting; default the first domain"),
-    Setting("max_message_size", _int_between(1024, 1 << 30), "largest message accepted, bytes"),
-    Setting("tls_cert", _optional_text, "PEM certificate chain for STARTTLS; unset: no STARTTLS"),
-    Setting("tls_key", _optional_text, "PEM private key for STARTTLS"),
-    Setting("srs_secret", _optional_text, "SRS HMAC secret; unset: generated once into DATA_DIR"),
-    Setting("smtp_max_connections", _int_between(1, 1_000_000), "concurrent SMTP connections"),
-    Setting("smtp_idle_timeout", _seconds, "seconds an SMTP client may take per command"),
-    Setting("smtp_data_timeout", _seconds, "seconds an SMTP client may take for a whole DATA"),
-    Setting("smtp_max_bad_commands", _int_between(1, 1000), "bad commands before 421 and close"),
-    Setting("smtp_max_recipients", _int_between(1, 1000), "recipients accepted per message"),
-    Setting("smtp_max_bad_recipients", _int_between(1, 1000),
-            "refused recipients per connection before each RCPT is delayed; twice as many: 421 and close"),
-    Setting("smtp_bad_recipient_delay", _seconds, "seconds each RCPT waits once the bad ones are over the limit"),
-    Setting("smtp_transaction_timeout", _seconds,
-            "seconds from the first accepted RCPT to DATA; then the held uses are given back (421)"),
-    Setting("srs_max_reports", _int_between(1, 1000), "delivery reports one SRS return address carries"),
-    Setting("smarthost_timeout", _seconds, "timeout of every smarthost connect and reply, seconds"),
-    Setting("smarthost_tls", _one_of("off", "opportunistic", "required"), "STARTTLS to the smarthost"),
-    Setting("smarthost_user", _optional_text, "AUTH user name at the smarthost"),
-    Setting("smarthost_password", _optional_text, "AUTH password at the smarthost"),
-    Setting("smarthost_idle_seconds", _seconds, "how long an idle smarthost connection is kept"),
-    Setting("smarthost_max_messages", _int_between(1, 100_000),
-            "messages one smarthost connection carries before it is replaced"),
-    Setting("rbl_zones", _zones, "comma-separated DNS block lists to check clients in; empty: none"),
-    Setting("dns_servers", _dns_servers, "resolvers for RBL look-ups (ip or ip:port); empty: system's"),
-    Setting("rbl_timeout", _seconds, "seconds one RBL look-up may take"),
-    Setting("rbl_fail_closed", _boolean, "yes: an RBL timeout or SERVFAIL refuses (4xx/503)"),
-    Setting("trusted_networks", _networks, "CIDR list never RBL-checked nor rate-limited"),
-    Setting("trusted_proxies", _networks, "CIDR list whose X-Forwarded-For is believed"),
-    Setting("create_rate_per_ip", parse_rate, "alias creations per client IP (burst/period); 0: off"),
-    Setting("create_daily_per_ip", parse_rate, "second, longer creation cap per client IP; 0: off"),
-    Setting("create_daily_per_target", parse_rate, "new aliases for one target address; 0: off"),
-    Setting("smtp_connections_per_ip", parse_rate, "SMTP connections per client IP; 0: off"),
-    Setting("smtp_messages_per_ip", parse_rate, "SMTP messages per client IP; 0: off"),
-    Setting("smtp_concurrent_per_ip", _int_between(0, 100_000), "open SMTP connections per IP; 0: off"),
-    Setting("alias_message_rate", parse_rate, "messages one alias forwards (burst/period); 0: off"),
-    Setting("http_client_timeout", _seconds,
-            "seconds each read of a request body or write of an answer may take"),
-    Setting("http_header_timeout", _seconds,
-            "seconds for a request line and headers, however they trickle in; also keep-alive idle"),
-    Setting("http_max_connections", _int_between(1, 1_000_000),
-            "open HTTP connections per process; above it 503 and close"),
-    Setting("http_concurrent_per_ip", _int_between(0, 1_000_000),
-            "open HTTP connections per client IP, per process; above it 429 and close; 0: off"),
-)
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, f.metadata["parse"], f.metadata["doc"], f.metadata["section"])
+    for f in dataclasses.fields(Config))
+
 
 
 def env_name(setting: Setting) -> str:

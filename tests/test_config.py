@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tempalias.addresses import parse_address
-from tempalias.config import SETTINGS, Config, ConfigError, Listen, env_name, load_config
+from tempalias.config import SECTIONS, SETTINGS, Config, ConfigError, Listen, env_name, load_config
 
 
 def test_defaults_without_file_or_environment():
@@ -79,9 +79,20 @@ def test_unknown_ini_key_and_missing_file_are_refused(tmp_path):
 
 def test_every_setting_is_a_config_field_and_documented():
     fields = set(Config.__dataclass_fields__)
+    assert {setting.name for setting in SETTINGS} == fields
     for setting in SETTINGS:
-        assert setting.name in fields and setting.doc
+        assert setting.doc and setting.section in SECTIONS
         assert env_name(setting) == "TEMPALIAS_" + setting.name.upper()
+
+
+def test_a_section_holds_the_settings_of_its_part_and_no_other():
+    config = load_config(environ={"TEMPALIAS_SMTP_IDLE_TIMEOUT": "30",
+                                  "TEMPALIAS_HTTP_CLIENT_TIMEOUT": "5"})
+    smtp = config.section("smtp")
+    assert smtp["smtp_idle_timeout"] == 30.0 and "http_client_timeout" not in smtp
+    assert config.section("http")["http_client_timeout"] == 5.0
+    assert sorted(name for part in SECTIONS for name in config.section(part)) == \
+        sorted(setting.name for setting in SETTINGS)
 
 
 def test_readme_settings_table_is_current():
