@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
@@ -390,12 +391,21 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
 
-    def section(self, name: str) -> dict[str, Any]:
-        """The settings one part of the service uses, by field name."""
-        if name not in SECTIONS:
-            raise KeyError(name)
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata["section"] == name}
+    def section(self, name: str) -> Any:
+        """The settings one part of the service uses (``SECTIONS``), as a frozen object with
+        the same attribute names: a component is given its section, not the whole Config."""
+        kind = _section_class(name)
+        return kind(**{f.name: getattr(self, f.name) for f in dataclasses.fields(kind)})
+
+
+@functools.cache
+def _section_class(name: str) -> type:
+    if name not in SECTIONS:
+        raise KeyError(name)
+    return dataclasses.make_dataclass(
+        f"{name.capitalize()}Settings",
+        [(f.name, f.type) for f in dataclasses.fields(Config) if f.metadata["section"] == name],
+        frozen=True)
 
 
 @dataclass(frozen=True)

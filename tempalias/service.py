@@ -51,8 +51,11 @@ class Service:
             aliases = AliasService.from_config(config, store, self.policy)
             self.http = HTTPServer(self.http_socket, create_app(config, aliases), config)
             self.delivery = _delivery(config)
-            forwarder = Forwarder(config, store, _srs(config), self.delivery, self.policy)
-            self.smtp = SMTPServer(self.smtp_socket, config, forwarder, self.policy)
+            smtp = config.section("smtp")
+            forwarder = Forwarder(smtp, config.domains, store, _srs(config), self.delivery,
+                                  self.policy)
+            self.smtp = SMTPServer(self.smtp_socket, smtp, _banner(config), forwarder,
+                                   self.policy)
         except BaseException:
             # e.g. the SMTP port is taken or the TLS key unreadable: leave no listener behind
             self.http_socket.close()
@@ -126,8 +129,13 @@ class Service:
 def _delivery(config: Config) -> Delivery:
     """The smarthost when one is configured, else a Maildir under the data directory."""
     if config.smarthost is not None:
-        return SmarthostDelivery(config, config.banner_hostname or config.primary_domain)
+        return SmarthostDelivery(config.section("smarthost"), _banner(config))
     return MaildirDelivery(os.path.join(config.data_dir, "Maildir"))
+
+
+def _banner(config: Config) -> str:
+    """Our host name in the SMTP greeting, Received: lines and EHLO to the smarthost."""
+    return config.banner_hostname or config.primary_domain
 
 
 def _srs(config: Config) -> SRS:

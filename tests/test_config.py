@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tempalias.addresses import parse_address
@@ -89,10 +91,12 @@ def test_a_section_holds_the_settings_of_its_part_and_no_other():
     config = load_config(environ={"TEMPALIAS_SMTP_IDLE_TIMEOUT": "30",
                                   "TEMPALIAS_HTTP_CLIENT_TIMEOUT": "5"})
     smtp = config.section("smtp")
-    assert smtp["smtp_idle_timeout"] == 30.0 and "http_client_timeout" not in smtp
-    assert config.section("http")["http_client_timeout"] == 5.0
-    assert sorted(name for part in SECTIONS for name in config.section(part)) == \
-        sorted(setting.name for setting in SETTINGS)
+    assert smtp.smtp_idle_timeout == 30.0 and not hasattr(smtp, "http_client_timeout")
+    assert config.section("http").http_client_timeout == 5.0
+    names = [f.name for part in SECTIONS for f in dataclasses.fields(config.section(part))]
+    assert sorted(names) == sorted(setting.name for setting in SETTINGS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        smtp.smtp_idle_timeout = 1.0
 
 
 def test_readme_settings_table_is_current():

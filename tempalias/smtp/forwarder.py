@@ -28,7 +28,6 @@ from email.utils import format_datetime
 
 from tempalias.abuse import AbusePolicy, Refusal
 from tempalias.addresses import Address
-from tempalias.config import Config
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import Delivery, DeliveryError, Transaction, dot_stuff, dot_unstuff
 from tempalias.smtp.loops import LoopGuard, delivered_to
@@ -57,17 +56,18 @@ Verdict = tuple[Reply, Recipient | None]  # the reply, and the recipient to add 
 class Forwarder:
     """What decides, shared by every connection (see the module docstring)."""
 
-    def __init__(self, config: Config, store: AliasStore, srs: SRS, delivery: Delivery,
-                 policy: AbusePolicy | None = None) -> None:
-        self.domains = frozenset(config.domains)
-        self.primary_domain = config.primary_domain
-        self.postmaster = config.postmaster
-        self.banner = config.banner_hostname or config.primary_domain
+    def __init__(self, settings, domains: tuple[str, ...], store: AliasStore, srs: SRS,
+                 delivery: Delivery, policy: AbusePolicy | None = None) -> None:
+        """``settings``: the smtp section of the Config; ``domains``: ours, the first primary."""
+        self.domains = frozenset(domains)
+        self.primary_domain = domains[0]
+        self.postmaster = settings.postmaster
+        self.banner = settings.banner_hostname or self.primary_domain
         self.store = store
         self.srs = srs
         self.delivery = delivery
         self.policy = policy
-        self.max_reports = config.srs_max_reports
+        self.max_reports = settings.srs_max_reports
 
     def sender(self, session: Session) -> Reply | None:
         """MAIL FROM: may this client start one more message now? None: yes."""

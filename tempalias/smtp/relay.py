@@ -27,7 +27,6 @@ from typing import Callable, TypeVar
 
 import gevent
 
-from tempalias.config import Config
 from tempalias.netio import send_all
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import DeliveryError
@@ -121,18 +120,19 @@ class SmarthostPool:
     after a completed DATA a session is ready for its next MAIL.
     """
 
-    def __init__(self, config: Config, helo_name: str) -> None:
-        if config.smarthost is None:
+    def __init__(self, settings, helo_name: str) -> None:
+        """``settings``: the smarthost section of the Config."""
+        if settings.smarthost is None:
             raise ValueError("no smarthost configured")
-        self.host = config.smarthost.host
-        self.port = config.smarthost.port
-        self.timeout = config.smarthost_timeout
-        self.tls = config.smarthost_tls
-        self.user = config.smarthost_user
-        self.password = config.smarthost_password
+        self.host = settings.smarthost.host
+        self.port = settings.smarthost.port
+        self.timeout = settings.smarthost_timeout
+        self.tls = settings.smarthost_tls
+        self.user = settings.smarthost_user
+        self.password = settings.smarthost_password
         self.helo_name = helo_name
-        self.idle_seconds = config.smarthost_idle_seconds
-        self.max_messages = config.smarthost_max_messages
+        self.idle_seconds = settings.smarthost_idle_seconds
+        self.max_messages = settings.smarthost_max_messages
         self._idle: list[tuple[float, SmarthostConnection]] = []  # (since, connection), newest last
         self._reaper: gevent.Greenlet | None = None
 
@@ -353,9 +353,10 @@ class SmarthostDelivery:
     still good), so the first recipient costs one round trip to the smarthost, not two or three.
     """
 
-    def __init__(self, config: Config, helo_name: str) -> None:
-        self.pool = SmarthostPool(config, helo_name)
-        self.description = f"smarthost {config.smarthost}"
+    def __init__(self, settings, helo_name: str) -> None:
+        """``settings``: the smarthost section of the Config."""
+        self.pool = SmarthostPool(settings, helo_name)
+        self.description = f"smarthost {settings.smarthost}"
         self.local = False
 
     def open(self, sender: str, recipient: str, smtputf8: bool, eight_bit: bool,

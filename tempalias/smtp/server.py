@@ -14,7 +14,6 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from tempalias.abuse import AbusePolicy, Refusal, parse_ip
-from tempalias.config import Config
 from tempalias.smtp import replies
 from tempalias.smtp.connection import Connection
 from tempalias.smtp.forwarder import Forwarder
@@ -24,34 +23,34 @@ from tempalias.smtp.session import Session
 log = logging.getLogger("tempalias.smtp")
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
+def tls_context(settings) -> ssl.SSLContext | None:
     """The STARTTLS context, when a certificate is configured; raises OSError if unreadable."""
-    if config.tls_cert is None or config.tls_key is None:
+    if settings.tls_cert is None or settings.tls_key is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert, config.tls_key)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
     return context
 
 
 class SMTPServer(StreamServer):
-    def __init__(self, listener, config: Config, forwarder: Forwarder,
+    def __init__(self, listener, settings, banner: str, forwarder: Forwarder,
                  policy: AbusePolicy | None = None) -> None:
-        super().__init__(listener, spawn=Pool(config.smtp_max_connections))
+        super().__init__(listener, spawn=Pool(settings.smtp_max_connections))
         self.policy = policy
-        self.refusal_timeout = config.smtp_idle_timeout
+        self.refusal_timeout = settings.smtp_idle_timeout
         self.full = lambda: False  # never stop accepting: over the bound we answer 421 instead
         self.forwarder = forwarder
-        self.banner = config.banner_hostname or config.primary_domain
-        self.tls_context = tls_context(config)
+        self.banner = banner
+        self.tls_context = tls_context(settings)
         self.limits = Limits(
-            max_message_size=config.max_message_size,
-            idle_timeout=config.smtp_idle_timeout,
-            data_timeout=config.smtp_data_timeout,
-            max_bad_commands=config.smtp_max_bad_commands,
-            max_recipients=config.smtp_max_recipients,
-            max_bad_recipients=config.smtp_max_bad_recipients,
-            bad_recipient_delay=config.smtp_bad_recipient_delay,
-            transaction_timeout=config.smtp_transaction_timeout,
+            max_message_size=settings.max_message_size,
+            idle_timeout=settings.smtp_idle_timeout,
+            data_timeout=settings.smtp_data_timeout,
+            max_bad_commands=settings.smtp_max_bad_commands,
+            max_recipients=settings.smtp_max_recipients,
+            max_bad_recipients=settings.smtp_max_bad_recipients,
+            bad_recipient_delay=settings.smtp_bad_recipient_delay,
+            transaction_timeout=settings.smtp_transaction_timeout,
         )
 
     @property
