@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.abuse import AbusePolicy, client_ip, parse_ip
 from tempalias.config import Config, ConfigError, Rate, load_config, parse_listen, parse_rate
 from tempalias.embedded_redis import free_loopback_port

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 
 NO_LIMITS = {
     "TEMPALIAS_CREATE_RATE_PER_IP": "0",

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.store import AliasNotFound
 
 DAY_MS = 86_400_000

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 import netns
-from processes import ServiceProcess, wait_for
+from harness.processes import ServiceProcess, wait_for
 from tempalias.config import SETTINGS, load_config
 from tempalias.embedded_redis import free_loopback_port
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 import requests
 
-from processes import ServiceProcess
+from harness.processes import ServiceProcess
 
 
 def tempalias(*args, env=None, cwd=None):

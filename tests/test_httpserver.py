@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from slow_clients import raise_open_files_limit
 
 HERE = Path(__file__).resolve().parent

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.store import ENDS_KEY
 
 

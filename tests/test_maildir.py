@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import smtplib
 
-from processes import wait_for
-from smtp_sink import RawClient
+from harness.processes import wait_for
+from harness.smtp_peer import RawClient
 from test_smtp_forwarding import DAY_MS, alias_address, uses_left
 
 

@@ -11,7 +11,7 @@ import smtplib
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from test_smtp_forwarding import DAY_MS, alias_address, send, status_of, uses_left
 from tempalias.smtp import replies
 

@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from processes import wait_for
-from smtp_sink import DroppingSmarthost, RawClient
+from harness.processes import wait_for
+from harness.smtp_peer import RawClient
 from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.smtp import replies
 from tempalias.store import AliasNotFound, AliasStore, connect
@@ -86,7 +86,7 @@ def test_client_gets_250_only_after_the_smarthost_accepted(service_factory, smtp
     # Its own service: the shared one gives up on a silent smarthost after 3 s.
     service = service_factory(env={"TEMPALIAS_SMARTHOST": smtp_sink.address})
     new = store.create("owner@target.example", DAY_MS, None)
-    smtp_sink.state.data_mode = "hold"
+    smtp_sink.script.hold = True
     with RawClient(service.smtp_port) as client:
         client.reply()
         client.send(b"EHLO client.example\r\nMAIL FROM:<a@sender.example>\r\n"
@@ -248,7 +248,7 @@ def test_several_aliases_one_transaction_with_per_recipient_results(
     first = store.create("first@target.example", DAY_MS, 2)
     refused = store.create("refused@target.example", DAY_MS, 2)
     second = store.create("second@target.example", DAY_MS, 2)
-    smtp_sink.state.refuse_rcpt["refused@target.example"] = refusal
+    smtp_sink.script.rcpt["refused@target.example"] = refusal
     result = send(smtp_service.smtp_port, "alice@sender.example",
                   [alias_address(first), alias_address(refused), alias_address(second)])
     assert [status_of(r) for r in result["rcpt"]] == ["250 2.1.5", expected, "250 2.1.5"]
@@ -264,7 +264,8 @@ def test_several_aliases_one_transaction_with_per_recipient_results(
 @pytest.mark.parametrize("mode, expected_class", [("tempfail", 4), ("permfail", 5)])
 def test_smarthost_verdict_is_passed_back(mode, expected_class, smtp_service, smtp_sink, store):
     new = store.create("owner@target.example", DAY_MS, 2)
-    smtp_sink.state.data_mode = mode
+    smtp_sink.script.message = ("451 4.3.0 sink says try later" if mode == "tempfail" else
+                                "554 5.7.1 sink refuses this message for <secret-target@example.org>")
     result = send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)])
     code, text = result["data"]
     assert code // 100 == expected_class
@@ -276,7 +277,7 @@ def test_smarthost_verdict_is_passed_back(mode, expected_class, smtp_service, sm
 
 def test_smarthost_stalling_past_its_timeout_is_a_4xx(smtp_service, smtp_sink, store):
     new = store.create("owner@target.example", DAY_MS, 2)
-    smtp_sink.state.data_mode = "hold"  # never answers the final dot; the proxy waits 3 s
+    smtp_sink.script.hold = True  # never answers the final dot; the proxy waits 3 s
     result = send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)])
     assert status_of(result["data"]) == "451 4.4.1"
     assert uses_left(store, new.alias.id) == 2
@@ -294,23 +295,21 @@ def test_smarthost_down_is_a_4xx_at_rcpt(service_factory, store):
     service.stop()
 
 
-def test_smarthost_dropping_mid_data_is_a_4xx(service_factory, store):
-    dropper = DroppingSmarthost(drop_after=300).start()
-    try:
-        service = service_factory(env={"TEMPALIAS_SMARTHOST": dropper.address})
-        new = store.create("owner@target.example", DAY_MS, 2)
-        body = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1
-        body += (b"y" * 998 + b"\r\n") * 300  # well past what the dropper reads
-        result = send(service.smtp_port, "alice@sender.example", [alias_address(new)], body)
-        assert result["data"][0] // 100 == 4
-        assert dropper.bytes_before_drop == [300]
-        assert uses_left(store, new.alias.id) == 2
-        # The connection stays usable and the process is alive for the next client.
-        with RawClient(service.smtp_port) as client:
-            assert client.reply()[0] == 220
-        service.stop()
-    finally:
-        dropper.stop()
+def test_smarthost_dropping_mid_data_is_a_4xx(service_factory, store, own_peer):
+    dropper = own_peer()
+    dropper.script.drop_after = 300
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": dropper.address})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    body = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1
+    body += (b"y" * 998 + b"\r\n") * 300  # well past what the dropper reads
+    result = send(service.smtp_port, "alice@sender.example", [alias_address(new)], body)
+    assert result["data"][0] // 100 == 4
+    assert dropper.bytes_before_drop == [300]
+    assert uses_left(store, new.alias.id) == 2
+    # The connection stays usable and the process is alive for the next client.
+    with RawClient(service.smtp_port) as client:
+        assert client.reply()[0] == 220
+    service.stop()
 
 
 def test_redis_stopped_mid_run_is_a_4xx_and_recovers(service_factory, smtp_sink, tmp_path):

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.smtp.relay import IDLE_CONNECTIONS
 from test_smtp_forwarding import DAY_MS, alias_address, uses_left
 

@@ -12,8 +12,8 @@ import ssl
 
 import pytest
 
-from processes import wait_for
-from smtp_sink import RawClient, make_certificate
+from harness.processes import wait_for
+from harness.smtp_peer import RawClient, make_certificate
 from tempalias.smtp import replies
 from test_smtp_forwarding import DAY_MS, alias_address, send, uses_left
 

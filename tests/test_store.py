@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.store import (ENDS_KEY, IDLEN_KEY, AliasExhausted, AliasNotFound, AliasStore,
                              hash_token, random_id)
 

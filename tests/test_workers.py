@@ -8,7 +8,7 @@ import socket
 
 import requests
 
-from processes import wait_for
+from harness.processes import wait_for
 
 
 def worker_pids(parent: int) -> set[int]:
