@@ -111,6 +111,14 @@ def test_sections_that_did_not_run_give_no_figures():
     assert report.SMTP_TO_CEILING in figures
 
 
+def test_a_latency_the_probe_could_not_measure_is_no_figure():
+    run = smtp_sample()
+    run[f"{DIRECT}, {MAIN_SHAPE}"].update(probe_p50_ms=float("nan"), probe_p99_ms=float("nan"))
+    figures = report.key_figures(summarised_run({}, [run]))
+    assert report.SMTP_ADDED_P99_MS not in figures  # not a miss of its target: not measured
+    assert report.SMTP_TO_CEILING in figures
+
+
 def test_the_tables_show_every_case_with_its_median_and_range():
     result = summarised_run({2: [http_sample(20000, 5000, 9000), http_sample(22000, 6000, 9000)]},
                             [smtp_sample(3000), smtp_sample(5000)])

@@ -7,6 +7,7 @@ check them on samples it makes up.
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -91,7 +92,8 @@ def derive_smtp(smtp: dict[str, dict]) -> None:
 
 
 def key_figures(result: dict[str, Any]) -> dict[str, float]:
-    """The figures the targets are read off, from whichever sections ran (after ``derive_*``)."""
+    """The figures the targets are read off, from whichever sections ran (after ``derive_*``);
+    a figure that was not measured is left out rather than counted as a miss."""
     figures: dict[str, float | None] = {}
     if result.get("http"):
         cases = result["http"][max(result["http"])]  # the most workers
@@ -116,7 +118,9 @@ def key_figures(result: dict[str, Any]) -> dict[str, float]:
     if result.get("erasure"):
         erasure = result["erasure"]
         figures[LIVE_ALIASES_TOUCHED] = erasure["live_expected"] - erasure["live_untouched"]
-    return {name: value for name, value in figures.items() if value is not None}
+    # None: not measured; NaN: too few samples to say (a probe that got under two answers)
+    return {name: value for name, value in figures.items()
+            if value is not None and not math.isnan(value)}
 
 
 # --- the tables
