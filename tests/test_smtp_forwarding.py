@@ -340,6 +340,66 @@ def test_redis_stopped_mid_run_is_a_4xx_and_recovers(service_factory, smtp_sink,
         redis.stop()
 
 
+def start_message(client: RawClient, address: str) -> None:
+    """Greeting, EHLO, MAIL, RCPT to ``address`` and DATA, pipelined, up to the 354."""
+    assert client.reply()[0] == 220
+    client.send(b"EHLO client.example\r\nMAIL FROM:<a@sender.example>\r\n"
+                b"RCPT TO:<" + address.encode() + b">\r\nDATA\r\n")
+    assert [client.reply()[0] for _ in range(4)] == [250, 250, 250, 354]
+
+
+@pytest.mark.parametrize("ending", ["revoked", "expired"])
+def test_an_alias_that_ends_during_data_gets_its_message_and_stays_ended(
+        ending, smtp_service, smtp_sink, store):
+    # Its use was reserved at RCPT: the message goes; the alias is not brought back by it.
+    new = store.create("owner@target.example", 2000 if ending == "expired" else DAY_MS, 3)
+    with RawClient(smtp_service.smtp_port) as client:
+        start_message(client, alias_address(new))
+        client.send(b"Subject: half\r\n\r\nthe first half\r\n")
+        if ending == "revoked":
+            store.revoke(new.alias.id, token=None)
+        else:
+            wait_for(lambda: uses_left(store, new.alias.id) == "gone", 10, "the alias to expire")
+        client.send(b"the second half\r\n.\r\n")
+        assert client.reply()[0] == 250
+    [message] = smtp_sink.messages
+    assert message.body_after_received() == b"Subject: half\r\n\r\nthe first half\r\n" \
+                                            b"the second half\r\n"
+    assert uses_left(store, new.alias.id) == "gone"  # nothing of it was written back
+    result = send(smtp_service.smtp_port, "a@sender.example", [alias_address(new)])
+    assert status_of(result["rcpt"][0]) == "550 5.1.1"
+    assert len(smtp_sink.messages) == 1
+
+
+def test_store_failing_after_the_smarthost_accepted_is_still_250_and_one_copy(
+        service_factory, smtp_sink, tmp_path):
+    # Saying anything but 250 now would make the client send again what the target already has.
+    redis = RedisServer(str(tmp_path / "redis"), port=free_loopback_port(), persistent=False)
+    redis.start()
+    client = connect(redis.url, timeout=5.0)
+    try:
+        service = service_factory(env={"TEMPALIAS_REDIS_URL": redis.url,
+                                       "TEMPALIAS_REDIS_TIMEOUT": "1",
+                                       "TEMPALIAS_SMARTHOST": smtp_sink.address})
+        new = AliasStore(client).create("owner@target.example", DAY_MS, 5)
+        smtp_sink.script.hold = True
+        with RawClient(service.smtp_port) as sender:
+            start_message(sender, alias_address(new))
+            sender.send(b"Subject: once\r\n\r\nonly once\r\n.\r\n")
+            wait_for(lambda: smtp_sink.state.held, 20, "the smarthost to hold the message")
+            redis.stop()  # the use can no longer be counted
+            smtp_sink.release.set()
+            assert sender.reply()[0] == 250
+            sender.send(b"QUIT\r\n")
+            assert sender.reply()[0] == 221
+        assert [m.rcpt_tos for m in smtp_sink.messages] == [["owner@target.example"]]
+        service.stop()
+        assert len(smtp_sink.messages) == 1  # nothing was sent again, not even on the way out
+    finally:
+        client.close()
+        redis.stop()
+
+
 def test_swaks_delivers_through_the_proxy(smtp_service, smtp_sink, store):
     import subprocess
 
