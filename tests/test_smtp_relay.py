@@ -6,6 +6,7 @@ in a particular way.
 
 from __future__ import annotations
 
+import smtplib
 import ssl
 
 import psutil
@@ -13,6 +14,7 @@ import pytest
 
 from harness.processes import wait_for
 from harness.smtp_peer import make_certificate
+from tempalias.smtp import replies
 from test_smtp_forwarding import DAY_MS, alias_address, send, status_of, uses_left
 
 
@@ -141,6 +143,50 @@ def test_smarthost_refusing_the_data_command_is_the_verdict_on_the_message(servi
     assert status_of(result["data"]) == "452 4.3.1"
     assert refusing.messages == []
     assert uses_left(store, new.alias.id) == 5
+    service.stop()
+
+
+def test_a_smarthost_without_smtputf8_gets_no_utf8_envelope(service_factory, store, own_peer):
+    sink = own_peer(smtputf8=False)
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30) as client:
+        client.ehlo("client.example")
+        client.mail("jörg@sender.example", ["SMTPUTF8"])
+        code, text = client.rcpt(alias_address(new))
+        assert (code, text.decode()) == (
+            replies.SMTPUTF8_NOT_DELIVERABLE.code,
+            f"{replies.SMTPUTF8_NOT_DELIVERABLE.status} {replies.SMTPUTF8_NOT_DELIVERABLE.text}")
+        client.rset()
+        client.sendmail("plain@sender.example", [alias_address(new)], b"Subject: ascii\r\n\r\nok\r\n")
+    assert [m.mail_from.split("=")[-1] for m in sink.messages] == ["plain@tempalias.test"]
+    assert uses_left(store, new.alias.id) == 1
+    service.stop()
+
+
+@pytest.mark.parametrize("where", ["RCPT", "end of DATA"])
+def test_a_smarthost_closing_with_421_is_a_451_that_keeps_our_client(where, service_factory, store,
+                                                                     own_peer):
+    # 421 says the smarthost closes its connection; ours, with our client, stays open.
+    smarthost = own_peer()
+    if where == "RCPT":
+        smarthost.script.replies["RCPT"] = "421 4.4.2 smarthost.test closing for maintenance"
+    else:
+        smarthost.script.message = "421 4.3.2 smarthost.test shutting down"
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": smarthost.address})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30) as client:
+        client.ehlo("client.example")
+        client.mail("a@sender.example")
+        code, text = client.rcpt(alias_address(new))
+        if where == "RCPT":
+            assert status_of((code, text)) == "451 4.4.2"
+        else:
+            assert code == 250
+            assert status_of(client.data(b"Subject: hi\r\n\r\nhello\r\n")) == "451 4.3.2"
+        assert client.noop()[0] == 250
+    assert smarthost.messages == []
+    assert uses_left(store, new.alias.id) == 2
     service.stop()
 
 
