@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from tempalias.lifetime import die_with_parent
 
 READY_TIMEOUT = 60.0
@@ -47,6 +49,20 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
         if time.monotonic() > deadline:
             raise TimedOut(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def holder(pids, local_port: int) -> int | None:
+    """Which of the processes ``pids`` holds the server side of our TCP connection from
+    ``local_port`` (None: none does, e.g. it has closed it): what a server is doing, seen from
+    outside, without reading its log."""
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.raddr and c.raddr.port == local_port for c in connections):
+            return pid
+    return None
 
 
 def environment_without_tempalias(**extra: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import socket
 
 import psutil
 
-from harness.processes import wait_for
+from harness.processes import holder, wait_for
 from harness.smtp_peer import RawClient
 
 
@@ -33,18 +33,6 @@ def worker_pids(parent: int) -> set[int]:
         if int(fields[1]) == parent and b"tempalias" in command and fields[0] != "Z":
             children.add(int(entry))
     return children
-
-
-def holder(workers: set[int], local_port: int) -> int | None:
-    """The worker holding the server side of our connection from ``local_port``."""
-    for pid in workers:
-        try:
-            connections = psutil.Process(pid).net_connections(kind="tcp")
-        except psutil.NoSuchProcess:
-            continue
-        if any(c.raddr and c.raddr.port == local_port for c in connections):
-            return pid
-    return None
 
 
 def created_by(service, workers: set[int]) -> int | None:
