@@ -12,7 +12,6 @@ import json
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from harness.processes import wait_for
+from harness.processes import Child, wait_for
 from slow_clients import raise_open_files_limit
 
 HERE = Path(__file__).resolve().parent
@@ -108,19 +107,19 @@ class SlowClients:
     def __init__(self, service, source: str, count: int, status: Path) -> None:
         url = urlsplit(service.http_url)
         self.status = status
-        self.process = subprocess.Popen(
-            [sys.executable, str(HERE / "slow_clients.py"), url.hostname, str(url.port), source,
-             str(count), str(status)], stdin=subprocess.DEVNULL)
+        self.child = Child("slow-clients", [sys.executable, str(HERE / "slow_clients.py"),
+                                            url.hostname, str(url.port), source, str(count),
+                                            str(status)], status.parent)
+        self.child.start()
 
     def connections_made(self) -> int:
         return json.loads(self.status.read_text())["connects"] if self.status.exists() else 0
 
     def running(self) -> bool:
-        return self.process.poll() is None
+        return self.child.running()
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(15)
+        self.child.stop(timeout=15)
 
 
 def test_slow_clients_from_one_address_do_not_delay_anyone_else(service_factory, tmp_path):
