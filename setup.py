@@ -25,7 +25,6 @@ setup(
         "test": [
             "pytest>=8,<10",
             "schemathesis>=4,<5",
-            "aiosmtpd>=1.4,<2",
             "psutil>=5.9,<8",
             "playwright>=1.40,<2",
             "dnslib>=0.9.24,<0.10",

@@ -96,23 +96,32 @@ def run_locust(stack: Stack, output_dir: Path, users: int, spawn_rate: float, se
                 process.wait(30)
 
 
+def verdict(locust_status: int, stats: list[RequestStats], sink_messages: int,
+            output_dir: Path) -> list[str]:
+    """What went wrong, if anything: Locust's own failure, a request that failed that should
+    not have, or a difference between the messages tempalias accepted and those the sink got."""
+    problems = []
+    if locust_status != 0:
+        problems.append(f"locust exited with {locust_status} (see {output_dir / 'locust.log'})")
+    for row in stats:
+        if row.failures:
+            problems.append(f"{row.failures} of {row.requests} {row.kind} {row.name!r} failed")
+    live = next((row for row in stats if row.name == LIVE_SENDS), None)
+    accepted = live.requests - live.failures if live else 0
+    if accepted != sink_messages:
+        problems.append(f"tempalias accepted {accepted} messages but the sink received "
+                        f"{sink_messages}")
+    return problems
+
+
 def load_test(output_dir: Path, users: int = 50, spawn_rate: float = 10, seconds: int = 60,
               workers: int = 1, message_bytes: int = 2048) -> LoadTestResult:
     with Stack(workdir=output_dir / "stack", workers=workers) as stack:
         status = run_locust(stack, output_dir, users, spawn_rate, seconds, message_bytes)
     stats = read_stats(output_dir / "stats.json")
-    result = LoadTestResult(status, stats, stack.sink_counts["messages"], output_dir)
-    failed = [row for row in stats if row.failures]
-    if status != 0:
-        result.problems.append(f"locust exited with {status} (see {output_dir / 'locust.log'})")
-    for row in failed:
-        result.problems.append(f"{row.failures} of {row.requests} {row.kind} {row.name!r} failed")
-    live = result.by_name(LIVE_SENDS)
-    accepted = live.requests - live.failures if live else 0
-    if accepted != result.sink_messages:
-        result.problems.append(f"tempalias accepted {accepted} messages but the sink received "
-                               f"{result.sink_messages}")
-    return result
+    sink_messages = stack.sink_counts["messages"]
+    return LoadTestResult(status, stats, sink_messages, output_dir,
+                          verdict(status, stats, sink_messages, output_dir))
 
 
 def main() -> int:

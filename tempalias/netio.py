@@ -2,7 +2,7 @@
 
 gevent's ``socket.sendall`` asks the kernel for SO_SNDBUF on every call: one extra system call per
 SMTP reply, smarthost command, Redis command and HTTP response, a measurable share of each
-(loadtest/bench.py with py-spy and strace). A small write nearly always goes out in one ``send``;
+(loadtest/bench/ with py-spy and strace). A small write nearly always goes out in one ``send``;
 what does not is finished by ``sendall``, so the result and the errors are the same.
 """
 

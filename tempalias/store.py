@@ -286,7 +286,7 @@ class DirectConnections:
     For the hot paths only (an alias's creation and look-up, a message's reserve and commit):
     there, command dispatch, the retry wrapper and the pool's checkout (a readability probe, a
     system call, and metrics on every command) cost more CPU than the command itself
-    (loadtest/bench.py, py-spy). redis-py's ``Connection`` still connects, authenticates, parses
+    (loadtest/bench/, py-spy). redis-py's ``Connection`` still connects, authenticates, parses
     and bounds every wait by the socket timeout. A connection is handed back only after every
     reply was read, so it never holds a stray reply; any failure closes it. A kept connection that
     fails (Redis restarted) is replaced and the commands sent once more, as redis-py's retry does.

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from processes import ServiceProcess
+from harness.processes import ServiceProcess
+from harness.smtp_peer import SmtpPeer
 from tempalias.config import Config
 from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.store import AliasStore, connect
@@ -84,10 +85,8 @@ def dns_server():
 
 @pytest.fixture(scope="session")
 def smtp_sink_server():
-    """One aiosmtpd sink for the session (tests/smtp_sink.py); ``smtp_sink`` resets it per test."""
-    from smtp_sink import SmtpSink
-
-    sink = SmtpSink().start()
+    """One SMTP sink for the session (harness/smtp_peer.py); ``smtp_sink`` resets it per test."""
+    sink = SmtpPeer().start()
     yield sink
     sink.stop()
 
@@ -108,3 +107,19 @@ def smtp_service(service_factory, smtp_sink_server):
         "TEMPALIAS_SRS_SECRET": "test-srs-secret",
         "TEMPALIAS_SMTP_MAX_BAD_COMMANDS": "5",
     })
+
+
+@pytest.fixture
+def own_peer():
+    """``own_peer(**options)``: an SMTP peer of the test's own (``SmtpPeer`` options: a smarthost
+    without PIPELINING or SMTPUTF8, with STARTTLS or AUTH, ...); each is stopped after the test."""
+    peers: list[SmtpPeer] = []
+
+    def start(**options) -> SmtpPeer:
+        peer = SmtpPeer(**options).start()
+        peers.append(peer)
+        return peer
+
+    yield start
+    for peer in peers:
+        peer.stop()

@@ -18,8 +18,6 @@ import socket
 import subprocess
 import sys
 
-from processes import wait_for
-
 TIMEOUT = 30.0
 
 
@@ -44,6 +42,10 @@ class NetNamespace:
     """A fresh network namespace with its loopback interface up."""
 
     def __init__(self) -> None:
+        # Imported here: this module also runs as a script inside a namespace (``first_line``),
+        # where only the tests' folder is on the path.
+        from harness.processes import wait_for
+
         self.holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"],
                                        stdin=subprocess.DEVNULL)
         self.prefix = ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--"]

@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.abuse import AbusePolicy, client_ip, parse_ip
 from tempalias.config import Config, ConfigError, Rate, load_config, parse_listen, parse_rate
 from tempalias.embedded_redis import free_loopback_port
@@ -28,9 +28,11 @@ OFF = dict(create_rate_per_ip=None, create_daily_per_ip=None, create_daily_per_t
 def policy_for(redis_client, dns_server):
     """A policy with every limit off but those given, on the session's Redis and test DNS."""
 
-    def make(client=None, **settings) -> AbusePolicy:
+    def make(client=None, defaults: tuple[str, ...] = (), **settings) -> AbusePolicy:
+        """``defaults``: limits left at the service's default rather than off."""
+        off = {name: value for name, value in OFF.items() if name not in defaults}
         config = Config(domains=("tempalias.test",), dns_servers=(parse_listen(dns_server.address),),
-                        **{**OFF, **settings})
+                        **{**off, **settings})
         rbl = RblChecker(config.rbl_zones, config.dns_servers, config.rbl_timeout)
         return AbusePolicy(config, RateLimiter(client or redis_client), rbl)
 
@@ -153,8 +155,14 @@ def test_too_many_messages_for_one_alias_get_451_and_recover(policy_for):
     wait_for(lambda: policy.on_alias_delivery(alias_id) is None, 10, "the alias rate to recover")
 
 
-def test_the_alias_limit_defaults_to_30_an_hour():
-    assert Config().alias_message_rate == Rate(30, 3600.0)
+def test_by_default_an_alias_takes_30_messages_an_hour(policy_for):
+    policy = policy_for(defaults=("alias_message_rate",))
+    alias_id = secrets.token_hex(4)
+    assert [policy.on_alias_delivery(alias_id, fresh_ip()) for _ in range(30)] == [None] * 30
+    refusal = policy.on_alias_delivery(alias_id, fresh_ip())  # whoever sends it
+    assert (refusal.code, refusal.enhanced) == (451, "4.7.1")
+    assert 60 < refusal.retry_after <= 120  # a token every 2 minutes: 30 an hour, not a minute
+    assert policy.on_alias_delivery(alias_id, "127.0.0.1") is None  # trusted: never limited
 
 
 # --- alias creation (what the API asks)

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.store import AliasNotFound
 
 DAY_MS = 86_400_000
@@ -53,6 +53,10 @@ def test_listed_client_is_refused_at_connect_and_nothing_is_relayed(guarded, smt
     assert code == 554 and text == "5.7.1 127.0.0.2 listed in bl.test"
     assert closed
     assert smtp_sink.connections == 0
+
+
+def test_the_log_names_the_refused_smtp_client_and_its_list(guarded):
+    assert greeting(guarded.smtp_port, "127.0.0.2")[0] == 554
     assert "127.0.0.2" in guarded.log_text() and "bl.test" in guarded.log_text()
 
 

@@ -8,7 +8,7 @@ import smtplib
 import pytest
 import requests
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.addresses import InvalidAddress, parse_address
 
 

@@ -11,7 +11,7 @@ import secrets
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.abuse import AbusePolicy
 from tempalias.aliases import (
     AliasNotFound, AliasRules, AliasService, CreationRefused, InvalidOrder, StoreUnavailable)

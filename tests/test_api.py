@@ -8,7 +8,7 @@ import secrets
 import pytest
 import requests
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.embedded_redis import RedisServer, free_loopback_port
 
 JSON = {"Content-Type": "application/json"}

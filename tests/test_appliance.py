@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 import netns
-from processes import ServiceProcess, wait_for
+from harness.processes import Child, ServiceProcess, wait_for
 from tempalias.config import SETTINGS, load_config
 from tempalias.embedded_redis import free_loopback_port
 
@@ -222,12 +222,12 @@ def test_redis_conf_keeps_every_alias(tmp_path):
         "/var/lib/tempalias/redis/redis.sock": str(socket_path),
         "dir /var/lib/tempalias/redis": f"dir {tmp_path}",
     }))
-    process = subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    redis = Child("redis-server", ["redis-server", str(conf)], tmp_path)
+    redis.start()
     try:
-        wait_for(lambda: process.poll() is not None or socket_path.exists(), TIMEOUT,
+        wait_for(lambda: not redis.running() or socket_path.exists(), TIMEOUT,
                  "redis-server's socket")
-        assert process.poll() is None, "redis-server refused the appliance's redis.conf"
+        assert redis.running(), "redis-server refused the appliance's redis.conf"
 
         def config_get(name: str) -> str:
             return run(["redis-cli", "-s", str(socket_path), "config", "get", name]
@@ -238,8 +238,7 @@ def test_redis_conf_keeps_every_alias(tmp_path):
         assert config_get("maxmemory-policy") == "noeviction"
         assert config_get("port") == "0"
     finally:
-        process.terminate()
-        process.wait(TIMEOUT)
+        redis.stop()
 
 
 # --- first boot
@@ -372,13 +371,11 @@ def test_config_drive_is_mounted_without_devices_setuid_or_programs(config_drive
 @dataclass
 class Nginx:
     port: int
-    process: subprocess.Popen
+    child: Child
     prefix: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            self.process.wait(TIMEOUT)
+        self.child.stop(signal.SIGQUIT, TIMEOUT)  # a graceful shutdown
 
 
 def nginx_files(prefix: Path, upstream_port: int, src_root: Path,
@@ -430,12 +427,11 @@ def nginx_command(conf: Path, prefix: Path, *extra: str) -> list[str]:
 
 def start_nginx(prefix: Path, upstream_port: int, src_root: Path) -> Nginx:
     conf, port, _ = nginx_files(prefix, upstream_port, src_root)
-    process = subprocess.Popen(nginx_command(conf, prefix),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    nginx = Nginx(port, process, prefix)
+    nginx = Nginx(port, Child("nginx", nginx_command(conf, prefix), prefix), prefix)
+    nginx.child.start()
 
     def listening():
-        if process.poll() is not None:
+        if not nginx.child.running():
             raise AssertionError("nginx exited:\n" + (prefix / "logs" / "error.log").read_text())
         return port_answers(port)
 
@@ -467,11 +463,10 @@ def test_nginx_serves_tls_with_the_operators_certificate(tmp_path, self_signed, 
     prefix = tmp_path / "nginx"
     conf, _, https_port = nginx_files(prefix, service.ports["http"], REPO, tls=self_signed)
     assert nginx_test(conf, prefix).returncode == 0
-    process = subprocess.Popen(nginx_command(conf, prefix),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    nginx = Nginx(https_port, process, prefix)
+    nginx = Nginx(https_port, Child("nginx", nginx_command(conf, prefix), prefix), prefix)
+    nginx.child.start()
     try:
-        wait_for(lambda: process.poll() is not None or port_answers(https_port), TIMEOUT,
+        wait_for(lambda: not nginx.child.running() or port_answers(https_port), TIMEOUT,
                  "nginx to listen on TLS")
         context = ssl.create_default_context(cafile=str(self_signed[0]))
         status, _, body = http_request(https_port, "GET", "/healthz", https_context=context)
@@ -483,7 +478,7 @@ def test_nginx_serves_tls_with_the_operators_certificate(tmp_path, self_signed, 
 @dataclass
 class Supervised:
     conf: Path
-    process: subprocess.Popen
+    child: Child
     http_port: int
     log_dir: Path
 
@@ -494,11 +489,8 @@ class Supervised:
         answer = self.ctl("pid", "tempalias").stdout.strip()
         return int(answer) if answer.isdigit() and answer != "0" else 0
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(TIMEOUT)
-        return self.process.returncode
+    def stop(self) -> int | None:
+        return self.child.stop(signal.SIGTERM, TIMEOUT)
 
 
 def start_supervised(tmp_path: Path, redis_url: str) -> Supervised:
@@ -521,12 +513,12 @@ def start_supervised(tmp_path: Path, redis_url: str) -> Supervised:
            "TEMPALIAS_REDIS_URL": redis_url,
            "TEMPALIAS_DATA_DIR": str(tmp_path / "data"),
            "TEMPALIAS_DOMAINS": "tempalias.test"}
-    process = subprocess.Popen(["supervisord", "-c", str(conf)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    supervised = Supervised(conf, process, http_port, tmp_path / "log")
+    supervised = Supervised(conf, Child("supervisord", ["supervisord", "-c", str(conf)], tmp_path,
+                                        env), http_port, tmp_path / "log")
+    supervised.child.start()
 
     def healthy():
-        if process.poll() is not None:
+        if not supervised.child.running():
             raise AssertionError("supervisord exited")
         return port_answers(http_port)
 

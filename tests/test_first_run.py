@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from processes import ServiceProcess, wait_for
+from harness.processes import ServiceProcess, wait_for
 
 # $(BIN)/tempalias of the Makefile: the console script beside the interpreter running the tests.
 MAKE_RUN_COMMAND = (str(Path(sys.executable).with_name("tempalias")),)

@@ -6,6 +6,7 @@ Redis; what the page shows is compared with what the store holds.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -443,6 +444,48 @@ def _axe_violations(page: Page) -> list[dict]:
     return _axe(page)[0]
 
 
+DECODE_PNG = """async (data) => {
+    const image = new Image();
+    image.src = "data:image/png;base64," + data;
+    await image.decode();
+    const canvas = document.createElement("canvas");
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0);
+    const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    const colours = new Set();
+    let luminance = 0;
+    for (let i = 0; i < pixels.length; i += 4) {
+        colours.add((pixels[i] << 16) | (pixels[i + 1] << 8) | pixels[i + 2]);
+        luminance += 0.2126 * pixels[i] + 0.7152 * pixels[i + 1] + 0.0722 * pixels[i + 2];
+    }
+    return {width: canvas.width, height: canvas.height, colours: colours.size,
+            luminance: luminance / (pixels.length / 4) / 255};
+}"""
+
+
+def screenshot(page: Page, name: str) -> dict:
+    """A full-page screenshot, kept in test-artifacts/, decoded by the browser itself in a blank
+    page: its size, the page's size it should have, its distinct colours, its mean luminance."""
+    png = page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+    page_size = page.evaluate("[document.documentElement.scrollWidth, "
+                              "document.documentElement.scrollHeight]")
+    blank = page.context.new_page()
+    try:
+        shown = blank.evaluate(DECODE_PNG, base64.b64encode(png).decode("ascii"))
+    finally:
+        blank.close()
+    return {**shown, "page_size": page_size}
+
+
+def assert_seen_whole(shot: dict, scheme: str) -> None:
+    """What a user would see: the whole page, with text on it, in the colours of its scheme."""
+    assert [shot["width"], shot["height"]] == shot["page_size"], shot
+    assert shot["colours"] > 100, shot  # text and controls, not a blank or one-colour page
+    assert (shot["luminance"] < 0.4) if scheme == "dark" else (shot["luminance"] > 0.6), shot
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("width", [1280, 390])
 def test_screenshots_and_accessibility(browser, web, scheme, width):
@@ -455,7 +498,7 @@ def test_screenshots_and_accessibility(browser, web, scheme, width):
         violations, passed = _axe(page)
         assert violations == []
         assert {"label", "color-contrast"} <= passed  # the checks ran on real nodes
-        page.screenshot(path=ARTIFACTS / f"frontend-{scheme}-{width}.png", full_page=True)
+        assert_seen_whole(screenshot(page, f"frontend-{scheme}-{width}"), scheme)
 
         # The error states have to be readable too.
         page.fill("#target", "")
@@ -463,21 +506,18 @@ def test_screenshots_and_accessibility(browser, web, scheme, width):
         page.click("#create-button")
         expect(page.locator("#days-error")).not_to_be_empty()
         assert _axe_violations(page) == []
-        page.screenshot(path=ARTIFACTS / f"frontend-{scheme}-{width}-errors.png", full_page=True)
+        assert_seen_whole(screenshot(page, f"frontend-{scheme}-{width}-errors"), scheme)
 
         create_through_form(page, unique_target())
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         assert _axe_violations(page) == []
-        page.screenshot(path=ARTIFACTS / f"frontend-{scheme}-{width}-result.png", full_page=True)
+        assert_seen_whole(screenshot(page, f"frontend-{scheme}-{width}-result"), scheme)
 
         _, alias_id, token = manage_parts(page)
         open_page(page, web.http_url, f"#manage/{alias_id}/{token}")
         expect(page.locator("#manage-details")).to_be_visible()
         assert _axe_violations(page) == []
-        page.screenshot(path=ARTIFACTS / f"frontend-{scheme}-{width}-manage.png", full_page=True)
-        for name in ("", "-errors", "-result", "-manage"):
-            shot = ARTIFACTS / f"frontend-{scheme}-{width}{name}.png"
-            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_seen_whole(screenshot(page, f"frontend-{scheme}-{width}-manage"), scheme)
         assert page.script_errors == []
     finally:
         page.context.close()

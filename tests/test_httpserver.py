@@ -10,8 +10,8 @@ import contextlib
 import http.client
 import json
 import secrets
+import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from processes import wait_for
+from harness.processes import Child, wait_for
 from slow_clients import raise_open_files_limit
 
 HERE = Path(__file__).resolve().parent
@@ -107,19 +107,19 @@ class SlowClients:
     def __init__(self, service, source: str, count: int, status: Path) -> None:
         url = urlsplit(service.http_url)
         self.status = status
-        self.process = subprocess.Popen(
-            [sys.executable, str(HERE / "slow_clients.py"), url.hostname, str(url.port), source,
-             str(count), str(status)], stdin=subprocess.DEVNULL)
+        self.child = Child("slow-clients", [sys.executable, str(HERE / "slow_clients.py"),
+                                            url.hostname, str(url.port), source, str(count),
+                                            str(status)], status.parent)
+        self.child.start()
 
     def connections_made(self) -> int:
         return json.loads(self.status.read_text())["connects"] if self.status.exists() else 0
 
     def running(self) -> bool:
-        return self.process.poll() is None
+        return self.child.running()
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(15)
+        self.child.stop(timeout=15)
 
 
 def test_slow_clients_from_one_address_do_not_delay_anyone_else(service_factory, tmp_path):
@@ -274,3 +274,33 @@ def test_a_garbled_request_line_is_400_and_kept_out_of_the_log(service):
     lines = log.lines()
     assert len(lines) == 1 and " INFO " in lines[0], lines
     assert target.split("%40")[0] not in service.log_text()
+
+
+# --- drain: SIGTERM lets a request in flight finish and takes no new one
+
+
+def test_a_request_in_flight_at_sigterm_completes_and_new_ones_are_refused(service_factory):
+    service = service_factory()
+    body = json.dumps({"target": f"drain{secrets.token_hex(4)}@example.org"}).encode()
+    with connect(service, "127.0.0.1") as sock:
+        sock.sendall(b"POST /api/v1/aliases HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        # pywsgi says 100 Continue as the handler starts reading the body: it is being served.
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+        service.process.send_signal(signal.SIGTERM)
+
+        def refused() -> bool:
+            try:
+                connect(service, "127.0.0.1").close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        wait_for(refused, 15, "the listener to close")
+        sock.sendall(body)
+        answer = read_until_closed(sock)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 201"), answer
+    assert json.loads(payload)["address"].endswith("@tempalias.test")
+    wait_for(lambda: not service.running(), 30, "the service to exit once drained")
+    assert service.stop() == 0  # it exited by itself, with 0

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
+from harness.smtp_peer import SmtpPeer
 from tempalias.embedded_redis import free_loopback_port
 
 pytestmark = pytest.mark.skipif(
@@ -133,24 +134,11 @@ class VM:
             self.process.wait(60)
 
 
-class _SinkHandler:
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(envelope)
-        return "250 2.0.0 queued"
-
-
 @pytest.fixture(scope="module")
 def sink():
-    from aiosmtpd.controller import Controller
-
-    handler = _SinkHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_loopback_port())
-    controller.start()
-    yield controller, handler
-    controller.stop()
+    peer = SmtpPeer().start()  # the guest reaches the host's loopback as 10.0.2.2
+    yield peer
+    peer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +162,7 @@ def vm(built_image, sink, tmp_path):
                     "-b", str(image), str(overlay)], check=True, timeout=60)
     operator_ini = tmp_path / "operator.ini"
     operator_ini.write_text(f"[tempalias]\ndomains = {DOMAIN}\n"
-                            f"smarthost = 10.0.2.2:{sink[0].port}\n"
+                            f"smarthost = 10.0.2.2:{sink.port}\n"
                             "public_url = http://alias.appliance.test\n")
     machine = VM(overlay, tmp_path, accel, operator_ini)
     yield machine
@@ -217,9 +205,8 @@ def test_image_serves_forwards_and_keeps_aliases_across_a_reboot(built_image, vm
         client.ehlo("host.example.net")
         refused = client.send_message(message)
     assert refused == {}
-    handler = sink[1]
-    wait_for(lambda: handler.messages, 120, "the message at the host's SMTP sink", interval=0.5)
-    delivered = handler.messages[0]
+    wait_for(lambda: sink.messages, 120, "the message at the host's SMTP sink", interval=0.5)
+    delivered = sink.messages[0]
     assert delivered.rcpt_tos == ["owner@example.org"]
     assert b"hello from the host" in delivered.content
 

@@ -8,7 +8,7 @@ import smtplib
 import pytest
 
 import netns
-from processes import ServiceProcess
+from harness.processes import ServiceProcess
 
 ON_EVERY_ADDRESS = {"TEMPALIAS_HTTP_LISTEN": "[::]:0", "TEMPALIAS_SMTP_LISTEN": "[::]:0"}
 HEAD_REQUEST = "GET /healthz HTTP/1.0\\r\\n\\r\\n"  # escaped for netns.first_line

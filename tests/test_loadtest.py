@@ -1,11 +1,14 @@
-"""Smoke test of the load test: the Locust scenario, headless for a few seconds, against the
-throwaway stack that ``make loadtest`` uses (loadtest/run.py, loadtest/stack.py)."""
+"""The load test (loadtest/run.py): a smoke run of the Locust scenario, headless for a few seconds,
+against the throwaway stack that ``make loadtest`` uses (loadtest/stack.py); and what our code
+makes of Locust's figures, on figures made up here."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from loadtest.run import LIVE_SENDS, load_test
+from loadtest.run import LIVE_SENDS, RequestStats, load_test, read_stats, verdict
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,41 @@ def test_every_accepted_message_reached_the_sink_once(short_load_test):
     assert short_load_test.sink_messages == live.requests - live.failures
 
 
-def test_reports_are_written(short_load_test):
-    report = short_load_test.output_dir / "report.html"
-    assert report.exists() and "Locust" in report.read_text(encoding="utf-8")
-    stats_csv = (short_load_test.output_dir / "locust_stats.csv").read_text(encoding="utf-8")
-    assert "SMTP" in stats_csv and "/api/v1/aliases" in stats_csv
+def _locust_entry(method: str, name: str, times: dict[int, int], failures: int = 0) -> dict:
+    """One entry of Locust's --json-file, as Locust writes it."""
+    return {"method": method, "name": name, "num_requests": sum(times.values()),
+            "num_failures": failures, "response_times": {str(ms): n for ms, n in times.items()},
+            "start_time": 1000.0, "last_request_timestamp": 1010.0}
+
+
+def test_locusts_final_figures_are_read_as_its_tables_show_them(tmp_path):
+    stats_file = tmp_path / "stats.json"
+    stats_file.write_text(json.dumps([
+        _locust_entry("SMTP", LIVE_SENDS, {12: 60, 15: 30, 40: 9, 900: 1}, failures=1),
+        _locust_entry("GET", "GET /api/v1/aliases/[id]", {3: 10}),
+    ]))
+    rows = read_stats(stats_file)
+    assert [(row.kind, row.name) for row in rows] == [("GET", "GET /api/v1/aliases/[id]"),
+                                                      ("SMTP", LIVE_SENDS)]
+    smtp = rows[1]
+    assert (smtp.requests, smtp.failures) == (100, 1)
+    assert (smtp.median_ms, smtp.p99_ms) == (12, 40)  # the 99th of 100 is the 40 ms one
+    assert smtp.per_second == pytest.approx(10.0)  # 100 requests in the 10 s between its stamps
+    assert (rows[0].median_ms, rows[0].p99_ms) == (3, 3)
+
+
+def _row(name: str, requests: int, failures: int = 0, kind: str = "SMTP") -> RequestStats:
+    return RequestStats(kind, name, requests, failures, 10.0, 20.0, 5.0)
+
+
+def test_a_run_passes_only_when_nothing_failed_and_the_sink_got_each_accepted_message(tmp_path):
+    clean = [_row(LIVE_SENDS, 50, failures=0), _row("POST /api/v1/aliases", 40, kind="POST")]
+    assert verdict(0, clean, 50, tmp_path) == []
+    lost = verdict(0, clean, 49, tmp_path)
+    assert lost == ["tempalias accepted 50 messages but the sink received 49"]
+    assert verdict(0, clean, 51, tmp_path) == [
+        "tempalias accepted 50 messages but the sink received 51"]  # a duplicate
+    failed = [_row(LIVE_SENDS, 50, failures=2)]
+    assert verdict(0, failed, 48, tmp_path) == [f"2 of 50 SMTP {LIVE_SENDS!r} failed"]
+    assert verdict(1, clean, 50, tmp_path) == [
+        f"locust exited with 1 (see {tmp_path / 'locust.log'})"]

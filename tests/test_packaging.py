@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from processes import ServiceProcess
+from harness.processes import ServiceProcess
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "static"

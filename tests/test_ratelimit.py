@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.config import Rate
 from tempalias.store import RateLimiter, StoreUnavailable, connect
 

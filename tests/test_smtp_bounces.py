@@ -11,7 +11,7 @@ import smtplib
 
 import pytest
 
-from processes import wait_for
+from harness.processes import wait_for
 from test_smtp_forwarding import DAY_MS, alias_address, send, status_of, uses_left
 from tempalias.smtp import replies
 
@@ -126,7 +126,7 @@ def test_delivery_report_reaches_the_original_sender_once_and_names_only_the_ali
     assert result["data"][0] == 250
     [report] = smtp_sink.messages
     assert report.rcpt_tos == ["alice@sender.example"]
-    assert report.mail_from == "<>"  # aiosmtpd's way of writing the null sender
+    assert report.mail_from == "<>"  # the sink.s way of writing the null sender
     seen = every_text(report.content)
     assert TARGET not in seen and TARGET_DOMAIN not in seen and "192.0.2.25" not in seen
     parsed = email.message_from_bytes(report.content, policy=email.policy.default)

@@ -6,14 +6,15 @@ the reply codes, what reached the sink, and how many uses the alias has left.
 
 from __future__ import annotations
 
+import secrets
 import smtplib
 import socket
 import threading
 
 import pytest
 
-from processes import wait_for
-from smtp_sink import DroppingSmarthost, RawClient
+from harness.processes import wait_for
+from harness.smtp_peer import RawClient
 from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.smtp import replies
 from tempalias.store import AliasNotFound, AliasStore, connect
@@ -77,16 +78,25 @@ def test_message_arrives_unchanged_with_target_and_srs_sender(smtp_service, smtp
     assert message.content.startswith(b"Received: from client.example ([127.0.0.1])\r\n")
     assert uses_left(store, new.alias.id) == 2
     assert message.queue_id.encode() in result["data"][1]
+
+
+def test_the_log_line_of_a_transaction_names_alias_and_queue_id_but_not_the_target(
+        smtp_service, smtp_sink, store):
+    target = f"owner{secrets.token_hex(4)}@target.example"
+    new = store.create(target, DAY_MS, 3)
+    assert send(smtp_service.smtp_port, "alice@sender.example",
+                [alias_address(new)])["data"][0] == 250
+    [message] = smtp_sink.messages
     log = smtp_service.log_text()
     assert f"aliases={new.alias.id}" in log and f"queue_id={message.queue_id}" in log
-    assert "owner@target.example" not in log
+    assert target.split("@")[0] not in log
 
 
 def test_client_gets_250_only_after_the_smarthost_accepted(service_factory, smtp_sink, store):
     # Its own service: the shared one gives up on a silent smarthost after 3 s.
     service = service_factory(env={"TEMPALIAS_SMARTHOST": smtp_sink.address})
     new = store.create("owner@target.example", DAY_MS, None)
-    smtp_sink.state.data_mode = "hold"
+    smtp_sink.script.hold = True
     with RawClient(service.smtp_port) as client:
         client.reply()
         client.send(b"EHLO client.example\r\nMAIL FROM:<a@sender.example>\r\n"
@@ -248,7 +258,7 @@ def test_several_aliases_one_transaction_with_per_recipient_results(
     first = store.create("first@target.example", DAY_MS, 2)
     refused = store.create("refused@target.example", DAY_MS, 2)
     second = store.create("second@target.example", DAY_MS, 2)
-    smtp_sink.state.refuse_rcpt["refused@target.example"] = refusal
+    smtp_sink.script.rcpt["refused@target.example"] = refusal
     result = send(smtp_service.smtp_port, "alice@sender.example",
                   [alias_address(first), alias_address(refused), alias_address(second)])
     assert [status_of(r) for r in result["rcpt"]] == ["250 2.1.5", expected, "250 2.1.5"]
@@ -261,22 +271,24 @@ def test_several_aliases_one_transaction_with_per_recipient_results(
     assert uses_left(store, second.alias.id) == 1
 
 
-@pytest.mark.parametrize("mode, expected_class", [("tempfail", 4), ("permfail", 5)])
-def test_smarthost_verdict_is_passed_back(mode, expected_class, smtp_service, smtp_sink, store):
-    new = store.create("owner@target.example", DAY_MS, 2)
-    smtp_sink.state.data_mode = mode
+@pytest.mark.parametrize("refusal, expected", [
+    ("451 4.2.2 <{target}>: mailbox full, try again later", "451 4.2.2"),
+    ("554 5.7.1 <{target}>: message refused by its owner's filter", "554 5.7.1"),
+], ids=["tempfail", "permfail"])
+def test_smarthost_verdict_is_passed_back(refusal, expected, smtp_service, smtp_sink, store):
+    target = f"owner{secrets.token_hex(4)}@target.example"
+    new = store.create(target, DAY_MS, 2)
+    smtp_sink.script.message = refusal.format(target=target)  # as real smarthosts word it
     result = send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)])
-    code, text = result["data"]
-    assert code // 100 == expected_class
-    assert text.startswith(b"4.3.0" if mode == "tempfail" else b"5.7.1")
-    assert b"secret-target" not in text  # the smarthost's words are not passed on
+    assert status_of(result["data"]) == expected  # the code and the enhanced code pass
+    assert target.split("@")[0].encode() not in result["data"][1]  # the words, naming it, do not
     assert smtp_sink.messages == []
     assert uses_left(store, new.alias.id) == 2
 
 
 def test_smarthost_stalling_past_its_timeout_is_a_4xx(smtp_service, smtp_sink, store):
     new = store.create("owner@target.example", DAY_MS, 2)
-    smtp_sink.state.data_mode = "hold"  # never answers the final dot; the proxy waits 3 s
+    smtp_sink.script.hold = True  # never answers the final dot; the proxy waits 3 s
     result = send(smtp_service.smtp_port, "alice@sender.example", [alias_address(new)])
     assert status_of(result["data"]) == "451 4.4.1"
     assert uses_left(store, new.alias.id) == 2
@@ -294,23 +306,21 @@ def test_smarthost_down_is_a_4xx_at_rcpt(service_factory, store):
     service.stop()
 
 
-def test_smarthost_dropping_mid_data_is_a_4xx(service_factory, store):
-    dropper = DroppingSmarthost(drop_after=300).start()
-    try:
-        service = service_factory(env={"TEMPALIAS_SMARTHOST": dropper.address})
-        new = store.create("owner@target.example", DAY_MS, 2)
-        body = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1
-        body += (b"y" * 998 + b"\r\n") * 300  # well past what the dropper reads
-        result = send(service.smtp_port, "alice@sender.example", [alias_address(new)], body)
-        assert result["data"][0] // 100 == 4
-        assert dropper.bytes_before_drop == [300]
-        assert uses_left(store, new.alias.id) == 2
-        # The connection stays usable and the process is alive for the next client.
-        with RawClient(service.smtp_port) as client:
-            assert client.reply()[0] == 220
-        service.stop()
-    finally:
-        dropper.stop()
+def test_smarthost_dropping_mid_data_is_a_4xx(service_factory, store, own_peer):
+    dropper = own_peer()
+    dropper.script.drop_after = 300
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": dropper.address})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    body = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1
+    body += (b"y" * 998 + b"\r\n") * 300  # well past what the dropper reads
+    result = send(service.smtp_port, "alice@sender.example", [alias_address(new)], body)
+    assert result["data"][0] // 100 == 4
+    assert dropper.bytes_before_drop == [300]
+    assert uses_left(store, new.alias.id) == 2
+    # The connection stays usable and the process is alive for the next client.
+    with RawClient(service.smtp_port) as client:
+        assert client.reply()[0] == 220
+    service.stop()
 
 
 def test_redis_stopped_mid_run_is_a_4xx_and_recovers(service_factory, smtp_sink, tmp_path):
@@ -334,6 +344,66 @@ def test_redis_stopped_mid_run_is_a_4xx_and_recovers(service_factory, smtp_sink,
         assert len(smtp_sink.messages) == 2
         assert uses_left(store, new.alias.id) == 3
         service.stop()
+    finally:
+        client.close()
+        redis.stop()
+
+
+def start_message(client: RawClient, address: str) -> None:
+    """Greeting, EHLO, MAIL, RCPT to ``address`` and DATA, pipelined, up to the 354."""
+    assert client.reply()[0] == 220
+    client.send(b"EHLO client.example\r\nMAIL FROM:<a@sender.example>\r\n"
+                b"RCPT TO:<" + address.encode() + b">\r\nDATA\r\n")
+    assert [client.reply()[0] for _ in range(4)] == [250, 250, 250, 354]
+
+
+@pytest.mark.parametrize("ending", ["revoked", "expired"])
+def test_an_alias_that_ends_during_data_gets_its_message_and_stays_ended(
+        ending, smtp_service, smtp_sink, store):
+    # Its use was reserved at RCPT: the message goes; the alias is not brought back by it.
+    new = store.create("owner@target.example", 2000 if ending == "expired" else DAY_MS, 3)
+    with RawClient(smtp_service.smtp_port) as client:
+        start_message(client, alias_address(new))
+        client.send(b"Subject: half\r\n\r\nthe first half\r\n")
+        if ending == "revoked":
+            store.revoke(new.alias.id, token=None)
+        else:
+            wait_for(lambda: uses_left(store, new.alias.id) == "gone", 10, "the alias to expire")
+        client.send(b"the second half\r\n.\r\n")
+        assert client.reply()[0] == 250
+    [message] = smtp_sink.messages
+    assert message.body_after_received() == b"Subject: half\r\n\r\nthe first half\r\n" \
+                                            b"the second half\r\n"
+    assert uses_left(store, new.alias.id) == "gone"  # nothing of it was written back
+    result = send(smtp_service.smtp_port, "a@sender.example", [alias_address(new)])
+    assert status_of(result["rcpt"][0]) == "550 5.1.1"
+    assert len(smtp_sink.messages) == 1
+
+
+def test_store_failing_after_the_smarthost_accepted_is_still_250_and_one_copy(
+        service_factory, smtp_sink, tmp_path):
+    # Saying anything but 250 now would make the client send again what the target already has.
+    redis = RedisServer(str(tmp_path / "redis"), port=free_loopback_port(), persistent=False)
+    redis.start()
+    client = connect(redis.url, timeout=5.0)
+    try:
+        service = service_factory(env={"TEMPALIAS_REDIS_URL": redis.url,
+                                       "TEMPALIAS_REDIS_TIMEOUT": "1",
+                                       "TEMPALIAS_SMARTHOST": smtp_sink.address})
+        new = AliasStore(client).create("owner@target.example", DAY_MS, 5)
+        smtp_sink.script.hold = True
+        with RawClient(service.smtp_port) as sender:
+            start_message(sender, alias_address(new))
+            sender.send(b"Subject: once\r\n\r\nonly once\r\n.\r\n")
+            wait_for(lambda: smtp_sink.state.held, 20, "the smarthost to hold the message")
+            redis.stop()  # the use can no longer be counted
+            smtp_sink.release.set()
+            assert sender.reply()[0] == 250
+            sender.send(b"QUIT\r\n")
+            assert sender.reply()[0] == 221
+        assert [m.rcpt_tos for m in smtp_sink.messages] == [["owner@target.example"]]
+        service.stop()
+        assert len(smtp_sink.messages) == 1  # nothing was sent again, not even on the way out
     finally:
         client.close()
         redis.stop()
@@ -375,4 +445,7 @@ def test_postmaster_unset_is_refused_with_a_reason(smtp_service, smtp_sink):
     assert (code, text.decode()) == (replies.NO_POSTMASTER.code,
                                      f"{replies.NO_POSTMASTER.status} {replies.NO_POSTMASTER.text}")
     assert smtp_sink.connections == 0
+
+
+def test_the_log_warns_at_start_that_postmaster_is_unset(smtp_service):
     assert "TEMPALIAS_POSTMASTER is unset" in smtp_service.log_text()

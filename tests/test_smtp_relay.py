@@ -6,14 +6,15 @@ in a particular way.
 
 from __future__ import annotations
 
+import smtplib
 import ssl
 
 import psutil
 import pytest
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from processes import wait_for
-from smtp_sink import BatchRecordingSmarthost, SmtpSink, make_certificate
+from harness.processes import wait_for
+from harness.smtp_peer import make_certificate
+from tempalias.smtp import replies
 from test_smtp_forwarding import DAY_MS, alias_address, send, status_of, uses_left
 
 
@@ -25,23 +26,9 @@ def sink_tls_context(tmp_path_factory):
     return context
 
 
-@pytest.fixture
-def own_sink(request):
-    sinks = []
-
-    def start(**options) -> SmtpSink:
-        sink = SmtpSink(**options).start()
-        sinks.append(sink)
-        return sink
-
-    yield start
-    for sink in sinks:
-        sink.stop()
-
-
-def test_opportunistic_tls_is_used_when_offered(service_factory, store, own_sink,
+def test_opportunistic_tls_is_used_when_offered(service_factory, store, own_peer,
                                                  sink_tls_context):
-    sink = own_sink(tls_context=sink_tls_context)
+    sink = own_peer(tls_context=sink_tls_context)
     service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
                                    "TEMPALIAS_SMARTHOST_TLS": "opportunistic"})
     new = store.create("owner@target.example", DAY_MS, 2)
@@ -51,8 +38,8 @@ def test_opportunistic_tls_is_used_when_offered(service_factory, store, own_sink
     service.stop()
 
 
-def test_required_tls_without_an_offer_is_a_4xx(service_factory, store, own_sink):
-    sink = own_sink()  # no STARTTLS
+def test_required_tls_without_an_offer_is_a_4xx(service_factory, store, own_peer):
+    sink = own_peer()  # no STARTTLS
     service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
                                    "TEMPALIAS_SMARTHOST_TLS": "required"})
     new = store.create("owner@target.example", DAY_MS, 2)
@@ -64,9 +51,9 @@ def test_required_tls_without_an_offer_is_a_4xx(service_factory, store, own_sink
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
-def test_kept_connection_closed_by_the_smarthost_is_replaced(service_factory, store, own_sink,
+def test_kept_connection_closed_by_the_smarthost_is_replaced(service_factory, store, own_peer,
                                                              pipelining):
-    sink = own_sink(timeout=1, pipelining=pipelining)  # hangs up on connections idle for 1 s
+    sink = own_peer(idle_timeout=1, pipelining=pipelining)  # hangs up on connections idle for 1 s
     service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address})
     new = store.create("owner@target.example", DAY_MS, 5)
     assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
@@ -84,8 +71,8 @@ def test_kept_connection_closed_by_the_smarthost_is_replaced(service_factory, st
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no-pipelining"])
-def test_one_connection_carries_consecutive_messages(service_factory, store, own_sink, pipelining):
-    sink = own_sink(pipelining=pipelining)
+def test_one_connection_carries_consecutive_messages(service_factory, store, own_peer, pipelining):
+    sink = own_peer(pipelining=pipelining)
     service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address})
     new = store.create("owner@target.example", DAY_MS, 5)
     for _ in range(3):
@@ -99,28 +86,28 @@ def test_one_connection_carries_consecutive_messages(service_factory, store, own
     service.stop()
 
 
-def test_mail_and_first_rcpt_go_out_together_when_pipelining_is_offered(service_factory, store):
-    recorder = BatchRecordingSmarthost().start()
-    try:
-        service = service_factory(env={"TEMPALIAS_SMARTHOST": recorder.address})
-        new = store.create("owner@target.example", DAY_MS, 5)
-        other = store.create("other@target.example", DAY_MS, 5)
-        assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
-        result = send(service.smtp_port, "a@sender.example",
-                      [alias_address(new), alias_address(other)])
-        assert [code for code, _ in result["rcpt"]] == [250, 250]
-        assert result["data"][0] == 250
-        # One round trip for the first recipient; the kept connection's RSET rides along.
-        assert recorder.batches == [["MAIL", "RCPT"], ["RSET", "MAIL", "RCPT"], ["RCPT"]]
-        assert recorder.messages == 2
-        assert uses_left(store, new.alias.id) == 3
-        service.stop()
-    finally:
-        recorder.stop()
+def test_mail_and_first_rcpt_go_out_together_when_pipelining_is_offered(service_factory, store,
+                                                                         own_peer):
+    # Before it answers a MAIL or RSET the recorder waits 2 s for more: a client that pipelines
+    # shows its commands in one batch, one that waits for each answer shows them one at a time.
+    recorder = own_peer(patience=2.0)
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": recorder.address})
+    new = store.create("owner@target.example", DAY_MS, 5)
+    other = store.create("other@target.example", DAY_MS, 5)
+    assert send(service.smtp_port, "a@sender.example", [alias_address(new)])["data"][0] == 250
+    result = send(service.smtp_port, "a@sender.example",
+                  [alias_address(new), alias_address(other)])
+    assert [code for code, _ in result["rcpt"]] == [250, 250]
+    assert result["data"][0] == 250
+    # One round trip for the first recipient; the kept connection's RSET rides along.
+    assert recorder.batches == [["MAIL", "RCPT"], ["RSET", "MAIL", "RCPT"], ["RCPT"]]
+    assert len(recorder.messages) == 2
+    assert uses_left(store, new.alias.id) == 3
+    service.stop()
 
 
-def test_a_connection_is_replaced_after_its_message_budget(service_factory, store, own_sink):
-    sink = own_sink()
+def test_a_connection_is_replaced_after_its_message_budget(service_factory, store, own_peer):
+    sink = own_peer()
     service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
                                    "TEMPALIAS_SMARTHOST_MAX_MESSAGES": "2"})
     new = store.create("owner@target.example", DAY_MS, None)
@@ -131,8 +118,8 @@ def test_a_connection_is_replaced_after_its_message_budget(service_factory, stor
     service.stop()
 
 
-def test_idle_connection_is_closed_without_a_next_message(service_factory, store, own_sink):
-    sink = own_sink()
+def test_idle_connection_is_closed_without_a_next_message(service_factory, store, own_peer):
+    sink = own_peer()
     service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
                                    "TEMPALIAS_SMARTHOST_IDLE_SECONDS": "0.3"})
     new = store.create("owner@target.example", DAY_MS, None)
@@ -145,37 +132,71 @@ def test_idle_connection_is_closed_without_a_next_message(service_factory, store
 
 
 def test_smarthost_refusing_the_data_command_is_the_verdict_on_the_message(service_factory,
-                                                                           store):
+                                                                           store, own_peer):
     # The client is told 354 at once and sends its message; the smarthost's refusal of DATA,
     # read before any of the message goes out, is the answer to the final dot.
-    recorder = BatchRecordingSmarthost(data_answer=b"452 4.3.1 no room for more mail").start()
-    try:
-        service = service_factory(env={"TEMPALIAS_SMARTHOST": recorder.address})
-        new = store.create("owner@target.example", DAY_MS, 5)
-        result = send(service.smtp_port, "a@sender.example", [alias_address(new)])
-        assert status_of(result["data"]) == "452 4.3.1"
-        assert recorder.messages == 0
-        assert uses_left(store, new.alias.id) == 5
-        service.stop()
-    finally:
-        recorder.stop()
+    refusing = own_peer()
+    refusing.script.replies["DATA"] = "452 4.3.1 no room for more mail"
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": refusing.address})
+    new = store.create("owner@target.example", DAY_MS, 5)
+    result = send(service.smtp_port, "a@sender.example", [alias_address(new)])
+    assert status_of(result["data"]) == "452 4.3.1"
+    assert refusing.messages == []
+    assert uses_left(store, new.alias.id) == 5
+    service.stop()
+
+
+def test_a_smarthost_without_smtputf8_gets_no_utf8_envelope(service_factory, store, own_peer):
+    sink = own_peer(smtputf8=False)
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30) as client:
+        client.ehlo("client.example")
+        client.mail("jörg@sender.example", ["SMTPUTF8"])
+        code, text = client.rcpt(alias_address(new))
+        assert (code, text.decode()) == (
+            replies.SMTPUTF8_NOT_DELIVERABLE.code,
+            f"{replies.SMTPUTF8_NOT_DELIVERABLE.status} {replies.SMTPUTF8_NOT_DELIVERABLE.text}")
+        client.rset()
+        client.sendmail("plain@sender.example", [alias_address(new)], b"Subject: ascii\r\n\r\nok\r\n")
+    assert [m.mail_from.split("=")[-1] for m in sink.messages] == ["plain@tempalias.test"]
+    assert uses_left(store, new.alias.id) == 1
+    service.stop()
+
+
+@pytest.mark.parametrize("where", ["RCPT", "end of DATA"])
+def test_a_smarthost_closing_with_421_is_a_451_that_keeps_our_client(where, service_factory, store,
+                                                                     own_peer):
+    # 421 says the smarthost closes its connection; ours, with our client, stays open.
+    smarthost = own_peer()
+    if where == "RCPT":
+        smarthost.script.replies["RCPT"] = "421 4.4.2 smarthost.test closing for maintenance"
+    else:
+        smarthost.script.message = "421 4.3.2 smarthost.test shutting down"
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": smarthost.address})
+    new = store.create("owner@target.example", DAY_MS, 2)
+    with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30) as client:
+        client.ehlo("client.example")
+        client.mail("a@sender.example")
+        code, text = client.rcpt(alias_address(new))
+        if where == "RCPT":
+            assert status_of((code, text)) == "451 4.4.2"
+        else:
+            assert code == 250
+            assert status_of(client.data(b"Subject: hi\r\n\r\nhello\r\n")) == "451 4.3.2"
+        assert client.noop()[0] == 250
+    assert smarthost.messages == []
+    assert uses_left(store, new.alias.id) == 2
+    service.stop()
 
 
 SMARTHOST_LOGIN = ("relay-user", "s3cret-Pa55 word")
 
 
-def _sink_authenticator(server, session, envelope, mechanism, auth_data):
-    given = (auth_data.login.decode(), auth_data.password.decode()) \
-        if isinstance(auth_data, LoginPassword) else None
-    return AuthResult(success=given == SMARTHOST_LOGIN, handled=False)  # False: the sink says 535
-
-
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 @pytest.mark.parametrize("password", [SMARTHOST_LOGIN[1], "wr0ng-Pa55"], ids=["right", "wrong"])
-def test_smarthost_auth(service_factory, store, own_sink, password):
+def test_smarthost_auth(service_factory, store, own_peer, password):
     # The sink takes no mail before AUTH (over plain loopback: TLS is tested above).
-    sink = own_sink(authenticator=_sink_authenticator, auth_required=True,
-                    auth_require_tls=False)
+    sink = own_peer(login=SMARTHOST_LOGIN)
     service = service_factory(env={"TEMPALIAS_SMARTHOST": sink.address,
                                    "TEMPALIAS_SMARTHOST_USER": SMARTHOST_LOGIN[0],
                                    "TEMPALIAS_SMARTHOST_PASSWORD": password})

@@ -12,10 +12,10 @@ import time
 import pytest
 import requests
 
-from processes import wait_for
+from harness.processes import wait_for
 from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.store import (ENDS_KEY, IDLEN_KEY, AliasExhausted, AliasNotFound, AliasStore,
-                             hash_token, random_id)
+                             StoreUnavailable, connect, hash_token, random_id)
 
 HOUR_MS = 3_600_000
 HUNG_BUDGET = 1.0  # TEMPALIAS_REDIS_TIMEOUT of the hung-Redis test, seconds
@@ -213,6 +213,82 @@ def test_purge_removes_exactly_the_ended_aliases(store, redis_client):
         assert redis_client.zscore(ENDS_KEY, alias_id) is not None
     assert store.purge() == 0
 
+
+def test_purge_goes_on_batch_after_batch_until_every_ended_alias_is_gone(store, redis_client):
+    made = [store.create("a@example.org", 50, None).alias for _ in range(25)]
+    live = [store.create("b@example.org", HOUR_MS, None).alias.id for _ in range(3)]
+    last_end = max(alias.expires_ms for alias in made)
+    wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
+    assert store.purge(batch=10) >= 25  # three batches, the last one short
+    assert all(keys_of(redis_client, alias.id) == {f"ta:{{{alias.id}}}:id"} for alias in made)
+    assert all(redis_client.zscore(ENDS_KEY, alias.id) is None for alias in made)
+    assert all(redis_client.exists(f"ta:{{{alias_id}}}:alias") == 1 for alias_id in live)
+    assert store.purge(batch=10) == 0
+
+
+STALL_TIMEOUT = 0.5  # the store's timeout in the tests of a Redis that stops answering
+
+
+@pytest.fixture
+def stalled_redis(tmp_path):
+    """A private redis-server that stops answering (SIGSTOP): connections to it are accepted by
+    the kernel, and every reply is waited for in vain."""
+    redis = RedisServer(str(tmp_path), port=free_loopback_port(), persistent=False).start()
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        yield redis
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+        redis.stop()
+
+
+def look_up_all(store, callers: int) -> list[tuple[str, float]]:
+    """``callers`` concurrent look-ups; each one's outcome and seconds, in the order they ended."""
+    outcomes: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def look_up() -> None:
+        started = time.monotonic()
+        try:
+            store.lookup("abcdef")
+            outcome = "answered"
+        except StoreUnavailable as exc:
+            outcome = "no connection free" if "no Redis connection free" in str(exc) else "timeout"
+        with lock:
+            outcomes.append((outcome, time.monotonic() - started))
+
+    threads = [threading.Thread(target=look_up) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
+
+
+def test_callers_beyond_the_connections_get_store_unavailable_not_a_queue(stalled_redis):
+    pool, callers = 2, 6
+    store = AliasStore(connect(stalled_redis.url, timeout=STALL_TIMEOUT, max_connections=pool))
+    try:
+        outcomes = look_up_all(store, callers)
+    finally:
+        store.close()
+    # Those that found no connection free gave up while the others still waited on Redis.
+    assert [kind for kind, _ in outcomes] == ["no connection free"] * (callers - pool) \
+        + ["timeout"] * pool, outcomes
+
+
+@pytest.mark.xfail(strict=True, reason="redis-py's connect retries its handshake and health "
+                   "check (3 x 3 attempts): a caller on a stalled Redis waits 9 timeouts")
+def test_a_stalled_redis_costs_a_caller_no_more_than_its_timeout(stalled_redis):
+    """DEVELOPERS.md: every wait has a timeout, and a timeout is the whole budget, retries
+    included (with slack for scheduling)."""
+    store = AliasStore(connect(stalled_redis.url, timeout=STALL_TIMEOUT, max_connections=2))
+    try:
+        [(kind, seconds)] = look_up_all(store, 1)
+    finally:
+        store.close()
+    assert kind == "timeout"
+    assert seconds < 2 * STALL_TIMEOUT
 
 
 def test_create_works_after_redis_forgot_its_scripts(store, redis_client):

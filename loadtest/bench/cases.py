@@ -1,0 +1,362 @@
+"""The benchmark's cases: what is measured, against what, in which shapes.
+
+- http: hello-world on the same stack (loadtest/hello.py), ``POST /api/v1/aliases``, ``GET`` with
+  token, the legacy JSONP create; req/s, p50/p99; ``--workers`` 1 and 2.
+- smtp: smtp-source -> smtp-sink (the ceiling); -> tempalias -> smtp-sink (2 KiB and 100 KiB,
+  1 and 20 sessions); -> a minimal gevent relay (loadtest/minirelay.py: no Redis, no rules; with
+  kept smarthost connections and with one per message) -> smtp-sink, the floor for any relay on
+  gevent; -> Postfix forwarding (virtual_alias_maps, relayhost the sink) -> smtp-sink.
+  smtp-source opens a new connection per message, its default and the way the reference figures
+  of issue 7 (docs/performance-notes.md) were taken; the 2 KiB, 20 sessions cases run once more
+  with each session's connection kept (``-d``). Only messages the sink counted count. Added
+  latency from a probe sending single messages.
+- capacity: idle SMTP connections one tempalias process holds; its RSS at 1,000 and 10,000.
+- erasure: 1,000,000 aliases in a private Redis, 1% ended: ``tempalias purge`` time and a check
+  that the other 99% are untouched.
+
+Each ``*_run`` returns one sample per case: a flat dict of figures (report.py summarises them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import requests
+
+from harness.processes import PROJECT_ROOT, environment_without_tempalias, python_child
+from loadtest.bench.tools import (TARGET, LatencyProbe, PostfixPeer, PostfixSink, Sample,
+                                  create_script, hold_connections, jsonp_script, lookup_script,
+                                  profile, smtp_source, wrk)
+from loadtest.stack import Stack
+from tempalias.embedded_redis import RedisServer, free_loopback_port
+
+NO_SMARTHOST = "127.0.0.1:9"  # the HTTP cases never forward mail
+HTTP_WORKERS = (1, 2)
+HELLO_WORLD = "hello-world (baseline)"
+CREATE = "POST /api/v1/aliases"
+LOOKUP = "GET /api/v1/aliases/ID (token)"
+LEGACY_JSONP = "GET /aliases?callback (legacy JSONP)"
+
+
+def create_alias(http_url: str) -> dict:
+    response = requests.post(f"{http_url}/api/v1/aliases", json={"target": TARGET, "days": 30},
+                             timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+
+# --- HTTP
+
+
+class HelloWorld:
+    """loadtest/hello.py as a child: the baseline of the same server stack."""
+
+    def __init__(self, workdir: Path, workers: int) -> None:
+        ready = workdir / "hello.ready"
+        self.child = python_child("hello", ["loadtest.hello", "--workers", str(workers),
+                                            "--ready-file", str(ready)], workdir, ready_file=ready)
+
+    def __enter__(self) -> str:
+        return f"http://127.0.0.1:{self.child.start()['http']}/hello"
+
+    def __exit__(self, *exc_info) -> None:
+        self.child.stop()
+
+
+class MiniRelay:
+    """loadtest/minirelay.py as a child: the least a gevent relay does per message."""
+
+    def __init__(self, workdir: Path, workers: int, smarthost: str, keep: bool) -> None:
+        ready = workdir / "minirelay.ready"
+        self.child = python_child("minirelay", ["loadtest.minirelay", "--workers", str(workers),
+                                                "--smarthost", smarthost, "--ready-file",
+                                                str(ready), *(["--keep"] if keep else [])],
+                                  workdir, ready_file=ready)
+
+    def __enter__(self) -> str:
+        return f"127.0.0.1:{self.child.start()['smtp']}"
+
+    def __exit__(self, *exc_info) -> None:
+        self.child.stop()
+
+
+
+def http_run(workdir: Path, workers: int, seconds: int) -> dict[str, Sample]:
+    samples: dict[str, Sample] = {}
+    with HelloWorld(workdir, workers) as url:
+        samples[HELLO_WORLD] = wrk(url, seconds, "", workdir, "hello")
+    with Stack(workdir / f"stack-http-{workers}", workers=workers, smarthost=NO_SMARTHOST) as stack:
+        aliases = [create_alias(stack.http_url) for _ in range(200)]
+        samples[CREATE] = wrk(f"{stack.http_url}/api/v1/aliases", seconds,
+                                              create_script(), workdir, "create")
+        samples[LOOKUP] = wrk(stack.http_url, seconds,
+                                                        lookup_script(aliases), workdir, "lookup")
+        samples[LEGACY_JSONP] = wrk(stack.http_url, seconds,
+                                                              jsonp_script(), workdir, "jsonp")
+    return samples
+
+
+
+# --- SMTP
+
+
+def wait_for_sink(sink: PostfixSink, before: int, expected: int, timeout: float) -> int:
+    """Wait until the sink counted ``expected`` more messages, or time ran out; how many it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and sink.messages() - before < expected:
+        time.sleep(0.02)
+    return sink.messages() - before
+
+
+def smtp_case(sink: PostfixSink, address: str, recipient: str, messages: int, sessions: int,
+              size: int, keep: bool = False, probe_port: int | None = None,
+              drain_timeout: float = 10.0) -> Sample:
+    """Messages/s from smtp-source's start until the sink counted the last one (end to end)."""
+    before = sink.messages()
+    probe = LatencyProbe(probe_port, recipient) if probe_port else None
+    started = time.monotonic()
+    with probe if probe else contextlib.nullcontext():
+        smtp_source(address, recipient, messages, sessions, size, keep)
+    probed = len(probe.samples_ms) if probe else 0
+    count = wait_for_sink(sink, before, messages + probed, drain_timeout) - probed
+    elapsed = time.monotonic() - started
+    time.sleep(0.5)  # a duplicate arriving late would show in this second look
+    late = sink.messages() - before - probed - count
+    sample: Sample = {"msg_per_s": count / elapsed, "sent": messages, "received": count + late,
+                      "lost_or_duplicated": count + late - messages, "seconds": elapsed}
+    if probe:
+        sample.update({f"probe_{k}": v for k, v in probe.percentiles().items()})
+    return sample
+
+
+# Where the messages go, first part of every SMTP case's name: "PATH, SHAPE".
+DIRECT = "direct -> sink"  # the ceiling: smtp-source straight into smtp-sink
+TEMPALIAS = "tempalias -> sink"
+MINIRELAY_KEPT = "minimal gevent relay (upstream kept) -> sink"
+MINIRELAY_PER_MESSAGE = "minimal gevent relay (upstream per message) -> sink"
+POSTFIX = "Postfix -> sink"
+
+SMTP_SHAPES = [  # (name, size, sessions, messages, kept connections)
+    ("2 KiB, 20 sessions", 2048, 20, 8000, False),
+    ("2 KiB, 1 session", 2048, 1, 1000, False),
+    ("100 KiB, 20 sessions", 102400, 20, 1500, False),
+    ("100 KiB, 1 session", 102400, 1, 300, False),
+    ("2 KiB, 20 sessions, kept connections", 2048, 20, 8000, True),
+]
+MAIN_SHAPE = SMTP_SHAPES[0][0]  # the targets of issue 7 are read off this one
+
+
+def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
+    samples: dict[str, Sample] = {}
+    with PostfixSink(workdir) as sink:
+        with Stack(workdir / "stack-smtp", workers=workers, smarthost=sink.address) as stack:
+            alias = create_alias(stack.http_url)["address"]
+            tempalias = f"127.0.0.1:{stack.smtp_port}"
+            for name, size, sessions, messages, keep in SMTP_SHAPES:
+                messages = max(50, int(messages * scale))
+                probe = name == MAIN_SHAPE
+                samples[f"{DIRECT}, {name}"] = smtp_case(
+                    sink, sink.address, alias, messages, sessions, size, keep,
+                    probe_port=sink.port if probe else None)
+                samples[f"{TEMPALIAS}, {name}"] = smtp_case(
+                    sink, tempalias, alias, messages, sessions, size, keep,
+                    probe_port=stack.smtp_port if probe else None)
+        for keep, path in ((True, MINIRELAY_KEPT), (False, MINIRELAY_PER_MESSAGE)):
+            with MiniRelay(workdir, workers, sink.address, keep) as relay:
+                for name, size, sessions, messages, keep_client in SMTP_SHAPES:
+                    if "2 KiB, 20 sessions" not in name or (keep_client and not keep):
+                        continue
+                    messages = max(50, int(messages * scale))
+                    samples[f"{path}, {name}"] = smtp_case(
+                        sink, relay, alias, messages, sessions, size, keep_client)
+        with PostfixPeer(workdir, sink.address, alias) as postfix:
+            for name, size, sessions, messages, keep in SMTP_SHAPES:
+                if "2 KiB, 20 sessions" not in name:
+                    continue
+                messages = max(50, int(messages * scale / 4))
+                samples[f"{POSTFIX}, {name}"] = smtp_case(
+                    sink, f"127.0.0.1:{postfix.port}", alias, messages, sessions, size, keep,
+                    drain_timeout=300)
+    return samples
+
+
+
+# --- capacity: idle SMTP connections held by one tempalias process
+
+
+def capacity_run(workdir: Path, limit: int) -> Sample:
+    result: Sample = {"checkpoints": {}}
+    held: list[socket.socket] = []
+    with Stack(workdir / "stack-capacity", workers=1, smarthost=NO_SMARTHOST) as stack:
+        process = psutil.Process(stack.service_pid)
+        result["rss_mb_idle"] = process.memory_info().rss / 2**20
+        greeted = 0
+        try:
+            for checkpoint in sorted({1000, 10000, limit}):
+                if checkpoint > limit:
+                    continue
+                greeted += hold_connections(stack.smtp_port, checkpoint - len(held), held)
+                time.sleep(1.0)  # let the service finish setting up the last sessions
+                rss = process.memory_info().rss / 2**20
+                result["checkpoints"][str(checkpoint)] = {
+                    "opened": len(held), "greeted_220": greeted, "rss_mb": rss,
+                    "kb_per_connection": (rss - result["rss_mb_idle"]) * 1024 / max(1, greeted),
+                    "service_alive": stack.service.process.poll() is None}
+                if greeted < len(held):
+                    break
+            result["held"] = greeted
+        finally:
+            for sock in held:
+                sock.close()
+    return result
+
+
+# --- erasure: 1,000,000 aliases of which 1% ended, written with the store's key layout
+
+
+def write_aliases(client, ids: list[str], expires_ms: int, with_ttl: bool = True) -> None:
+    """The keys AliasStore.create writes (see tempalias/store.py), in pipelined batches."""
+    now_ms = int(time.time() * 1000)
+    for start in range(0, len(ids), 5000):
+        pipe = client.pipeline(transaction=False)
+        ends = {}
+        for alias_id in ids[start:start + 5000]:
+            pipe.set(f"ta:{{{alias_id}}}:id", "1")
+            pipe.hset(f"ta:{{{alias_id}}}:alias", mapping={
+                "target": f"{alias_id}@example.org", "token": "0" * 64, "created": now_ms,
+                "expires": expires_ms, "delivered": 0})
+            if with_ttl:
+                pipe.pexpireat(f"ta:{{{alias_id}}}:alias", expires_ms)
+            ends[alias_id] = expires_ms
+        pipe.zadd("ta:ends", ends)
+        pipe.execute()
+
+
+def fresh_ids(count: int, taken: set[str]) -> list[str]:
+    ids: list[str] = []
+    while len(ids) < count:
+        alias_id = secrets.token_hex(5)  # 10 characters of [0-9a-f]: a valid id
+        if alias_id not in taken:
+            taken.add(alias_id)
+            ids.append(alias_id)
+    return ids
+
+
+def untouched(client, ids: list[str]) -> int:
+    """How many of ``ids`` still have their hash (target intact) and their ta:ends entry."""
+    intact = 0
+    for start in range(0, len(ids), 10000):
+        pipe = client.pipeline(transaction=False)
+        batch = ids[start:start + 10000]
+        for alias_id in batch:
+            pipe.hget(f"ta:{{{alias_id}}}:alias", "target")
+            pipe.zscore("ta:ends", alias_id)
+        replies = pipe.execute()
+        for index, alias_id in enumerate(batch):
+            if replies[2 * index] == f"{alias_id}@example.org" and replies[2 * index + 1]:
+                intact += 1
+    return intact
+
+
+def erasure_runs(workdir: Path, runs: int, total: int) -> Sample:
+    from tempalias.store import AliasStore, connect
+
+    ended_count = total // 100
+    samples: list[Sample] = []
+    with RedisServer(str(workdir / "erasure-redis"), port=free_loopback_port(),
+                     persistent=False) as redis_server:
+        client = connect(redis_server.url, timeout=60)
+        try:
+            taken: set[str] = set()
+            live = fresh_ids(total - ended_count, taken)
+            started = time.monotonic()
+            write_aliases(client, live, int(time.time() * 1000) + 30 * 86_400_000)
+            fill_seconds = time.monotonic() - started
+            env = environment_without_tempalias(
+                TEMPALIAS_REDIS_URL=redis_server.url, TEMPALIAS_DATA_DIR=str(workdir),
+                PYTHONPATH=str(PROJECT_ROOT))
+            for run in range(runs):
+                for how in ("tempalias purge (CLI)", "AliasStore.purge()"):
+                    ended = fresh_ids(ended_count, taken)
+                    # Ended a moment from now; written without their Redis TTL so that every byte
+                    # is still there for purge to erase (the worst case: Redis has reclaimed none).
+                    ends_at = int(time.time() * 1000) + 500
+                    write_aliases(client, ended, ends_at, with_ttl=False)
+                    memory_before = int(client.info("memory")["used_memory"])
+                    time.sleep(max(0.0, ends_at / 1000 - time.time()) + 0.1)
+                    started = time.monotonic()
+                    if how.startswith("tempalias"):
+                        done = subprocess.run([sys.executable, "-m", "tempalias", "purge"], env=env,
+                                              capture_output=True, text=True, timeout=600,
+                                              check=False)
+                        match = re.search(r"purged (\d+)", done.stdout)
+                        purged = int(match.group(1)) if match else -1
+                    else:
+                        purged = AliasStore(client).purge()
+                    seconds = time.monotonic() - started
+                    sampled = ended[:1000]
+                    gone = sum(client.exists(f"ta:{{{i}}}:alias") == 0 for i in sampled)
+                    samples.append({
+                        "how": how, "run": run, "seconds": seconds, "purged": purged,
+                        "expected": ended_count, "ended_sampled_gone": f"{gone}/{len(sampled)}",
+                        "ends_left": client.zcard("ta:ends"),
+                        "memory_freed_mb": (memory_before - int(
+                            client.info("memory")["used_memory"])) / 2**20})
+            started = time.monotonic()
+            intact = untouched(client, live)
+            check_seconds = time.monotonic() - started
+        finally:
+            client.close()
+    return {"aliases": total, "ended_per_purge": ended_count, "fill_seconds": fill_seconds,
+            "samples": samples, "live_untouched": intact, "live_expected": len(live),
+            "check_seconds": check_seconds}
+
+
+# --- profiling, after the measured runs
+
+
+def profile_missed(workdir: Path, kinds: set[str], seconds: int) -> dict[str, list]:
+    """One extra, profiled pass of each kind of case ("http", "smtp") whose target was missed
+    (never a measured run)."""
+    profiles: dict[str, list] = {}
+    seconds = max(5, seconds)
+    if "http" in kinds:
+        with Stack(workdir / "stack-profile", workers=1, smarthost=NO_SMARTHOST) as stack:
+            aliases = [create_alias(stack.http_url) for _ in range(200)]
+            for name, url, script in (
+                    (CREATE, f"{stack.http_url}/api/v1/aliases", create_script()),
+                    ("GET /api/v1/aliases/ID", stack.http_url, lookup_script(aliases))):
+                print(f"profiling {name}", flush=True)
+                profiles[name] = _profiled(stack.service_pid, seconds, workdir / "profile.txt",
+                                           lambda: wrk(url, seconds + 2, script, workdir, "prof"))
+    if "smtp" in kinds:
+        with PostfixSink(workdir) as sink, Stack(workdir / "stack-profile-smtp", workers=1,
+                                                 smarthost=sink.address) as stack:
+            alias = create_alias(stack.http_url)["address"]
+            print("profiling SMTP 2 KiB, 20 sessions", flush=True)
+            profiles["SMTP 2 KiB, 20 sessions"] = _profiled(
+                stack.service_pid, seconds, workdir / "profile-smtp.txt",
+                lambda: smtp_source(f"127.0.0.1:{stack.smtp_port}", alias, 6000, 20, 2048))
+    return profiles
+
+
+def _profiled(pid: int, seconds: int, output: Path, load: Callable[[], object]) -> list:
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    time.sleep(1.0)  # the load has reached its steady state
+    try:
+        return profile(pid, seconds, output)
+    finally:
+        worker.join(600)
+
