@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from processes import wait_for
-from tempalias.store import AliasNotFound
+from tempalias.store import AliasNotFound, keys
 
 DAY_MS = 86_400_000
 BODY = b"Subject: hi\r\n\r\nhello\r\n"
@@ -122,7 +122,7 @@ def test_messages_per_alias_are_451_at_rcpt_and_keep_the_use(guarded, smtp_sink,
     assert code == 451 and text.decode().startswith("4.7.1")
     assert len(smtp_sink.messages) == 1
     assert store.lookup(alias.alias.id).uses_left == 4  # the refused attempt took no use
-    assert not store.redis.zcard(f"ta:{{{alias.alias.id}}}:held")
+    assert not store.redis.zcard(keys.held_key(alias.alias.id))
 
 
 def test_trusted_network_is_never_limited(guarded, smtp_sink, store):

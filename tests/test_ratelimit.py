@@ -1,4 +1,7 @@
-"""The store's RateLimiter on the session's real Redis: token buckets and connection leases."""
+"""The store's RateLimiter on the session's real Redis: token buckets and connection leases.
+
+Time is the ``clock`` fixture's, which moves only when a test says so: a refill or a lapse is
+seen at once, and waits are exact."""
 
 from __future__ import annotations
 
@@ -6,14 +9,17 @@ import secrets
 
 import pytest
 
-from processes import wait_for
 from tempalias.config import Rate
-from tempalias.store import RateLimiter, StoreUnavailable, connect
+from tempalias.store import RateLimiter, StoreUnavailable, Throttled, connect, keys
+
+LEASE_MS = 60_000
 
 
 @pytest.fixture
-def limiter(redis_client):
-    return RateLimiter(redis_client)
+def limiter(redis_client, clock):
+    limiter = RateLimiter(redis_client, clock=clock)
+    yield limiter
+    limiter.close()
 
 
 @pytest.fixture
@@ -24,29 +30,28 @@ def subject():
 def test_a_bucket_lets_its_burst_through_then_says_how_long_to_wait(limiter, subject):
     limits = {"burst": Rate(3, 30.0)}
     assert [limiter.take(subject, limits) for _ in range(3)] == [None, None, None]
-    throttled = limiter.take(subject, limits)
-    assert throttled is not None
-    assert throttled.limit == "burst"
-    # one token comes back every 30/3 = 10 s
-    assert 0 < throttled.retry_after_ms <= 10_000
-    assert throttled.retry_after_seconds == -(-throttled.retry_after_ms // 1000)
+    # one token comes back every 30/3 = 10 s, and no time has passed
+    assert limiter.take(subject, limits) == Throttled("burst", 10_000)
+    assert Throttled("burst", 10_000).retry_after_seconds == 10
+    assert Throttled("burst", 9_001).retry_after_seconds == 10
 
 
-def test_a_bucket_refills_after_its_interval(limiter, subject):
+def test_a_bucket_refills_after_its_interval(limiter, subject, clock):
     limits = {"fast": Rate(1, 2.0)}
     assert limiter.take(subject, limits) is None
-    assert limiter.take(subject, limits) is not None
-    wait_for(lambda: limiter.take(subject, limits) is None, 10, "the bucket to refill")
+    clock.advance(1.9)
+    assert limiter.take(subject, limits) == Throttled("fast", 100)
+    clock.advance(0.1)
+    assert limiter.take(subject, limits) is None
 
 
-def test_refused_requests_take_nothing(limiter, subject):
+def test_refused_requests_take_nothing(limiter, subject, clock):
     limits = {"slow": Rate(1, 3.0)}
     assert limiter.take(subject, limits) is None
     # knocking while empty does not push the moment of the next token further away
-    waits = [limiter.take(subject, limits) for _ in range(20)]
-    assert all(waits)
-    assert waits[-1].retry_after_ms <= waits[0].retry_after_ms
-    wait_for(lambda: limiter.take(subject, limits) is None, 10, "the bucket to refill")
+    assert [limiter.take(subject, limits) for _ in range(20)] == [Throttled("slow", 3000)] * 20
+    clock.advance(3.0)
+    assert limiter.take(subject, limits) is None
 
 
 def test_several_buckets_are_all_or_nothing(limiter, subject):
@@ -72,46 +77,56 @@ def test_no_limits_means_go(limiter, subject):
 
 def test_keys_share_the_subject_hash_tag_and_expire_by_themselves(limiter, subject, redis_client):
     limiter.take(subject, {"a": Rate(2, 60.0), "b": Rate(5, 600.0)})
-    keys = sorted(redis_client.scan_iter(match=f"ta:rl:{{{subject}}}:*"))
-    assert keys == [f"ta:rl:{{{subject}}}:a", f"ta:rl:{{{subject}}}:b"]
-    assert all(0 < redis_client.pttl(key) <= 600_000 for key in keys)
+    found = sorted(redis_client.scan_iter(match=keys.limit_pattern(subject)))
+    assert found == [keys.limit_key(subject, "a"), keys.limit_key(subject, "b")]
+    assert all(f"{{{subject}}}" in key for key in found)
+    assert all(0 < redis_client.pttl(key) <= 600_000 for key in found)
 
 
-def test_two_limiters_on_one_redis_share_the_buckets(redis_server, limiter, subject):
-    other = RateLimiter(connect(redis_server.url, timeout=5.0))
+def test_without_a_clock_redis_keeps_the_time_and_two_limiters_share_the_buckets(
+        redis_server, redis_client, subject):
+    one, other = RateLimiter(redis_client), RateLimiter(connect(redis_server.url, timeout=5.0))
     try:
         limits = {"shared": Rate(2, 3600.0)}
-        assert limiter.take(subject, limits) is None
+        assert one.take(subject, limits) is None
         assert other.take(subject, limits) is None
-        assert limiter.take(subject, limits) is not None
+        assert one.take(subject, limits) is not None
         assert other.take(subject, limits) is not None
     finally:
+        one.close()
+        other.close()
         other.redis.close()
 
 
+# --- leases: open SMTP connections
+
+
 def test_leases_bound_open_connections_until_given_back(limiter, subject):
-    first = limiter.open_lease(subject, 2, 60_000)
-    second = limiter.open_lease(subject, 2, 60_000)
+    first = limiter.open_lease(subject, 2, LEASE_MS)
+    second = limiter.open_lease(subject, 2, LEASE_MS)
     assert first and second and first != second
-    assert limiter.open_lease(subject, 2, 60_000) is None
+    assert limiter.open_lease(subject, 2, LEASE_MS) is None
     limiter.close_lease(subject, first)
-    assert limiter.open_lease(subject, 2, 60_000) is not None
+    assert limiter.open_lease(subject, 2, LEASE_MS) is not None
 
 
-def test_a_lease_whose_holder_died_lapses(limiter, subject):
+def test_a_lease_whose_holder_died_lapses(limiter, subject, clock):
     assert limiter.open_lease(subject, 1, 1000) is not None
     assert limiter.open_lease(subject, 1, 1000) is None
-    wait_for(lambda: limiter.open_lease(subject, 1, 1000), 10, "the dead lease to lapse")
+    clock.advance(1.0)
+    assert limiter.open_lease(subject, 1, 1000) is not None
 
 
 def test_an_unreachable_redis_is_store_unavailable(subject):
     from tempalias.embedded_redis import free_loopback_port
 
     client = connect(f"redis://127.0.0.1:{free_loopback_port()}/0", timeout=0.5)
+    limiter = RateLimiter(client)
     try:
         with pytest.raises(StoreUnavailable):
-            RateLimiter(client).take(subject, {"x": Rate(1, 1.0)})
+            limiter.take(subject, {"x": Rate(1, 1.0)})
         with pytest.raises(StoreUnavailable):
-            RateLimiter(client).open_lease(subject, 1, 1000)
+            limiter.open_lease(subject, 1, 1000)
     finally:
+        limiter.close()
         client.close()
