@@ -46,7 +46,8 @@ class Service:
         self.smtp_socket = None
         try:
             self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
-            self.policy = AbusePolicy.from_config(config, RateLimiter(store.redis))
+            self.policy = AbusePolicy.from_config(
+                config, RateLimiter(store.redis, runner=store.runner))
             self.http = HTTPServer(self.http_socket, create_app(config, store, self.policy),
                                    config)
             self.delivery = _delivery(config)

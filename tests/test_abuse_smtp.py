@@ -5,13 +5,17 @@ is a trusted network by default). Whatever a list or a limit refused must never 
 
 from __future__ import annotations
 
+import collections
+import secrets
 import smtplib
 import socket
+import threading
 
 import pytest
 
 from processes import wait_for
-from tempalias.store import AliasNotFound, keys
+from tempalias.embedded_redis import RedisServer, free_loopback_port
+from tempalias.store import AliasNotFound, AliasStore, connect, keys
 
 DAY_MS = 86_400_000
 BODY = b"Subject: hi\r\n\r\nhello\r\n"
@@ -136,3 +140,89 @@ def test_trusted_network_is_never_limited(guarded, smtp_sink, store):
         assert store.lookup(alias.alias.id).delivered == 5
     except AliasNotFound:  # pragma: no cover - an unlimited alias cannot run out
         pytest.fail("the alias vanished")
+
+
+# --- what the defences cost: Redis round trips per message (issue 12)
+
+
+def commands_sent(client, action, until) -> collections.Counter:
+    """Run ``action``, wait for ``until``; the commands Redis got from its clients meanwhile, by
+    name (MONITOR): not those a script ran, nor the test's own waiting (ZCARD, ECHO)."""
+    marker = secrets.token_hex(8)
+    sent: collections.Counter = collections.Counter()
+    watching = threading.Event()
+
+    def watch():
+        with client.monitor() as monitor:
+            watching.set()
+            for command in monitor.listen():
+                if command["command"] == f"ECHO {marker}":
+                    return
+                name = command["command"].split(" ", 1)[0].lower()
+                if command["client_type"] != "lua" and name not in ("zcard", "echo"):
+                    sent[name] += 1
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert watching.wait(10)
+    action()
+    wait_for(until, 15, "the service to finish with the message")
+    client.echo(marker)
+    watcher.join(10)
+    assert not watcher.is_alive()
+    return sent
+
+
+@pytest.fixture(scope="module")
+def counted(service_factory, smtp_sink_server, tmp_path_factory):
+    """A service with the default limits, alone on a redis-server of its own: every command that
+    server runs is one the service sent."""
+    redis = RedisServer(str(tmp_path_factory.mktemp("counted-redis")), port=free_loopback_port(),
+                        persistent=False)
+    redis.start()
+    service = service_factory(env={"TEMPALIAS_REDIS_URL": redis.url,
+                                   "TEMPALIAS_SMARTHOST": smtp_sink_server.address})
+    client = connect(redis.url, timeout=5.0)
+    store = AliasStore(client)
+    yield service, store
+    service.stop()
+    store.close()
+    redis.stop()
+
+
+def lease_given_back(store, source: str):
+    return lambda: store.redis.zcard(keys.lease_key(f"ip:{source}")) == 0
+
+
+def test_an_untrusted_message_costs_three_round_trips_and_a_fourth_after_the_client_left(
+        counted, smtp_sink):
+    """Connection per message: one script at connect (connection rate, open connections, the
+    message's token paid in advance), one at RCPT (the use and the alias's limit), one when the
+    smarthost took the message (the use counted); once the connection is closed, one more gives
+    the lease back. A trusted client costs the two in the middle. Today's code sent seven."""
+    service, store = counted
+    address = f"{store.create('owner@example.org', DAY_MS, None).alias.id}@tempalias.test"
+
+    def one_message(source):
+        def send():
+            with client(service.smtp_port, source) as smtp:
+                smtp.sendmail("a@sender.example", [address], BODY)
+        return commands_sent(store.redis, send, lease_given_back(store, source))
+
+    one_message("127.0.0.2")  # the scripts are loaded once, here
+    assert one_message("127.0.0.2") == {"evalsha": 4}
+    assert one_message("127.0.0.1") == {"evalsha": 2}
+    assert len(smtp_sink.messages) == 3
+
+
+def test_a_message_on_a_kept_connection_costs_three_round_trips(counted, smtp_sink):
+    """On a kept connection the message's token is taken at MAIL FROM, as before."""
+    service, store = counted
+    address = f"{store.create('owner@example.org', DAY_MS, None).alias.id}@tempalias.test"
+    with client(service.smtp_port, "127.0.0.3") as smtp:
+        for _ in range(2):  # the first is paid at connect; the second loads MAIL's script
+            smtp.sendmail("a@sender.example", [address], BODY)
+        sent = commands_sent(store.redis,
+                             lambda: smtp.sendmail("a@sender.example", [address], BODY),
+                             lambda: len(smtp_sink.messages) == 3)
+    assert sent == {"evalsha": 3}

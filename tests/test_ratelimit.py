@@ -13,6 +13,7 @@ from tempalias.config import Rate
 from tempalias.store import RateLimiter, StoreUnavailable, Throttled, connect, keys
 
 LEASE_MS = 60_000
+FULL_RETRY_MS = 60_000
 
 
 @pytest.fixture
@@ -98,23 +99,71 @@ def test_without_a_clock_redis_keeps_the_time_and_two_limiters_share_the_buckets
         other.redis.close()
 
 
-# --- leases: open SMTP connections
+# --- admit and leave: what an SMTP connection holds
 
 
-def test_leases_bound_open_connections_until_given_back(limiter, subject):
-    first = limiter.open_lease(subject, 2, LEASE_MS)
-    second = limiter.open_lease(subject, 2, LEASE_MS)
-    assert first and second and first != second
-    assert limiter.open_lease(subject, 2, LEASE_MS) is None
-    limiter.close_lease(subject, first)
-    assert limiter.open_lease(subject, 2, LEASE_MS) is not None
+def admit(limiter, subject, limits=None, open_limit=2, advance=None):
+    return limiter.admit(subject, limits or {}, open_limit, LEASE_MS, FULL_RETRY_MS, advance)
+
+
+def open_leases(redis_client, subject) -> int:
+    return redis_client.zcard(keys.lease_key(subject))
+
+
+def test_leases_bound_open_connections_until_given_back(limiter, subject, redis_client):
+    first, second = admit(limiter, subject), admit(limiter, subject)
+    assert first.lease_id and second.lease_id and first.lease_id != second.lease_id
+    assert admit(limiter, subject) == Throttled("open", FULL_RETRY_MS)
+    limiter.leave(first)
+    assert open_leases(redis_client, subject) == 1
+    assert admit(limiter, subject).lease_id is not None
+
+
+def test_leaving_gives_back_that_connections_lease_and_no_other(limiter, subject, redis_client):
+    first, second = admit(limiter, subject), admit(limiter, subject)
+    limiter.leave(second)
+    limiter.leave(second)  # twice is once
+    assert redis_client.zrange(keys.lease_key(subject), 0, -1) == [first.lease_id]
 
 
 def test_a_lease_whose_holder_died_lapses(limiter, subject, clock):
-    assert limiter.open_lease(subject, 1, 1000) is not None
-    assert limiter.open_lease(subject, 1, 1000) is None
+    assert limiter.admit(subject, {}, 1, 1000, FULL_RETRY_MS).lease_id is not None
+    assert limiter.admit(subject, {}, 1, 1000, FULL_RETRY_MS) == Throttled("open", FULL_RETRY_MS)
     clock.advance(1.0)
-    assert limiter.open_lease(subject, 1, 1000) is not None
+    assert limiter.admit(subject, {}, 1, 1000, FULL_RETRY_MS).lease_id is not None
+
+
+def test_a_client_turned_away_at_admission_takes_nothing(limiter, subject, redis_client):
+    limits = {"connect": Rate(2, 3600.0)}
+    first = admit(limiter, subject, limits, open_limit=1)
+    # no slot left: the connection bucket is not touched
+    assert admit(limiter, subject, limits, open_limit=1) == Throttled("open", FULL_RETRY_MS)
+    limiter.leave(first)
+    admit(limiter, subject, limits, open_limit=5)
+    # no token left: no slot is taken
+    assert admit(limiter, subject, limits, open_limit=5).limit == "connect"
+    assert open_leases(redis_client, subject) == 1
+
+
+def test_the_first_message_is_paid_at_admission_and_given_back_unless_spent(limiter, subject):
+    messages = {"message": Rate(2, 3600.0)}
+    unused = admit(limiter, subject, advance=messages)
+    spent = admit(limiter, subject, advance=messages)
+    assert unused.advance == spent.advance == messages
+    assert limiter.take(subject, messages) == Throttled("message", 1_800_000)  # both paid
+    assert spent.spend_advance() and not spent.spend_advance()
+    limiter.leave(spent)
+    limiter.leave(unused)
+    assert limiter.take(subject, messages) is None  # the unused one came back
+    assert limiter.take(subject, messages) is not None
+
+
+def test_no_token_for_the_first_message_still_admits(limiter, subject):
+    messages = {"message": Rate(1, 3600.0)}
+    assert limiter.take(subject, messages) is None
+    lease = admit(limiter, subject, advance=messages)
+    assert lease.lease_id is not None and lease.advance == {}
+    assert not lease.spend_advance()  # the message asks for its own token then
 
 
 def test_an_unreachable_redis_is_store_unavailable(subject):
@@ -126,7 +175,7 @@ def test_an_unreachable_redis_is_store_unavailable(subject):
         with pytest.raises(StoreUnavailable):
             limiter.take(subject, {"x": Rate(1, 1.0)})
         with pytest.raises(StoreUnavailable):
-            limiter.open_lease(subject, 1, 1000)
+            admit(limiter, subject)
     finally:
         limiter.close()
         client.close()

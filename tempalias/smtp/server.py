@@ -13,12 +13,14 @@ import ssl
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from tempalias.abuse import AbusePolicy, Refusal, parse_ip
+from tempalias.abuse import AbusePolicy, parse_ip
 from tempalias.config import Config
 from tempalias.smtp import replies
 from tempalias.smtp.connection import Connection
 from tempalias.smtp.forwarder import Forwarder
 from tempalias.smtp.protocol import Limits, SMTPProtocol
+from tempalias.smtp.refusals import refusal_reply
+from tempalias.smtp.replies import Reply
 from tempalias.smtp.session import Session
 
 log = logging.getLogger("tempalias.smtp")
@@ -76,27 +78,27 @@ class SMTPServer(StreamServer):
 
     def handle(self, sock, address) -> None:
         """Ask the abuse policy first (block lists, connection limits), then speak SMTP."""
-        refusal = self.policy.on_connect(address[0]) if self.policy else None
+        client, refusal = self.policy.on_connect(address[0]) if self.policy else (None, None)
         if refusal is not None:
-            self._refuse_client(sock, refusal)
+            self._refuse_client(sock, refusal_reply(refusal, at_connect=True))
             return
         try:
             # an IPv4 client of a dual-stack listener is named by its IPv4 address (greeting,
             # Received:), not as ::ffff:a.b.c.d
             session = Session(peer_ip=str(parse_ip(address[0]) or address[0]),
-                              peer_port=address[1])
+                              peer_port=address[1], client=client)
             connection = Connection(sock, self.limits.idle_timeout)
             SMTPProtocol(connection, session, self.forwarder, self.limits, self.banner,
                          self.tls_context).run()
         finally:
-            if self.policy:
-                self.policy.on_disconnect(address[0])
+            if client is not None:
+                self.policy.on_disconnect(client)  # what this connection held, after it closed
 
-    def _refuse_client(self, sock, refusal: Refusal) -> None:
+    def _refuse_client(self, sock, reply: Reply) -> None:
         """The refusal takes the place of the greeting (RFC 5321 3.1: 554 or 421, then close)."""
         try:
             sock.settimeout(self.refusal_timeout)
-            sock.sendall(f"{refusal.smtp_reply}\r\n".encode("utf-8"))
+            sock.sendall(reply.encode())
         except OSError:
             pass
         finally:

@@ -16,11 +16,11 @@ from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused,
                                     StoreError, StoreUnavailable, Throttled)
 from tempalias.store import keys
 from tempalias.store.keys import ENDS_KEY, IDLEN_KEY
-from tempalias.store.ratelimits import RateLimiter
+from tempalias.store.ratelimits import Lease, RateLimiter
 
 __all__ = [
     "ID_ALPHABET", "MS_PER_DAY", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias", "Reservation",
     "hash_token", "normalise_id", "random_id", "connect", "AliasExhausted", "AliasNotFound",
     "AliasRefused", "RateLimited", "StoreError", "StoreUnavailable", "Throttled", "ENDS_KEY",
-    "IDLEN_KEY", "RateLimiter", "keys",
+    "IDLEN_KEY", "Lease", "RateLimiter", "keys",
 ]

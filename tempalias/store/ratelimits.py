@@ -9,13 +9,17 @@ N per P seconds lets N requests through at once and then one every P/N seconds; 
 takes nothing, so a client that keeps knocking is not punished further, and the wait until the
 next token is exact, which is what Retry-After says.
 
-Every script takes the moment from the limiter's ``clock`` when one is given (tests drive time
-with it), else from Redis's own clock.
+The SMTP door's checks ride on scripts that run anyway: one script when a client connects
+(``admit``: connection rate, open connections, and the token of its first message paid in
+advance), one when it leaves (``leave``), and the per-alias buckets inside the alias store's
+RESERVE (``bucket_args`` gives their ARGV). Every script takes the moment from the limiter's
+``clock`` when one is given (tests drive time with it), else from Redis's own clock.
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import redis
@@ -73,20 +77,68 @@ put_buckets(1, #KEYS, tats, now)
 return 1
 """)
 
-# KEYS[1] - sorted set of the subject's open connections (lease id -> moment the lease lapses)
-# ARGV[1] - now, ms, or '' for Redis's clock
-# ARGV[2] - a fresh random lease id
-# ARGV[3] - how many may be open at once
-# ARGV[4] - how long a lease lasts if nobody gives it back (its holder died), ms
-# returns 1 when the lease was granted, 0 when ARGV[3] are open already
-OPEN_LEASE = Script(NOW_LUA + """
+# KEYS[1]        - the subject's open connections (lease id -> the moment the lease lapses)
+# KEYS[2..n+1]   - the connection's buckets, taken all or none
+# KEYS[n+2..]    - buckets the connection's first message pays in advance: taken all or none
+#                  when the client is let in and they have a token, else left alone
+# ARGV[1]        - now, ms, or '' for Redis's clock
+# ARGV[2]        - a fresh random lease id, or '' when open connections are not limited
+# ARGV[3]        - how many may be open at once
+# ARGV[4]        - how long a lease lasts if nobody gives it back (its holder died), ms
+# ARGV[5]        - what a client turned away by ARGV[3] is told to wait, ms
+# ARGV[6]        - n
+# ARGV[7..]      - interval and burst tolerance of each bucket of KEYS[2..] in turn, ms
+# returns 1 when the advance buckets were taken, else 0; error THROTTLED <ms> <key> when the
+#         client is turned away (then nothing is taken, no lease opened)
+ADMIT = Script(BUCKETS_LUA + """
 local now = now_ms(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+local n = tonumber(ARGV[6])
+local wait, worst, tats = check_buckets(2, n + 1, 7, now)
+if worst then
+    return throttled(wait, worst)
+end
+if ARGV[2] ~= '' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+        return throttled(ARGV[5], KEYS[1])
+    end
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+put_buckets(2, n + 1, tats, now)
+if #KEYS == n + 1 then
     return 0
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+wait, worst, tats = check_buckets(n + 2, #KEYS, 7 + 2 * n, now)
+if worst then
+    return 0
+end
+put_buckets(n + 2, #KEYS, tats, now)
+return 1
+""")
+
+# KEYS[1]   - the subject's open connections
+# KEYS[2..] - buckets paid in advance (ADMIT) and not used: each gets its token back
+# ARGV[1]   - now, ms, or '' for Redis's clock
+# ARGV[2]   - the lease id to give back, or '' when none was held
+# ARGV[3..] - the interval of each bucket of KEYS[2..] in turn, ms
+# returns 1
+LEAVE = Script(NOW_LUA + """
+local now = now_ms(ARGV[1])
+if ARGV[2] ~= '' then
+    redis.call('ZREM', KEYS[1], ARGV[2])
+end
+for i = 2, #KEYS do
+    local tat = tonumber(redis.call('GET', KEYS[i]))
+    if tat then
+        tat = tat - tonumber(ARGV[i + 1])
+        if tat > now then
+            redis.call('SET', KEYS[i], tat, 'PX', tat - now)
+        else
+            redis.call('DEL', KEYS[i])
+        end
+    end
+end
 return 1
 """)
 
@@ -102,6 +154,22 @@ def bucket_args(limits: dict[str, Rate]) -> list[int]:
         interval = interval_ms(rate)
         args += [interval, interval * (rate.count - 1)]
     return args
+
+
+@dataclass
+class Lease:
+    """What ``admit`` let a connection hold, for ``leave`` to give back: its slot among the
+    subject's open connections, and the tokens of its first message, paid in advance until
+    ``spend_advance`` says they were used."""
+
+    subject: str
+    lease_id: str | None
+    advance: dict[str, Rate]
+
+    def spend_advance(self) -> bool:
+        """True once: the advance tokens count for the message starting now."""
+        paid, self.advance = bool(self.advance), {}
+        return paid
 
 
 class RateLimiter:
@@ -130,16 +198,36 @@ class RateLimiter:
         return None
 
     @operation
-    def open_lease(self, subject: str, limit: int, lifetime_ms: int) -> str | None:
-        """A lease id if fewer than ``limit`` of ``subject``'s are open; give it back when done."""
-        lease_id = secrets.token_hex(8)
-        granted = self.runner.call(OPEN_LEASE, [keys.lease_key(subject)],
-                                   [clock_arg(self.clock), lease_id, limit, lifetime_ms])
-        return lease_id if int(granted) else None
+    def admit(self, subject: str, limits: dict[str, Rate], open_limit: int, lease_ms: int,
+              full_retry_ms: int, advance: dict[str, Rate] | None = None) -> Lease | Throttled:
+        """A connection of ``subject``: one token from each of ``limits`` and, when
+        ``open_limit``, one of that many slots (a lease that lapses after ``lease_ms`` unless
+        given back); and the tokens of ``advance`` when they have some, paid for its first
+        message. One round trip. Throttled when turned away (nothing is taken then)."""
+        advance = advance or {}
+        lease_id = secrets.token_hex(8) if open_limit else ""
+        try:
+            paid = self.runner.call(
+                ADMIT, [keys.lease_key(subject), *(keys.limit_key(subject, name) for name in limits),
+                        *(keys.limit_key(subject, name) for name in advance)],
+                [clock_arg(self.clock), lease_id, open_limit, lease_ms, full_retry_ms, len(limits),
+                 *bucket_args(limits), *bucket_args(advance)])
+        except RateLimited as refused:
+            return refused.throttled
+        return Lease(subject, lease_id or None, advance if int(paid) else {})
 
     @operation
-    def close_lease(self, subject: str, lease_id: str) -> None:
-        self.runner.send(("ZREM", keys.lease_key(subject), lease_id))
+    def leave(self, lease: Lease) -> None:
+        """Give back what ``admit`` let the connection hold and it did not use."""
+        if lease.lease_id is None and not lease.advance:
+            return
+        refund = lease.advance
+        self.runner.call(
+            LEAVE, [keys.lease_key(lease.subject),
+                    *(keys.limit_key(lease.subject, name) for name in refund)],
+            [clock_arg(self.clock), lease.lease_id or "",
+             *(interval_ms(rate) for rate in refund.values())])
+        lease.lease_id, lease.advance = None, {}
 
     def close(self) -> None:
         if self._own_runner:

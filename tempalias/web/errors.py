@@ -7,6 +7,8 @@ import logging
 
 from bottle import HTTPError, HTTPResponse
 
+from tempalias.abuse import RATE_LIMITED, RBL_LISTED, Refusal
+
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
@@ -19,6 +21,38 @@ class ApiError(HTTPResponse):
         body = {"error": error, "description": description, **extra}
         super().__init__(json.dumps(body), status=status, headers={"Content-Type": JSON_TYPE})
         self.error = error
+
+
+# The abuse policy's verdicts in HTTP words: 403 for a listed client, 429 over a limit, 503 when
+# a block list could not be asked and the policy fails closed.
+REFUSAL_STATUS = {RBL_LISTED: 403, RATE_LIMITED: 429}
+REFUSAL_UNAVAILABLE_STATUS = 503
+RATE_LIMIT_DESCRIPTIONS = {  # limit name -> the description; {retry} is filled in
+    "create": "too many new aliases from your address; try again in {retry} s",
+    "create-day": "too many new aliases from your address; try again in {retry} s",
+    "create-target": "too many new aliases for this target address; try again in {retry} s",
+}
+RBL_LISTED_DESCRIPTION = "{client} listed in {limit}"
+RBL_UNAVAILABLE_DESCRIPTION = "cannot check {client} against block lists now; try again later"
+
+
+def refusal_status(refusal: Refusal) -> int:
+    return REFUSAL_STATUS.get(refusal.kind, REFUSAL_UNAVAILABLE_STATUS)
+
+
+def refusal_body(refusal: Refusal) -> dict:
+    """``{"error": kind, "description", "retry_after"}``, the body of every door's refusal."""
+    if refusal.kind == RATE_LIMITED:
+        text = RATE_LIMIT_DESCRIPTIONS[refusal.limit]
+    elif refusal.kind == RBL_LISTED:
+        text = RBL_LISTED_DESCRIPTION
+    else:
+        text = RBL_UNAVAILABLE_DESCRIPTION
+    body: dict = {"error": refusal.kind, "description": text.format(
+        client=refusal.client, limit=refusal.limit, retry=refusal.retry_after)}
+    if refusal.retry_after is not None:
+        body["retry_after"] = refusal.retry_after
+    return body
 
 
 _DEFAULT_CODES = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bottle import request
 
 from tempalias.abuse import AbusePolicy, Refusal, client_ip
-from tempalias.web.errors import ApiError
+from tempalias.web.errors import ApiError, refusal_body, refusal_status
 
 
 def creation_refusal(policy: AbusePolicy, target: str) -> Refusal | None:
@@ -15,17 +15,10 @@ def creation_refusal(policy: AbusePolicy, target: str) -> Refusal | None:
     return policy.on_alias_creation(ip, target)
 
 
-def refusal_body(refusal: Refusal) -> dict:
-    body: dict = {"error": refusal.kind, "description": refusal.text}
-    if refusal.retry_after is not None:
-        body["retry_after"] = refusal.retry_after
-    return body
-
-
 def refusal_error(refusal: Refusal) -> ApiError:
     """403 rbl-listed, 429 rate-limited or 503 rbl-unavailable, with Retry-After when it helps."""
     body = refusal_body(refusal)
-    error = ApiError(refusal.http_status, body.pop("error"), body.pop("description"), **body)
+    error = ApiError(refusal_status(refusal), body.pop("error"), body.pop("description"), **body)
     if refusal.retry_after is not None:
         error.set_header("Retry-After", str(refusal.retry_after))
     return error

@@ -20,8 +20,8 @@ from bottle import Bottle, request, response
 from tempalias.abuse import AbusePolicy
 from tempalias.config import Config
 from tempalias.store import MS_PER_DAY, AliasStore, StoreUnavailable
-from tempalias.web.errors import JSON_TYPE, ApiError
-from tempalias.web.guard import creation_refusal, refusal_body
+from tempalias.web.errors import JSON_TYPE, ApiError, refusal_body, refusal_status
+from tempalias.web.guard import creation_refusal
 from tempalias.web.jsonbody import read_json_object
 from tempalias.web.present import legacy_alias_json
 from tempalias.web.validation import FieldError, validate_order
@@ -46,7 +46,7 @@ def _create(config: Config, store: AliasStore, policy: AbusePolicy,
         raise LegacyError(400, "invalid-data", exc.description) from None
     refusal = creation_refusal(policy, order.target)
     if refusal:
-        raise LegacyError(refusal.http_status, **refusal_body(refusal))
+        raise LegacyError(refusal_status(refusal), **refusal_body(refusal))
     try:
         created = store.create(order.target, order.days * MS_PER_DAY, order.uses)
     except StoreUnavailable:
