@@ -12,7 +12,8 @@ Cases:
 - http: hello-world on the same stack (loadtest/hello.py), ``POST /api/v1/aliases``, ``GET`` with
   token, the legacy JSONP create; req/s, p50/p99, ratio to hello-world; ``--workers`` 1 and 2.
 - smtp: smtp-source -> smtp-sink (the ceiling); -> tempalias -> smtp-sink (2 KiB and 100 KiB,
-  1 and 20 sessions); -> a minimal gevent relay (loadtest/minirelay.py: no Redis, no rules; with
+  1 and 20 sessions; 2 KiB, 20 sessions once more from a client outside the trusted networks with
+  every SMTP limit on but raised so that nothing is refused, UNTRUSTED_LIMITS_ON); -> a minimal gevent relay (loadtest/minirelay.py: no Redis, no rules; with
   kept smarthost connections and with one per message) -> smtp-sink, the floor for any relay on
   gevent; -> Postfix forwarding (virtual_alias_maps, relayhost the sink) -> smtp-sink.
   smtp-source opens a new connection per message, its default and the way the reference figures
@@ -439,13 +440,26 @@ SMTP_SHAPES = [  # (name, size, sessions, messages, kept connections)
     ("2 KiB, 20 sessions, kept connections", 2048, 20, 8000, True),
 ]
 MAIN_SHAPE = SMTP_SHAPES[0][0]  # the targets of issue 7 are read off this one
+# The path real deployments take (issue 12): smtp-source outside TEMPALIAS_TRUSTED_NETWORKS and
+# every SMTP limit on, each raised so that nothing is refused: every check runs, none says no.
+UNTRUSTED_LIMITS_ON = {
+    "TEMPALIAS_TRUSTED_NETWORKS": "192.0.2.1/32",  # not 127.0.0.1, where smtp-source connects from
+    "TEMPALIAS_SMTP_CONNECTIONS_PER_IP": "100000000/1h",
+    "TEMPALIAS_SMTP_CONCURRENT_PER_IP": "100000",
+    "TEMPALIAS_SMTP_MESSAGES_PER_IP": "100000000/1h",
+    "TEMPALIAS_ALIAS_MESSAGE_RATE": "100000000/1h",
+}
+UNTRUSTED_SHAPES = {"2 KiB, 20 sessions", "2 KiB, 20 sessions, kept connections"}
 
 
 def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
     samples: dict[str, Sample] = {}
     with PostfixSink(workdir) as sink:
-        with Stack(workdir / "stack-smtp", workers=workers, smarthost=sink.address) as stack:
+        with Stack(workdir / "stack-smtp", workers=workers, smarthost=sink.address) as stack, \
+                Stack(workdir / "stack-smtp-untrusted", workers=workers, smarthost=sink.address,
+                      env=UNTRUSTED_LIMITS_ON) as untrusted:
             alias = create_alias(stack.http_url)["address"]
+            untrusted_alias = create_alias(untrusted.http_url)["address"]
             tempalias = f"127.0.0.1:{stack.smtp_port}"
             for name, size, sessions, messages, keep in SMTP_SHAPES:
                 messages = max(50, int(messages * scale))
@@ -456,6 +470,10 @@ def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
                 samples[f"tempalias -> sink, {name}"] = smtp_case(
                     sink, tempalias, alias, messages, sessions, size, keep,
                     probe_port=stack.smtp_port if probe else None)
+                if name in UNTRUSTED_SHAPES:
+                    samples[f"tempalias, untrusted client, limits on -> sink, {name}"] = smtp_case(
+                        sink, f"127.0.0.1:{untrusted.smtp_port}", untrusted_alias, messages,
+                        sessions, size, keep, probe_port=untrusted.smtp_port if probe else None)
         for keep, how in ((True, "upstream kept"), (False, "upstream per message")):
             with MiniRelay(workdir, workers, sink.address, keep) as relay:
                 for name, size, sessions, messages, keep_client in SMTP_SHAPES:
