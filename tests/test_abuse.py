@@ -150,10 +150,10 @@ def test_a_disconnect_gives_back_that_connections_slot_only(policy_for, redis_cl
     ip = fresh_ip()
     first, _ = policy.on_connect(ip)
     second, _ = policy.on_connect(ip)
-    kept = first.lease.lease_id
-    policy.on_disconnect(second)
-    policy.on_disconnect(second)  # twice is once
-    assert redis_client.zrange(keys.lease_key(first.subject), 0, -1) == [kept]
+    kept = second.lease.lease_id
+    policy.on_disconnect(first)  # the first to connect is the first to leave
+    policy.on_disconnect(first)  # twice is once
+    assert redis_client.zrange(keys.lease_key(second.subject), 0, -1) == [kept]
 
 
 def test_a_refused_connection_holds_no_slot(policy_for):
