@@ -186,6 +186,18 @@ def _target_subject(target: str) -> str:
     return "to:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
+def _switched_on(config: Config) -> dict[str, dict[str, dict[str, Rate]]]:
+    """stage -> what it counts per -> {limit name: Rate}, for the limits ``config`` switches on."""
+    rates: dict[str, dict[str, dict[str, Rate]]] = {}
+    for stage, limits in STAGES.items():
+        rates[stage] = {CLIENT: {}, TARGET: {}, ALIAS: {}}
+        for limit in limits:
+            rate = getattr(config, limit.setting)
+            if rate is not None:
+                rates[stage][limit.per][limit.name] = rate
+    return rates
+
+
 class AbusePolicy:
     """The decisions of both front doors; see the module docstring for who calls what, when."""
 
@@ -194,12 +206,7 @@ class AbusePolicy:
         self.limiter = limiter
         self.rbl = rbl
         self.stats: collections.Counter = collections.Counter()
-        # stage -> per -> {limit name: Rate}, the limits switched on
-        self.rates: dict[str, dict[str, dict[str, Rate]]] = {
-            stage: {per: {limit.name: getattr(config, limit.setting) for limit in limits
-                          if limit.per == per and getattr(config, limit.setting) is not None}
-                    for per in (CLIENT, TARGET, ALIAS)}
-            for stage, limits in STAGES.items()}
+        self.rates = _switched_on(config)
         # Asked at every SMTP connection, by the same few peers.
         self.is_trusted = functools.lru_cache(maxsize=4096)(self._in_trusted_networks)
 

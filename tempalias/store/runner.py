@@ -31,12 +31,19 @@ from tempalias.store.errors import (AliasExhausted, AliasNotFound, RateLimited, 
 
 T = TypeVar("T")
 
+
+def _throttled(subject: str | None, rest: str) -> RateLimited:
+    """``THROTTLED <ms to wait> <key of the emptiest bucket>``."""
+    wait, key = rest.split(" ", 1)
+    return RateLimited(Throttled(keys.limit_name(key), int(float(wait))))
+
+
 # the first word of a script's error reply -> the exception for it, given what the call was about
+# and the rest of the reply
 REFUSALS: dict[str, Callable[[str | None, str], Exception]] = {
     "ALIAS-UNKNOWN": lambda subject, rest: AliasNotFound(subject),
     "ALIAS-EXHAUSTED": lambda subject, rest: AliasExhausted(subject),
-    "THROTTLED": lambda subject, rest: RateLimited(Throttled(
-        keys.limit_name(rest.split(" ", 1)[1]), int(float(rest.split(" ", 1)[0])))),
+    "THROTTLED": _throttled,
 }
 
 # Lua every script may use: the moment the caller gave (ms), or Redis's own clock when it gave ''.
