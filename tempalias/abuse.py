@@ -8,8 +8,11 @@ Both front doors ask the same ``AbusePolicy``, built once per process from the c
   ``on_connect(ip)`` when a client connects (connection rate, RBL, open connections) returns the
   connection's ``SmtpClient``, a handle that holds what the connection took (its slot among the
   client's open connections, the token of its first message paid in advance), and a refusal or
-  None; the server gives that handle back with ``on_disconnect(client)`` when *its* connection
-  ends. ``on_message(client)`` at each MAIL FROM (messages per client); ``alias_limits(client)``
+  None; the server gives that handle back when *its* connection ended, with
+  ``on_disconnect_later(client)``: what it held goes back to Redis with the next connection of
+  the same client, or with the others that closed meanwhile (``give_back_pending``, which the
+  server calls within ``LEAVING_BATCH_SECONDS``), so the release costs no round trip of its own
+  under load. ``on_message(client)`` at each MAIL FROM (messages per client); ``alias_limits(client)``
   are the per-alias limits the store takes inside its RESERVE for each alias recipient, and
   ``on_alias_throttled`` turns their refusal into a verdict.
   ``on_connect`` may wait up to ``rbl_timeout`` for DNS.
@@ -102,6 +105,7 @@ class SmtpClient:
     ip: IPAddress | None
     subject: str | None  # what its limits count against; None: a trusted client, never limited
     lease: Lease | None = None  # what ``RateLimiter.admit`` let it hold
+
 
 
 def parse_ip(text: str | IPAddress | None) -> IPAddress | None:
@@ -207,6 +211,7 @@ class AbusePolicy:
         self.rbl = rbl
         self.stats: collections.Counter = collections.Counter()
         self.rates = _switched_on(config)
+        self._leaving: dict[str, list[Lease]] = {}  # subject -> what closed connections held
         # Asked at every SMTP connection, by the same few peers.
         self.is_trusted = functools.lru_cache(maxsize=4096)(self._in_trusted_networks)
 
@@ -242,9 +247,10 @@ class AbusePolicy:
         rates, open_limit = self.rates["smtp-connection"][CLIENT], self.config.smtp_concurrent_per_ip
         advance = self.rates["smtp-message"][CLIENT]
         if rates or open_limit or advance:
+            leaving = self._leaving.pop(client.subject, ())  # given back first, same write
             try:
                 admitted = self.limiter.admit(client.subject, rates, open_limit, CONNECTION_LEASE_MS,
-                                              OPEN_CONNECTIONS_RETRY_MS, advance)
+                                              OPEN_CONNECTIONS_RETRY_MS, advance, leaving)
             except StoreUnavailable as exc:
                 self._redis_down(exc)
             else:
@@ -257,14 +263,37 @@ class AbusePolicy:
         return client, refusal
 
     def on_disconnect(self, client: SmtpClient) -> None:
-        """Give back what ``client``'s connection held (a no-op for trusted clients)."""
+        """Give back what ``client``'s connection held, now (nothing for a trusted client): that
+        connection's own, never another's of the same client."""
+        lease, client.lease = client.lease, None
+        if lease is not None:
+            self._leave([lease])
+
+    def on_disconnect_later(self, client: SmtpClient) -> bool:
+        """The same, soon: with the next connection of the same client this process admits (in
+        that one write), or at the next ``give_back_pending``. True when something waits for it.
+        A client with more than half its open connections in use gets its slot back now."""
         lease, client.lease = client.lease, None
         if lease is None:
+            return False
+        if 2 * lease.open > self.config.smtp_concurrent_per_ip:
+            self._leave([lease])
+            return False
+        self._leaving.setdefault(lease.subject, []).append(lease)
+        return True
+
+    def give_back_pending(self) -> None:
+        """What every connection closed since holds goes back, in one write."""
+        leaving, self._leaving = self._leaving, {}
+        self._leave([lease for leases in leaving.values() for lease in leases])
+
+    def _leave(self, leases: list[Lease]) -> None:
+        if not leases:
             return
         try:
-            self.limiter.leave(lease)
+            self.limiter.leave(*leases)
         except StoreUnavailable as exc:
-            self._redis_down(exc)  # the lease lapses by itself
+            self._redis_down(exc)  # the leases lapse by themselves
 
     def on_message(self, client: SmtpClient) -> Refusal | None:
         """A client starts a message (MAIL FROM); its first was paid for when it connected."""

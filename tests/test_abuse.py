@@ -156,6 +156,41 @@ def test_a_disconnect_gives_back_that_connections_slot_only(policy_for, redis_cl
     assert redis_client.zrange(keys.lease_key(second.subject), 0, -1) == [kept]
 
 
+def test_a_closed_connections_slot_goes_back_with_the_clients_next_connection(policy_for,
+                                                                              redis_client):
+    policy = policy_for(smtp_concurrent_per_ip=4)
+    ip = fresh_ip()
+    first, _ = policy.on_connect(ip)
+    assert policy.on_disconnect_later(first)  # waits for give_back_pending...
+    assert redis_client.zcard(keys.lease_key(first.subject)) == 1
+    second, refusal = policy.on_connect(ip)  # ...or the next connection, in its one write
+    assert refusal is None
+    assert redis_client.zrange(keys.lease_key(first.subject), 0, -1) == [second.lease.lease_id]
+    policy.give_back_pending()
+    assert redis_client.zcard(keys.lease_key(first.subject)) == 1
+
+
+def test_pending_slots_of_every_client_go_back_together(policy_for, redis_client):
+    policy = policy_for(smtp_concurrent_per_ip=4, smtp_messages_per_ip=Rate(1, 3600.0))
+    clients = [policy.on_connect(fresh_ip())[0] for _ in range(3)]
+    assert all(policy.on_disconnect_later(client) for client in clients)
+    assert policy.on_disconnect_later(clients[0]) is False  # given back once
+    policy.give_back_pending()
+    for client in clients:
+        assert redis_client.zcard(keys.lease_key(client.subject)) == 0
+        again, _ = policy.on_connect(str(client.ip))
+        assert policy.on_message(again) is None  # the unspent token came back too
+
+
+def test_a_client_near_its_limit_gets_its_slot_back_at_once(policy_for, redis_client):
+    policy = policy_for(smtp_concurrent_per_ip=2)
+    ip = fresh_ip()
+    first, _ = policy.on_connect(ip)
+    second, _ = policy.on_connect(ip)  # both slots in use
+    assert policy.on_disconnect_later(second) is False
+    assert redis_client.zrange(keys.lease_key(first.subject), 0, -1) == [first.lease.lease_id]
+
+
 def test_a_refused_connection_holds_no_slot(policy_for):
     ip = fresh_ip()
     policy = policy_for(smtp_concurrent_per_ip=1)

@@ -179,3 +179,27 @@ def test_an_unreachable_redis_is_store_unavailable(subject):
     finally:
         limiter.close()
         client.close()
+
+
+def test_leases_of_several_connections_and_subjects_go_back_in_one_call(limiter, redis_client):
+    messages = {"message": Rate(3, 3600.0)}
+    one, two = f"test:{secrets.token_hex(6)}", f"test:{secrets.token_hex(6)}"
+    leases = [admit(limiter, one, advance=messages), admit(limiter, one, advance=messages),
+              admit(limiter, two, advance=messages)]
+    assert leases[0].spend_advance()
+    limiter.leave(*leases)
+    assert open_leases(redis_client, one) == open_leases(redis_client, two) == 0
+    # one's two unspent... one's spent token stays taken, the other came back
+    assert [limiter.take(one, messages) for _ in range(3)] == [None, None, Throttled("message", 1_200_000)]
+    assert [limiter.take(two, messages) for _ in range(3)] == [None, None, None]
+
+
+def test_an_admission_first_gives_back_what_closed_connections_held(limiter, subject,
+                                                                     redis_client):
+    messages = {"message": Rate(1, 3600.0)}
+    first = limiter.admit(subject, {}, 1, LEASE_MS, FULL_RETRY_MS, messages)
+    assert first.open == 1 and first.advance == messages
+    # the one slot and the one token are free again for the next connection, in the same write
+    second = limiter.admit(subject, {}, 1, LEASE_MS, FULL_RETRY_MS, messages, leaving=[first])
+    assert second.open == 1 and second.advance == messages
+    assert redis_client.zrange(keys.lease_key(subject), 0, -1) == [second.lease_id]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import ssl
 
-from gevent.pool import Pool
+import gevent
+from gevent.pool import Group, Pool
 from gevent.server import StreamServer
 
 from tempalias.abuse import AbusePolicy, parse_ip
@@ -24,6 +25,12 @@ from tempalias.smtp.replies import Reply
 from tempalias.smtp.session import Session
 
 log = logging.getLogger("tempalias.smtp")
+
+# How long what a closed connection held (its slot among the client's open connections) may wait
+# to go back to Redis with the next connection of the same client, or with the others that close
+# meanwhile, in one write: under load the release costs no round trip of its own. Another process
+# may see the slot taken this much longer (this one's next admission of the client never does).
+LEAVING_BATCH_SECONDS = 0.01
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -42,6 +49,8 @@ class SMTPServer(StreamServer):
         self.policy = policy
         self.refusal_timeout = config.smtp_idle_timeout
         self.full = lambda: False  # never stop accepting: over the bound we answer 421 instead
+        self._giving_back: gevent.Greenlet | None = None  # the next give-back, scheduled
+        self._givers = Group()  # and those under way, for stop to wait for
         self.forwarder = forwarder
         self.banner = config.banner_hostname or config.primary_domain
         self.tls_context = tls_context(config)
@@ -91,8 +100,25 @@ class SMTPServer(StreamServer):
             SMTPProtocol(connection, session, self.forwarder, self.limits, self.banner,
                          self.tls_context).run()
         finally:
-            if client is not None:
-                self.policy.on_disconnect(client)  # what this connection held, after it closed
+            if client is not None and self.policy.on_disconnect_later(client):
+                self._give_back_soon()
+
+    def _give_back_soon(self) -> None:
+        if self._giving_back is None:
+            self._giving_back = gevent.spawn_later(LEAVING_BATCH_SECONDS, self._give_back)
+            self._givers.add(self._giving_back)
+
+    def _give_back(self) -> None:
+        self._giving_back = None
+        self.policy.give_back_pending()
+
+    def stop(self, timeout=None) -> None:
+        """Stop serving (closed connections give back what they held), then let what is still
+        pending go back to Redis before the process ends."""
+        super().stop(timeout)
+        self._givers.join()
+        if self.policy:
+            self.policy.give_back_pending()
 
     def _refuse_client(self, sock, reply: Reply) -> None:
         """The refusal takes the place of the greeting (RFC 5321 3.1: 554 or 421, then close)."""

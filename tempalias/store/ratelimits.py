@@ -11,22 +11,24 @@ next token is exact, which is what Retry-After says.
 
 The SMTP door's checks ride on scripts that run anyway: one script when a client connects
 (``admit``: connection rate, open connections, and the token of its first message paid in
-advance), one when it leaves (``leave``), and the per-alias buckets inside the alias store's
-RESERVE (``bucket_args`` gives their ARGV). Every script takes the moment from the limiter's
-``clock`` when one is given (tests drive time with it), else from Redis's own clock.
+advance), one when it leaves (``leave``, for several connections at once), and the per-alias
+buckets inside the alias store's RESERVE (``bucket_args`` gives their ARGV). Every script takes
+the moment from the limiter's ``clock`` when one is given (tests drive time with it), else from
+Redis's own clock.
 """
 
 from __future__ import annotations
 
+import collections
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import redis
 
 from tempalias.store import keys
 from tempalias.store.errors import RateLimited, Throttled
-from tempalias.store.runner import NOW_LUA, Script, ScriptRunner, clock_arg, operation
+from tempalias.store.runner import NOW_LUA, Call, Script, ScriptRunner, clock_arg, operation
 
 if TYPE_CHECKING:  # only for annotations: the store does not depend on the config
     from tempalias.config import Rate
@@ -88,8 +90,9 @@ return 1
 # ARGV[5]        - what a client turned away by ARGV[3] is told to wait, ms
 # ARGV[6]        - n
 # ARGV[7..]      - interval and burst tolerance of each bucket of KEYS[2..] in turn, ms
-# returns 1 when the advance buckets were taken, else 0; error THROTTLED <ms> <key> when the
-#         client is turned away (then nothing is taken, no lease opened)
+# returns {1 when the advance buckets were taken, else 0; how many of the subject's connections
+#         are open now, this one included (0 when ARGV[2] is '')}; error THROTTLED <ms> <key>
+#         when the client is turned away (then nothing is taken, no lease opened)
 ADMIT = Script(BUCKETS_LUA + """
 local now = now_ms(ARGV[1])
 local n = tonumber(ARGV[6])
@@ -97,9 +100,11 @@ local wait, worst, tats = check_buckets(2, n + 1, 7, now)
 if worst then
     return throttled(wait, worst)
 end
+local open = 0
 if ARGV[2] ~= '' then
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+    open = redis.call('ZCARD', KEYS[1]) + 1
+    if open > tonumber(ARGV[3]) then
         return throttled(ARGV[5], KEYS[1])
     end
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
@@ -107,31 +112,34 @@ if ARGV[2] ~= '' then
 end
 put_buckets(2, n + 1, tats, now)
 if #KEYS == n + 1 then
-    return 0
+    return {0, open}
 end
 wait, worst, tats = check_buckets(n + 2, #KEYS, 7 + 2 * n, now)
 if worst then
-    return 0
+    return {0, open}
 end
 put_buckets(n + 2, #KEYS, tats, now)
-return 1
+return {1, open}
 """)
 
-# KEYS[1]   - the subject's open connections
-# KEYS[2..] - buckets paid in advance (ADMIT) and not used: each gets its token back
-# ARGV[1]   - now, ms, or '' for Redis's clock
-# ARGV[2]   - the lease id to give back, or '' when none was held
-# ARGV[3..] - the interval of each bucket of KEYS[2..] in turn, ms
+# KEYS[1]      - the subject's open connections
+# KEYS[2..]     - buckets paid in advance (ADMIT) and not used: each gets its tokens back
+# ARGV[1]       - now, ms, or '' for Redis's clock
+# ARGV[2]       - n: how many lease ids follow
+# ARGV[3..n+2]  - the lease ids to give back
+# ARGV[n+3..]   - what the unused tokens of each bucket of KEYS[2..] are worth in turn, ms (the
+#                 bucket's interval times their number)
 # returns 1
 LEAVE = Script(NOW_LUA + """
 local now = now_ms(ARGV[1])
-if ARGV[2] ~= '' then
-    redis.call('ZREM', KEYS[1], ARGV[2])
+local n = tonumber(ARGV[2])
+for first = 3, n + 2, 1000 do  -- unpack's stack has room for a few thousand
+    redis.call('ZREM', KEYS[1], unpack(ARGV, first, math.min(first + 999, n + 2)))
 end
 for i = 2, #KEYS do
     local tat = tonumber(redis.call('GET', KEYS[i]))
     if tat then
-        tat = tat - tonumber(ARGV[i + 1])
+        tat = tat - tonumber(ARGV[n + i + 1])
         if tat > now then
             redis.call('SET', KEYS[i], tat, 'PX', tat - now)
         else
@@ -165,6 +173,7 @@ class Lease:
     subject: str
     lease_id: str | None
     advance: dict[str, Rate]
+    open: int = 0  # how many of the subject's connections were open with this one
 
     def spend_advance(self) -> bool:
         """True once: the advance tokens count for the message starting now."""
@@ -199,35 +208,51 @@ class RateLimiter:
 
     @operation
     def admit(self, subject: str, limits: dict[str, Rate], open_limit: int, lease_ms: int,
-              full_retry_ms: int, advance: dict[str, Rate] | None = None) -> Lease | Throttled:
+              full_retry_ms: int, advance: dict[str, Rate] | None = None,
+              leaving: Sequence[Lease] = ()) -> Lease | Throttled:
         """A connection of ``subject``: one token from each of ``limits`` and, when
         ``open_limit``, one of that many slots (a lease that lapses after ``lease_ms`` unless
         given back); and the tokens of ``advance`` when they have some, paid for its first
-        message. One round trip. Throttled when turned away (nothing is taken then)."""
+        message. Throttled when turned away (nothing is taken then). What the closed connections
+        ``leaving`` held is given back first, in the same write: one round trip."""
         advance = advance or {}
         lease_id = secrets.token_hex(8) if open_limit else ""
+        admission = Call(
+            ADMIT, [keys.lease_key(subject), *(keys.limit_key(subject, name) for name in limits),
+                    *(keys.limit_key(subject, name) for name in advance)],
+            [clock_arg(self.clock), lease_id, open_limit, lease_ms, full_retry_ms, len(limits),
+             *bucket_args(limits), *bucket_args(advance)])
         try:
-            paid = self.runner.call(
-                ADMIT, [keys.lease_key(subject), *(keys.limit_key(subject, name) for name in limits),
-                        *(keys.limit_key(subject, name) for name in advance)],
-                [clock_arg(self.clock), lease_id, open_limit, lease_ms, full_retry_ms, len(limits),
-                 *bucket_args(limits), *bucket_args(advance)])
+            *_, (paid, open_now) = self.runner.send(*self._leave_calls(leaving), admission)
         except RateLimited as refused:
             return refused.throttled
-        return Lease(subject, lease_id or None, advance if int(paid) else {})
+        return Lease(subject, lease_id or None, advance if int(paid) else {}, int(open_now))
 
     @operation
-    def leave(self, lease: Lease) -> None:
-        """Give back what ``admit`` let the connection hold and it did not use."""
-        if lease.lease_id is None and not lease.advance:
-            return
-        refund = lease.advance
-        self.runner.call(
-            LEAVE, [keys.lease_key(lease.subject),
-                    *(keys.limit_key(lease.subject, name) for name in refund)],
-            [clock_arg(self.clock), lease.lease_id or "",
-             *(interval_ms(rate) for rate in refund.values())])
-        lease.lease_id, lease.advance = None, {}
+    def leave(self, *leases: Lease) -> None:
+        """Give back what ``admit`` let connections hold and they did not use: one script per
+        subject, all in one write."""
+        calls = self._leave_calls(leases)
+        if calls:
+            self.runner.send(*calls)
+
+    def _leave_calls(self, leases: Sequence[Lease]) -> list[Call]:
+        by_subject: dict[str, list[Lease]] = collections.defaultdict(list)
+        for lease in leases:
+            if lease.lease_id is not None or lease.advance:
+                by_subject[lease.subject].append(lease)
+        calls = []
+        for subject, held in by_subject.items():
+            ids = [lease.lease_id for lease in held if lease.lease_id is not None]
+            unused: collections.Counter = collections.Counter()
+            for lease in held:
+                unused.update({name: interval_ms(rate) for name, rate in lease.advance.items()})
+            calls.append(Call(LEAVE, [keys.lease_key(subject),
+                                      *(keys.limit_key(subject, name) for name in unused)],
+                              [clock_arg(self.clock), len(ids), *ids, *unused.values()]))
+        for lease in leases:  # sent or lost, never twice: a lost lease lapses by itself
+            lease.lease_id, lease.advance = None, {}
+        return calls
 
     def close(self) -> None:
         if self._own_runner:
