@@ -4,20 +4,31 @@ Both front doors ask the same ``AbusePolicy``, built once per process from the c
 
 - HTTP: ``on_alias_creation(ip, target)`` before an alias is created; ``client_ip(...)`` finds the
   client behind a trusted proxy.
-- SMTP (the server calls these; none of them talks SMTP itself):
-  ``on_connect(ip)`` when a client connects (connection rate, RBL, open connections); when it
-  returned None a connection slot is held, and ``on_disconnect(ip)`` must give it back;
-  ``on_message(ip)`` at each MAIL FROM (messages per client); ``on_alias_delivery(alias_id)`` once
-  per resolved alias recipient (messages per alias).
-  ``on_connect`` may wait up to ``rbl_timeout`` for DNS: the server can run it in a greenlet while
-  it greets, and answer the client's first command with the refusal if the check is still running.
+- SMTP (the server and the forwarder call these; none of them talks SMTP itself):
+  ``on_connect(ip)`` when a client connects (connection rate, RBL, open connections) returns the
+  connection's ``SmtpClient``, a handle that holds what the connection took (its slot among the
+  client's open connections, the token of its first message paid in advance), and a refusal or
+  None; the server gives that handle back when *its* connection ended, with
+  ``on_disconnect_later(client)``: what it held goes back to Redis with the next connection of
+  the same client, or with the others that closed meanwhile (``give_back_pending``, which the
+  server calls within ``LEAVING_BATCH_SECONDS``), so the release costs no round trip of its own
+  under load. ``on_message(client)`` at each MAIL FROM (messages per client); ``alias_limits(client)``
+  are the per-alias limits the store takes inside its RESERVE for each alias recipient, and
+  ``on_alias_throttled`` turns their refusal into a verdict.
+  ``on_connect`` may wait up to ``rbl_timeout`` for DNS.
 
-Each returns None (go on) or a ``Refusal`` carrying the SMTP reply, the HTTP mapping and a log
-reason; every refusal is logged here, in one line, with the client IP and never a target address.
-Trusted networks are never checked nor limited. Limits live in Redis (``RateLimiter``), so every
-process and node shares them. When Redis cannot be reached the limits fail open (logged and
-counted): whatever the client wanted needs the alias store on that same Redis, which then refuses
-it with a 503 or a 4xx anyway, so failing closed would add nothing but a second error.
+Each check returns None (go on) or a ``Refusal``: what was decided (kind, which limit, retry
+after), never how to say it; the doors put it in their own words (``tempalias/smtp/refusals.py``,
+``tempalias/web/errors.py``). Every refusal is logged here, in one line, with the client IP and
+never a target address. Trusted networks are never checked nor limited. The limits of each stage
+are declared once, in ``STAGES``.
+
+Limits live in Redis (``RateLimiter``), so every process and node shares them, and they ride on
+the scripts the SMTP path runs anyway: one script at connect (connection rate, open connections,
+and the first message's token), the per-alias limits inside the alias store's RESERVE. When Redis
+cannot be reached the limits fail open (logged and counted): whatever the client wanted needs the
+alias store on that same Redis, which then refuses it with a 503 or a 4xx anyway, so failing
+closed would add nothing but a second error.
 """
 
 from __future__ import annotations
@@ -27,40 +38,74 @@ import functools
 import hashlib
 import ipaddress
 import logging
-import threading
 from dataclasses import dataclass
 
 from tempalias.addresses import InvalidAddress, parse_address
 from tempalias.config import Config, IPNetwork, Rate
 from tempalias.rbl import RblChecker
-from tempalias.store import RateLimiter, StoreUnavailable, Throttled
+from tempalias.store import Lease, RateLimiter, StoreUnavailable, Throttled
 
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CONNECTION_LEASE_MS = 3_600_000  # a slot whose holder died without giving it back lapses then
+OPEN_CONNECTIONS_RETRY_MS = 60_000  # what a client with too many open connections is told to wait
 RBL_UNAVAILABLE_RETRY_SECONDS = 60
 IPV6_LIMIT_PREFIX = 64  # one IPv6 client usually owns a whole /64: limit the network, not the address
+
+# what a Refusal is
+RATE_LIMITED = "rate-limited"
+RBL_LISTED = "rbl-listed"
+RBL_UNAVAILABLE = "rbl-unavailable"
+
+# what a limit counts per
+CLIENT = "client"  # the client's address (IPv6: its /64)
+TARGET = "target"  # the target mailbox, however spelled (Address.canonical)
+ALIAS = "alias"  # the alias id
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str  # the bucket's name in Redis, and a Refusal's ``limit``
+    setting: str  # the Config field that holds it (None or 0 there: the limit is off)
+    per: str  # CLIENT, TARGET or ALIAS
+
+
+# The limits each stage takes, in the order they are checked. Those of one subject are taken all
+# or none, in one script.
+STAGES: dict[str, tuple[Limit, ...]] = {
+    "alias-creation": (Limit("create", "create_rate_per_ip", CLIENT),
+                       Limit("create-day", "create_daily_per_ip", CLIENT),
+                       Limit("create-target", "create_daily_per_target", TARGET)),
+    "smtp-connection": (Limit("smtp-connect", "smtp_connections_per_ip", CLIENT),),
+    "smtp-message": (Limit("smtp-message", "smtp_messages_per_ip", CLIENT),),
+    "alias-delivery": (Limit("alias-message", "alias_message_rate", ALIAS),),
+}
+# not a bucket but a count of leases (``RateLimiter.admit``); its name is the lease set's
+OPEN_CONNECTIONS = Limit("open", "smtp_concurrent_per_ip", CLIENT)
+LIMITS = {limit.name: limit for stage in STAGES.values() for limit in stage} | {
+    OPEN_CONNECTIONS.name: OPEN_CONNECTIONS}
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a client is turned away, in every form a front door needs."""
+    """What the policy decided against a client; each door says it in its own words."""
 
-    kind: str  # "rbl-listed", "rbl-unavailable" or "rate-limited"
-    code: int  # SMTP reply code
-    enhanced: str  # SMTP enhanced status code
-    text: str  # for the client: SMTP reply text, HTTP description
-    reason: str  # for the log: which defence said no
+    kind: str  # RATE_LIMITED, RBL_LISTED or RBL_UNAVAILABLE
+    limit: str  # the Limit's name that said no, or the block list(s) that listed or failed
+    client: str  # the client's address as the policy saw it, or "unknown"
     retry_after: int | None = None  # seconds, when waiting helps
 
-    @property
-    def smtp_reply(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}"
 
-    @property
-    def http_status(self) -> int:
-        return {"rbl-listed": 403, "rate-limited": 429}.get(self.kind, 503)
+@dataclass
+class SmtpClient:
+    """One SMTP connection as the policy sees it: who it is, and what it holds until the server
+    gives it back (``on_disconnect``), for this connection and no other."""
+
+    ip: IPAddress | None
+    subject: str | None  # what its limits count against; None: a trusted client, never limited
+    lease: Lease | None = None  # what ``RateLimiter.admit`` let it hold
+
 
 
 def parse_ip(text: str | IPAddress | None) -> IPAddress | None:
@@ -145,8 +190,16 @@ def _target_subject(target: str) -> str:
     return "to:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def _active(limits: dict[str, Rate | None]) -> dict[str, Rate]:
-    return {name: rate for name, rate in limits.items() if rate is not None}
+def _switched_on(config: Config) -> dict[str, dict[str, dict[str, Rate]]]:
+    """stage -> what it counts per -> {limit name: Rate}, for the limits ``config`` switches on."""
+    rates: dict[str, dict[str, dict[str, Rate]]] = {}
+    for stage, limits in STAGES.items():
+        rates[stage] = {CLIENT: {}, TARGET: {}, ALIAS: {}}
+        for limit in limits:
+            rate = getattr(config, limit.setting)
+            if rate is not None:
+                rates[stage][limit.per][limit.name] = rate
+    return rates
 
 
 class AbusePolicy:
@@ -157,9 +210,9 @@ class AbusePolicy:
         self.limiter = limiter
         self.rbl = rbl
         self.stats: collections.Counter = collections.Counter()
-        self._leases: dict[str, list[str]] = collections.defaultdict(list)
-        self._leases_lock = threading.Lock()
-        # Asked three times per SMTP message, by the same few peers.
+        self.rates = _switched_on(config)
+        self._leaving: dict[str, list[Lease]] = {}  # subject -> what closed connections held
+        # Asked at every SMTP connection, by the same few peers.
         self.is_trusted = functools.lru_cache(maxsize=4096)(self._in_trusted_networks)
 
     @classmethod
@@ -177,134 +230,121 @@ class AbusePolicy:
         ip = parse_ip(ip)
         if self.is_trusted(ip):
             return None
-        config = self.config
-        throttled = self._take(_ip_subject(ip), {"create": config.create_rate_per_ip,
-                                                 "create-day": config.create_daily_per_ip})
-        if throttled:
-            return self._refuse("http alias creation", ip, Refusal(
-                "rate-limited", 451, "4.7.1",
-                f"too many new aliases from your address; try again in "
-                f"{throttled.retry_after_seconds} s",
-                f"{throttled.limit} limit per client reached", throttled.retry_after_seconds))
-        refusal = self._rbl_refusal(ip, "http alias creation", at_connect=False)
-        if refusal:
-            return refusal
-        throttled = self._take(_target_subject(target),
-                               {"create-target": config.create_daily_per_target})
-        if throttled:
-            return self._refuse("http alias creation", ip, Refusal(
-                "rate-limited", 451, "4.7.1",
-                f"too many new aliases for this target address; try again in "
-                f"{throttled.retry_after_seconds} s",
-                "per-target limit reached", throttled.retry_after_seconds))
-        return None
+        what, rates = "http alias creation", self.rates["alias-creation"]
+        return (self._take(what, ip, _ip_subject(ip), rates[CLIENT])
+                or self._rbl_refusal(what, ip)
+                or self._take(what, ip, _target_subject(target), rates[TARGET]))
 
     # --- SMTP
 
-    def on_connect(self, ip: str | IPAddress | None) -> Refusal | None:
-        """A client connected. None: serve it (it now holds a slot: call ``on_disconnect``)."""
+    def on_connect(self, ip: str | IPAddress | None) -> tuple[SmtpClient, Refusal | None]:
+        """A client connected: its handle, and why it is turned away, or None. Served, it may
+        hold a slot and a paid-in-advance token: give the handle back with ``on_disconnect``."""
         ip = parse_ip(ip)
-        if self.is_trusted(ip):
-            return None
-        subject = _ip_subject(ip)
-        throttled = self._take(subject, {"smtp-connect": self.config.smtp_connections_per_ip})
-        if throttled:
-            return self._refuse("smtp connection", ip, Refusal(
-                "rate-limited", 421, "4.7.0",
-                f"too many connections from {ip}; try again in {throttled.retry_after_seconds} s",
-                "connections per client limit reached", throttled.retry_after_seconds))
-        refusal = self._rbl_refusal(ip, "smtp connection", at_connect=True)
-        if refusal:
-            return refusal
-        limit = self.config.smtp_concurrent_per_ip
-        if limit:
+        client = SmtpClient(ip, None if self.is_trusted(ip) else _ip_subject(ip))
+        if client.subject is None:
+            return client, None
+        rates, open_limit = self.rates["smtp-connection"][CLIENT], self.config.smtp_concurrent_per_ip
+        advance = self.rates["smtp-message"][CLIENT]
+        if rates or open_limit or advance:
+            leaving = self._leaving.pop(client.subject, ())  # given back first, same write
             try:
-                lease = self.limiter.open_lease(subject, limit, CONNECTION_LEASE_MS)
+                admitted = self.limiter.admit(client.subject, rates, open_limit, CONNECTION_LEASE_MS,
+                                              OPEN_CONNECTIONS_RETRY_MS, advance, leaving)
             except StoreUnavailable as exc:
                 self._redis_down(exc)
-                return None
-            if lease is None:
-                return self._refuse("smtp connection", ip, Refusal(
-                    "rate-limited", 421, "4.7.0",
-                    f"too many open connections from {ip}; try again later",
-                    f"{limit} open connections per client reached", 60))
-            with self._leases_lock:
-                self._leases[subject].append(lease)
-        return None
+            else:
+                if isinstance(admitted, Throttled):
+                    return client, self._throttled("smtp connection", ip, admitted)
+                client.lease = admitted
+        refusal = self._rbl_refusal("smtp connection", ip)
+        if refusal:
+            self.on_disconnect(client)
+        return client, refusal
 
-    def on_disconnect(self, ip: str | IPAddress | None) -> None:
-        """Give back the slot ``on_connect`` took (a no-op for trusted or slot-less clients)."""
-        if not self._leases:
-            return  # nobody holds a slot (no limit on open connections, or trusted clients)
-        subject = _ip_subject(parse_ip(ip))
-        with self._leases_lock:
-            leases = self._leases.get(subject)
-            if not leases:
-                return
-            lease = leases.pop()
-            if not leases:
-                del self._leases[subject]
+    def on_disconnect(self, client: SmtpClient) -> None:
+        """Give back what ``client``'s connection held, now (nothing for a trusted client): that
+        connection's own, never another's of the same client."""
+        lease, client.lease = client.lease, None
+        if lease is not None:
+            self._leave([lease])
+
+    def on_disconnect_later(self, client: SmtpClient) -> bool:
+        """The same, soon: with the next connection of the same client this process admits (in
+        that one write), or at the next ``give_back_pending``. True when something waits for it.
+        A client with more than half its open connections in use gets its slot back now."""
+        lease, client.lease = client.lease, None
+        if lease is None:
+            return False
+        if 2 * lease.open > self.config.smtp_concurrent_per_ip:
+            self._leave([lease])
+            return False
+        self._leaving.setdefault(lease.subject, []).append(lease)
+        return True
+
+    def give_back_pending(self) -> None:
+        """What every connection closed since holds goes back, in one write."""
+        leaving, self._leaving = self._leaving, {}
+        self._leave([lease for leases in leaving.values() for lease in leases])
+
+    def _leave(self, leases: list[Lease]) -> None:
+        if not leases:
+            return
         try:
-            self.limiter.close_lease(subject, lease)
+            self.limiter.leave(*leases)
         except StoreUnavailable as exc:
-            self._redis_down(exc)  # the lease lapses by itself
+            self._redis_down(exc)  # the leases lapse by themselves
 
-    def on_message(self, ip: str | IPAddress | None) -> Refusal | None:
-        """A client starts a message (MAIL FROM)."""
-        ip = parse_ip(ip)
-        if self.is_trusted(ip):
+    def on_message(self, client: SmtpClient) -> Refusal | None:
+        """A client starts a message (MAIL FROM); its first was paid for when it connected."""
+        if client.subject is None or (client.lease is not None and client.lease.spend_advance()):
             return None
-        throttled = self._take(_ip_subject(ip), {"smtp-message": self.config.smtp_messages_per_ip})
-        if throttled:
-            return self._refuse("smtp message", ip, Refusal(
-                "rate-limited", 451, "4.7.1",
-                f"too many messages from {ip}; try again in {throttled.retry_after_seconds} s",
-                "messages per client limit reached", throttled.retry_after_seconds))
-        return None
+        return self._take("smtp message", client.ip, client.subject,
+                          self.rates["smtp-message"][CLIENT])
 
-    def on_alias_delivery(self, alias_id: str, ip: str | IPAddress | None = None) -> Refusal | None:
-        """An alias resolved as a recipient: may it take one more message now?"""
-        if self.is_trusted(parse_ip(ip)):
-            return None  # trusted networks are never rate-limited (a relay of your own, tests)
-        throttled = self._take(f"alias:{alias_id.lower()}",
-                               {"alias-message": self.config.alias_message_rate})
-        if throttled:
-            return self._refuse(f"smtp delivery to alias {alias_id.lower()}", parse_ip(ip),
-                                Refusal("rate-limited", 451, "4.7.1",
-                                        f"this alias takes no more messages for now; try again in "
-                                        f"{throttled.retry_after_seconds} s",
-                                        "messages per alias limit reached",
-                                        throttled.retry_after_seconds))
-        return None
+    def alias_limits(self, client: SmtpClient) -> dict[str, Rate]:
+        """What the store takes with each use it reserves for ``client`` (none when trusted)."""
+        return {} if client.subject is None else self.rates["alias-delivery"][ALIAS]
+
+    def on_alias_throttled(self, alias_id: str, client: SmtpClient,
+                           throttled: Throttled) -> Refusal:
+        """One of ``alias_limits`` said no when the store reserved a use of ``alias_id``."""
+        return self._throttled(f"smtp delivery to alias {alias_id.lower()}", client.ip, throttled)
 
     # --- shared
 
-    def _take(self, subject: str, limits: dict[str, Rate | None]) -> Throttled | None:
+    def _take(self, what: str, ip: IPAddress | None, subject: str,
+              rates: dict[str, Rate]) -> Refusal | None:
         try:
-            return self.limiter.take(subject, _active(limits))
+            throttled = self.limiter.take(subject, rates)
         except StoreUnavailable as exc:
             self._redis_down(exc)
             return None
+        return self._throttled(what, ip, throttled) if throttled else None
 
-    def _rbl_refusal(self, ip: IPAddress | None, what: str, at_connect: bool) -> Refusal | None:
+    def _throttled(self, what: str, ip: IPAddress | None, throttled: Throttled) -> Refusal:
+        limit = LIMITS[throttled.limit]
+        return self._refuse(what, Refusal(RATE_LIMITED, limit.name, _name(ip),
+                                          throttled.retry_after_seconds),
+                            f"{limit.name} limit reached ({limit.setting})")
+
+    def _rbl_refusal(self, what: str, ip: IPAddress | None) -> Refusal | None:
         if ip is None or not self.rbl.enabled:
             return None
         verdict = self.rbl.check(ip)
         if verdict.listed:
-            return self._refuse(what, ip, Refusal(
-                "rbl-listed", 554, "5.7.1", f"{ip} listed in {verdict.listed_in}",
-                f"listed in {verdict.listed_in}"))
+            return self._refuse(what, Refusal(RBL_LISTED, verdict.listed_in, str(ip)),
+                                f"listed in {verdict.listed_in}")
         if verdict.failed and self.config.rbl_fail_closed:
-            return self._refuse(what, ip, Refusal(
-                "rbl-unavailable", 421 if at_connect else 451, "4.7.0" if at_connect else "4.7.1",
-                f"cannot check {ip} against block lists now; try again later",
-                "block list look-up failed in " + ", ".join(verdict.failed) + " (fail closed)",
-                RBL_UNAVAILABLE_RETRY_SECONDS))
+            failed = ", ".join(verdict.failed)
+            return self._refuse(what, Refusal(RBL_UNAVAILABLE, failed, str(ip),
+                                              RBL_UNAVAILABLE_RETRY_SECONDS),
+                                f"block list look-up failed in {failed} (fail closed)")
         return None
 
-    def _refuse(self, what: str, ip: IPAddress | None, refusal: Refusal) -> Refusal:
+    def _refuse(self, what: str, refusal: Refusal, reason: str) -> Refusal:
         self.stats[refusal.kind] += 1
-        log.info("refused %s from %s: %s", what, ip or "an unknown client", refusal.reason)
+        log.info("refused %s from %s: %s", what, _name_in_log(refusal.client), reason)
         return refusal
 
     def status_line(self) -> str:
@@ -315,3 +355,11 @@ class AbusePolicy:
     def _redis_down(self, exc: StoreUnavailable) -> None:
         self.stats["redis-unavailable"] += 1
         log.warning("rate limits not applied (failing open): %s", exc)
+
+
+def _name(ip: IPAddress | None) -> str:
+    return str(ip) if ip is not None else "unknown"
+
+
+def _name_in_log(client: str) -> str:
+    return "an unknown client" if client == "unknown" else client

@@ -43,10 +43,10 @@ class InvalidOrder(ValueError):
 
 
 class CreationRefused(Exception):
-    """The abuse policy said no; ``refusal`` is its verdict (kind, text, retry_after)."""
+    """The abuse policy said no; ``refusal`` is its verdict (kind, limit, client, retry_after)."""
 
     def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.text)
+        super().__init__(f"{refusal.kind} ({refusal.limit})")
         self.refusal = refusal
 
 

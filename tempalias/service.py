@@ -47,7 +47,8 @@ class Service:
         self.smtp_socket = None
         try:
             self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
-            self.policy = AbusePolicy.from_config(config, RateLimiter(store.redis))
+            self.policy = AbusePolicy.from_config(
+                config, RateLimiter(store.redis, runner=store.runner))
             aliases = AliasService.from_config(config, store, self.policy)
             self.http = HTTPServer(self.http_socket, create_app(config, aliases), config)
             self.delivery = _delivery(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -33,6 +34,25 @@ def redis_client(redis_server):
 @pytest.fixture
 def store(redis_client):
     return AliasStore(redis_client)
+
+
+class FakeClock:
+    """A clock for the stores' ``clock`` (seconds, as ``time.time``) that moves only when told:
+    limit tests see a bucket refill or a lease lapse without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
 
 
 @pytest.fixture

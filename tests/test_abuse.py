@@ -12,21 +12,24 @@ import secrets
 
 import pytest
 
-from harness.processes import wait_for
-from tempalias.abuse import AbusePolicy, client_ip, parse_ip
+from tempalias.abuse import (RATE_LIMITED, RBL_LISTED, RBL_UNAVAILABLE, STAGES, AbusePolicy,
+                             Refusal, client_ip, parse_ip)
 from tempalias.config import Config, ConfigError, Rate, load_config, parse_listen, parse_rate
 from tempalias.embedded_redis import free_loopback_port
 from tempalias.rbl import RblChecker
-from tempalias.store import RateLimiter, connect
+from tempalias.store import AliasStore, RateLimited, RateLimiter, connect, keys
 
 OFF = dict(create_rate_per_ip=None, create_daily_per_ip=None, create_daily_per_target=None,
            smtp_connections_per_ip=None, smtp_messages_per_ip=None, smtp_concurrent_per_ip=0,
            alias_message_rate=None)
+HOUR_MS = 3_600_000
 
 
 @pytest.fixture
-def policy_for(redis_client, dns_server):
-    """A policy with every limit off but those given, on the session's Redis and test DNS."""
+def policy_for(redis_client, dns_server, clock):
+    """A policy with every limit off but those given, on the session's Redis and test DNS, its
+    limits on the ``clock`` fixture's time."""
+    limiters = []
 
     def make(client=None, defaults: tuple[str, ...] = (), **settings) -> AbusePolicy:
         """``defaults``: limits left at the service's default rather than off."""
@@ -34,9 +37,12 @@ def policy_for(redis_client, dns_server):
         config = Config(domains=("tempalias.test",), dns_servers=(parse_listen(dns_server.address),),
                         **{**off, **settings})
         rbl = RblChecker(config.rbl_zones, config.dns_servers, config.rbl_timeout)
-        return AbusePolicy(config, RateLimiter(client or redis_client), rbl)
+        limiters.append(RateLimiter(client or redis_client, clock=clock))
+        return AbusePolicy(config, limiters[-1], rbl)
 
-    return make
+    yield make
+    for limiter in limiters:
+        limiter.close()
 
 
 def fresh_ip() -> str:
@@ -44,39 +50,58 @@ def fresh_ip() -> str:
     return f"127.{secrets.randbelow(200) + 50}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
 
 
+def connect_from(policy: AbusePolicy, ip: str) -> Refusal | None:
+    """on_connect as the server calls it; a served connection keeps its handle until the test ends."""
+    return policy.on_connect(ip)[1]
+
+
+def test_every_limit_of_a_stage_names_a_setting_and_a_subject():
+    config = Config()
+    for stage, limits in STAGES.items():
+        for limit in limits:
+            assert hasattr(config, limit.setting), (stage, limit)
+            assert limit.per in ("client", "target", "alias"), (stage, limit)
+    names = [limit.name for limits in STAGES.values() for limit in limits]
+    assert len(names) == len(set(names))
+
+
 # --- on_connect
 
 
-def test_a_listed_client_gets_554_naming_the_zone(policy_for):
-    refusal = policy_for(rbl_zones=("bl.test",)).on_connect("127.0.0.2")
-    assert refusal.smtp_reply == "554 5.7.1 127.0.0.2 listed in bl.test"
-    assert refusal.kind == "rbl-listed" and refusal.http_status == 403
+def test_a_listed_client_is_refused_naming_the_zone(policy_for):
+    client, refusal = policy_for(rbl_zones=("bl.test",)).on_connect("127.0.0.2")
+    assert refusal == Refusal(RBL_LISTED, "bl.test", "127.0.0.2")
+    assert client.lease is None  # nothing is held for a refused connection
 
 
 def test_an_unlisted_client_is_served(policy_for):
-    assert policy_for(rbl_zones=("bl.test",)).on_connect("127.0.0.5") is None
+    assert connect_from(policy_for(rbl_zones=("bl.test",)), "127.0.0.5") is None
 
 
 def test_trusted_networks_are_never_checked_nor_limited(policy_for):
     policy = policy_for(rbl_zones=("bl.test",), smtp_connections_per_ip=Rate(1, 3600.0),
+                        smtp_messages_per_ip=Rate(1, 3600.0), alias_message_rate=Rate(1, 3600.0),
                         trusted_networks=(ipaddress.ip_network("127.0.0.2/32"),))
-    assert [policy.on_connect("127.0.0.2") for _ in range(3)] == [None, None, None]
-    assert [policy.on_message("127.0.0.2") for _ in range(3)] == [None, None, None]
+    clients = [policy.on_connect("127.0.0.2") for _ in range(3)]
+    assert [refusal for _, refusal in clients] == [None, None, None]
+    client = clients[0][0]
+    assert [policy.on_message(client) for _ in range(3)] == [None, None, None]
+    assert policy.alias_limits(client) == {}
 
 
 def test_the_default_trusted_network_is_only_localhost(policy_for):
     policy = policy_for(smtp_connections_per_ip=Rate(1, 3600.0))
-    assert policy.on_connect("127.0.0.1") is None and policy.on_connect("127.0.0.1") is None
-    assert policy.on_connect("::1") is None and policy.on_connect("::1") is None
+    assert connect_from(policy, "127.0.0.1") is None and connect_from(policy, "127.0.0.1") is None
+    assert connect_from(policy, "::1") is None and connect_from(policy, "::1") is None
     other = fresh_ip()
-    assert policy.on_connect(other) is None
-    assert policy.on_connect(other) is not None
+    assert connect_from(policy, other) is None
+    assert connect_from(policy, other) is not None
 
 
 def test_rbl_failure_fails_open_by_default(policy_for, caplog):
     caplog.set_level(logging.WARNING, "tempalias.rbl")
     policy = policy_for(rbl_zones=("broken.test",))
-    assert policy.on_connect("127.0.0.2") is None
+    assert connect_from(policy, "127.0.0.2") is None
     assert policy.rbl.stats.counts["servfail"] == 1
     assert "broken.test" in caplog.text
 
@@ -90,79 +115,139 @@ def test_the_status_line_counts_refusals_and_dns_failures(policy_for):
     assert "rbl-listed=1" in status and "dns-servfail=2" in status and "dns-checks=2" in status
 
 
-def test_rbl_failure_is_a_421_when_failing_closed(policy_for):
+def test_rbl_failure_refuses_when_failing_closed(policy_for):
     policy = policy_for(rbl_zones=("silent.test",), rbl_timeout=0.3, rbl_fail_closed=True)
-    refusal = policy.on_connect("127.0.0.5")
-    assert (refusal.code, refusal.enhanced) == (421, "4.7.0")
-    assert refusal.kind == "rbl-unavailable" and refusal.http_status == 503
+    assert connect_from(policy, "127.0.0.5") == Refusal(RBL_UNAVAILABLE, "silent.test", "127.0.0.5", 60)
 
 
-def test_too_many_connections_per_minute_get_421_until_the_window_passes(policy_for):
+def test_too_many_connections_are_refused_until_the_window_passes(policy_for, clock):
     policy = policy_for(smtp_connections_per_ip=Rate(2, 4.0))
     ip = fresh_ip()
-    assert policy.on_connect(ip) is None
-    assert policy.on_connect(ip) is None
-    refusal = policy.on_connect(ip)
-    assert refusal.smtp_reply.startswith(f"421 4.7.0 too many connections from {ip}")
-    assert refusal.retry_after >= 1
-    wait_for(lambda: policy.on_connect(ip) is None, 10, "the connection rate to recover")
+    assert connect_from(policy, ip) is None
+    assert connect_from(policy, ip) is None
+    assert connect_from(policy, ip) == Refusal(RATE_LIMITED, "smtp-connect", ip, 2)
+    clock.advance(2.0)
+    assert connect_from(policy, ip) is None
 
 
 def test_open_connections_per_client_are_bounded_across_processes(policy_for, redis_server):
     ip = fresh_ip()
+    other_redis = connect(redis_server.url, timeout=5.0)
     first = policy_for(smtp_concurrent_per_ip=2)
-    second = policy_for(connect(redis_server.url, timeout=5.0), smtp_concurrent_per_ip=2)
-    assert first.on_connect(ip) is None
-    assert second.on_connect(ip) is None
-    refusal = first.on_connect(ip)
-    assert (refusal.code, refusal.enhanced) == (421, "4.7.0")
-    assert "open connections" in refusal.text
-    second.on_disconnect(ip)
-    assert first.on_connect(ip) is None
-    assert second.on_connect(ip) is not None
+    second = policy_for(other_redis, smtp_concurrent_per_ip=2)
+    first_client, refusal = first.on_connect(ip)
+    assert refusal is None
+    second_client, refusal = second.on_connect(ip)
+    assert refusal is None
+    assert connect_from(first, ip) == Refusal(RATE_LIMITED, "open", ip, 60)
+    second.on_disconnect(second_client)
+    assert connect_from(first, ip) is None
+    assert connect_from(second, ip) is not None
+    other_redis.close()
+
+
+def test_a_disconnect_gives_back_that_connections_slot_only(policy_for, redis_client):
+    """Issue 12: the server gives back the lease of *its* connection, not some lease of the IP."""
+    policy = policy_for(smtp_concurrent_per_ip=3)
+    ip = fresh_ip()
+    first, _ = policy.on_connect(ip)
+    second, _ = policy.on_connect(ip)
+    kept = second.lease.lease_id
+    policy.on_disconnect(first)  # the first to connect is the first to leave
+    policy.on_disconnect(first)  # twice is once
+    assert redis_client.zrange(keys.lease_key(second.subject), 0, -1) == [kept]
+
+
+def test_a_closed_connections_slot_goes_back_with_the_clients_next_connection(policy_for,
+                                                                              redis_client):
+    policy = policy_for(smtp_concurrent_per_ip=4)
+    ip = fresh_ip()
+    first, _ = policy.on_connect(ip)
+    assert policy.on_disconnect_later(first)  # waits for give_back_pending...
+    assert redis_client.zcard(keys.lease_key(first.subject)) == 1
+    second, refusal = policy.on_connect(ip)  # ...or the next connection, in its one write
+    assert refusal is None
+    assert redis_client.zrange(keys.lease_key(first.subject), 0, -1) == [second.lease.lease_id]
+    policy.give_back_pending()
+    assert redis_client.zcard(keys.lease_key(first.subject)) == 1
+
+
+def test_pending_slots_of_every_client_go_back_together(policy_for, redis_client):
+    policy = policy_for(smtp_concurrent_per_ip=4, smtp_messages_per_ip=Rate(1, 3600.0))
+    clients = [policy.on_connect(fresh_ip())[0] for _ in range(3)]
+    assert all(policy.on_disconnect_later(client) for client in clients)
+    assert policy.on_disconnect_later(clients[0]) is False  # given back once
+    policy.give_back_pending()
+    for client in clients:
+        assert redis_client.zcard(keys.lease_key(client.subject)) == 0
+        again, _ = policy.on_connect(str(client.ip))
+        assert policy.on_message(again) is None  # the unspent token came back too
+
+
+def test_a_client_near_its_limit_gets_its_slot_back_at_once(policy_for, redis_client):
+    policy = policy_for(smtp_concurrent_per_ip=2)
+    ip = fresh_ip()
+    first, _ = policy.on_connect(ip)
+    second, _ = policy.on_connect(ip)  # both slots in use
+    assert policy.on_disconnect_later(second) is False
+    assert redis_client.zrange(keys.lease_key(first.subject), 0, -1) == [first.lease.lease_id]
 
 
 def test_a_refused_connection_holds_no_slot(policy_for):
     ip = fresh_ip()
     policy = policy_for(smtp_concurrent_per_ip=1)
-    assert policy.on_connect(ip) is None
-    assert policy.on_connect(ip) is not None
-    policy.on_disconnect(ip)
-    assert policy.on_connect(ip) is None
+    client, _ = policy.on_connect(ip)
+    refused_client, refusal = policy.on_connect(ip)
+    assert refusal is not None and refused_client.lease is None
+    policy.on_disconnect(refused_client)  # what the server does not do, and harmless
+    assert connect_from(policy, ip) is not None
+    policy.on_disconnect(client)
+    assert connect_from(policy, ip) is None
 
 
-# --- on_message and on_alias_delivery
+# --- on_message and the per-alias limits
 
 
-def test_too_many_messages_per_client_get_451_and_recover(policy_for):
+def test_too_many_messages_per_client_are_refused_and_recover(policy_for, clock):
     policy = policy_for(smtp_messages_per_ip=Rate(2, 4.0))
     ip = fresh_ip()
-    assert policy.on_message(ip) is None and policy.on_message(ip) is None
-    refusal = policy.on_message(ip)
-    assert (refusal.code, refusal.enhanced) == (451, "4.7.1")
-    assert refusal.retry_after >= 1
-    wait_for(lambda: policy.on_message(ip) is None, 10, "the message rate to recover")
+    client, _ = policy.on_connect(ip)
+    assert policy.on_message(client) is None and policy.on_message(client) is None
+    assert policy.on_message(client) == Refusal(RATE_LIMITED, "smtp-message", ip, 2)
+    clock.advance(2.0)
+    assert policy.on_message(client) is None
 
 
-def test_too_many_messages_for_one_alias_get_451_and_recover(policy_for):
+def test_the_first_message_is_paid_at_connect_and_given_back_unsent(policy_for):
+    """One round trip less per connection: the connect script takes the first message's token;
+    a connection that sent no message gives it back when it ends."""
+    policy = policy_for(smtp_messages_per_ip=Rate(2, 3600.0))
+    ip = fresh_ip()
+    idle, _ = policy.on_connect(ip)
+    busy, _ = policy.on_connect(ip)
+    assert policy.on_message(busy) is None  # its own paid token
+    assert policy.on_message(busy) is not None  # the idle connection holds the other one
+    policy.on_disconnect(idle)
+    assert policy.on_message(busy) is None
+    assert policy.on_message(busy) is not None
+
+
+def test_messages_per_alias_are_taken_with_its_use_and_recover(policy_for, redis_client, clock):
     policy = policy_for(alias_message_rate=Rate(2, 4.0))
-    alias_id = secrets.token_hex(4)
-    assert policy.on_alias_delivery(alias_id) is None
-    assert policy.on_alias_delivery(alias_id.upper()) is None  # ids match case-insensitively
-    refusal = policy.on_alias_delivery(alias_id)
-    assert (refusal.code, refusal.enhanced) == (451, "4.7.1")
-    assert policy.on_alias_delivery(secrets.token_hex(4)) is None  # another alias is unaffected
-    wait_for(lambda: policy.on_alias_delivery(alias_id) is None, 10, "the alias rate to recover")
-
-
-def test_by_default_an_alias_takes_30_messages_an_hour(policy_for):
-    policy = policy_for(defaults=("alias_message_rate",))
-    alias_id = secrets.token_hex(4)
-    assert [policy.on_alias_delivery(alias_id, fresh_ip()) for _ in range(30)] == [None] * 30
-    refusal = policy.on_alias_delivery(alias_id, fresh_ip())  # whoever sends it
-    assert (refusal.code, refusal.enhanced) == (451, "4.7.1")
-    assert 60 < refusal.retry_after <= 120  # a token every 2 minutes: 30 an hour, not a minute
-    assert policy.on_alias_delivery(alias_id, "127.0.0.1") is None  # trusted: never limited
+    store = AliasStore(redis_client, clock=clock)
+    client, _ = policy.on_connect(fresh_ip())
+    limits = policy.alias_limits(client)
+    alias_id = store.create("a@example.org", HOUR_MS, None).alias.id
+    store.release(store.reserve(alias_id, limits))
+    store.release(store.reserve(alias_id.upper(), limits))  # ids match case-insensitively
+    with pytest.raises(RateLimited) as refused:
+        store.reserve(alias_id, limits)
+    assert policy.on_alias_throttled(alias_id, client, refused.value.throttled) == \
+        Refusal(RATE_LIMITED, "alias-message", str(client.ip), 2)
+    other = store.create("a@example.org", HOUR_MS, None).alias.id
+    store.release(store.reserve(other, limits))  # another alias is unaffected
+    clock.advance(2.0)
+    store.release(store.reserve(alias_id, limits))
 
 
 # --- alias creation (what the API asks)
@@ -175,26 +260,25 @@ def test_creation_is_limited_per_target_whatever_the_client(policy_for, caplog):
     assert policy.on_alias_creation(fresh_ip(), target) is None
     # plus-addressing and case do not make another target
     assert policy.on_alias_creation(fresh_ip(), target.replace("@", "+x@").upper()) is None
-    refusal = policy.on_alias_creation(fresh_ip(), target)
-    assert refusal.kind == "rate-limited" and refusal.http_status == 429
-    assert refusal.retry_after > 3600  # one token a day comes back every 12 hours
+    ip = fresh_ip()
+    # one token a day comes back every 12 hours
+    assert policy.on_alias_creation(ip, target) == Refusal(RATE_LIMITED, "create-target", ip, 43200)
     assert policy.on_alias_creation(fresh_ip(), "someone.else" + target) is None
-    refused = [r for r in caplog.records if r.getMessage().startswith("refused")]
-    assert len(refused) == 1
-    assert "per-target" in refused[0].getMessage()
     assert target.split("@")[0] not in caplog.text  # the target is never logged
 
 
 def test_creation_from_a_listed_client_is_refused(policy_for):
     refusal = policy_for(rbl_zones=("bl.test",)).on_alias_creation("127.0.0.2", "a@example.org")
-    assert refusal.kind == "rbl-listed" and refusal.http_status == 403
+    assert refusal == Refusal(RBL_LISTED, "bl.test", "127.0.0.2")
 
 
 def test_ipv6_clients_are_limited_per_64(policy_for):
     policy = policy_for(smtp_messages_per_ip=Rate(1, 3600.0))
     prefix = f"2001:db8:{secrets.randbelow(65536):x}:{secrets.randbelow(65536):x}"
-    assert policy.on_message(f"{prefix}::1") is None
-    assert policy.on_message(f"{prefix}::2") is not None
+    first, _ = policy.on_connect(f"{prefix}::1")
+    second, _ = policy.on_connect(f"{prefix}::2")
+    assert policy.on_message(first) is None
+    assert policy.on_message(second) is not None
 
 
 # --- Redis down: fail open
@@ -208,12 +292,12 @@ def test_an_unreachable_redis_fails_open_and_is_counted(policy_for, caplog):
                         create_rate_per_ip=Rate(1, 60.0))
     ip = fresh_ip()
     for _ in range(2):
-        assert policy.on_connect(ip) is None
-        assert policy.on_message(ip) is None
-        assert policy.on_alias_delivery("abcdef") is None
+        client, refusal = policy.on_connect(ip)
+        assert refusal is None
+        assert policy.on_message(client) is None
         assert policy.on_alias_creation(ip, "a@example.org") is None
-    policy.on_disconnect(ip)
-    assert policy.stats["redis-unavailable"] >= 8
+        policy.on_disconnect(client)
+    assert policy.stats["redis-unavailable"] == 6
     assert "failing open" in caplog.text
     dead.close()
 

@@ -5,13 +5,19 @@ is a trusted network by default). Whatever a list or a limit refused must never 
 
 from __future__ import annotations
 
+import collections
+import secrets
 import smtplib
 import socket
+import threading
 
 import pytest
 
+from redis import Redis
+
 from harness.processes import wait_for
-from tempalias.store import AliasNotFound
+from tempalias.embedded_redis import RedisServer, free_loopback_port
+from tempalias.store import AliasNotFound, AliasStore, connect, keys
 
 DAY_MS = 86_400_000
 BODY = b"Subject: hi\r\n\r\nhello\r\n"
@@ -126,7 +132,7 @@ def test_messages_per_alias_are_451_at_rcpt_and_keep_the_use(guarded, smtp_sink,
     assert code == 451 and text.decode().startswith("4.7.1")
     assert len(smtp_sink.messages) == 1
     assert store.lookup(alias.alias.id).uses_left == 4  # the refused attempt took no use
-    assert not store.redis.zcard(f"ta:{{{alias.alias.id}}}:held")
+    assert not store.redis.zcard(keys.held_key(alias.alias.id))
 
 
 def test_trusted_network_is_never_limited(guarded, smtp_sink, store):
@@ -140,3 +146,123 @@ def test_trusted_network_is_never_limited(guarded, smtp_sink, store):
         assert store.lookup(alias.alias.id).delivered == 5
     except AliasNotFound:  # pragma: no cover - an unlimited alias cannot run out
         pytest.fail("the alias vanished")
+
+
+# --- what the defences cost: Redis round trips per message (issue 12)
+
+
+def service_traffic(probe, action, leases_of: str | None = None) -> tuple[int, collections.Counter]:
+    """Run ``action`` and, with ``leases_of``, wait until that client's leases are all given back:
+    the round trips the service made to Redis meanwhile (the writes Redis read from its clients,
+    ``total_reads_processed``, less the probe's own) and the commands it sent, by name (MONITOR;
+    not those a script ran)."""
+    marker = secrets.token_hex(8)
+    sent: collections.Counter = collections.Counter()
+    watching = threading.Event()
+
+    def watch():
+        with probe.monitor() as monitor:
+            watching.set()
+            for command in monitor.listen():
+                if command["command"] == f"ECHO {marker}":
+                    return
+                if command["client_type"] != "lua" and command["client_port"] not in ours:
+                    sent[command["command"].split(" ", 1)[0].lower()] += 1
+
+    def reads() -> int:
+        return probe.info("stats")["total_reads_processed"]
+
+    polls = 0
+
+    def given_back() -> bool:
+        nonlocal polls
+        polls += 1
+        return probe.zcard(keys.lease_key(f"ip:{leases_of}")) == 0
+
+    ours = {client["addr"].rsplit(":", 1)[1] for client in probe.client_list()
+            if client["name"] == PROBE}
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert watching.wait(10)
+    before = reads()
+    action()
+    if leases_of is not None:
+        wait_for(given_back, 15, "the connections' leases to be given back")
+    round_trips = reads() - before - polls - 1  # each poll is one, and so is the last INFO
+    probe.echo(marker)
+    watcher.join(10)
+    assert not watcher.is_alive()
+    return round_trips, sent
+
+
+PROBE = "test-probe"
+
+
+@pytest.fixture(scope="module")
+def counted(service_factory, smtp_sink_server, tmp_path_factory):
+    """A service with the default limits, alone on a redis-server of its own, and a probe that
+    names itself there: every other client is the service."""
+    redis = RedisServer(str(tmp_path_factory.mktemp("counted-redis")), port=free_loopback_port(),
+                        persistent=False)
+    redis.start()
+    service = service_factory(env={"TEMPALIAS_REDIS_URL": redis.url,
+                                   "TEMPALIAS_SMARTHOST": smtp_sink_server.address})
+    probe = Redis.from_url(redis.url, decode_responses=True, client_name=PROBE,
+                           single_connection_client=True)
+    store = AliasStore(connect(redis.url, timeout=5.0))
+    yield service, store, probe
+    service.stop()
+    store.close()
+    probe.close()
+    redis.stop()
+
+
+def test_an_untrusted_message_costs_three_round_trips_and_its_slot_one_after_it_left(
+        counted, smtp_sink):
+    """Connection per message: one script at connect (connection rate, open connections, the
+    message's token paid in advance), one at RCPT (the use and the alias's limit), one when the
+    smarthost took the message; once the connection is closed its slot goes back (alone here: no
+    other connection closes or comes meanwhile). A trusted client costs the two in the middle.
+    Before issue 12 this was seven."""
+    service, store, probe = counted
+    address = f"{store.create('owner@example.org', DAY_MS, None).alias.id}@tempalias.test"
+
+    def one_message(source):
+        def send():
+            with client(service.smtp_port, source) as smtp:
+                smtp.sendmail("a@sender.example", [address], BODY)
+        return service_traffic(probe, send, leases_of=source)
+
+    one_message("127.0.0.2")  # the scripts are loaded once, here
+    assert one_message("127.0.0.2") == (4, {"evalsha": 4})
+    assert one_message("127.0.0.1") == (2, {"evalsha": 2})
+    assert len(smtp_sink.messages) == 3
+
+
+def test_a_message_on_a_kept_connection_costs_three_round_trips(counted, smtp_sink):
+    """On a kept connection the message's token is taken at MAIL FROM, as before."""
+    service, store, probe = counted
+    address = f"{store.create('owner@example.org', DAY_MS, None).alias.id}@tempalias.test"
+    with client(service.smtp_port, "127.0.0.3") as smtp:
+        for _ in range(2):  # the first is paid at connect; the second loads MAIL's script
+            smtp.sendmail("a@sender.example", [address], BODY)
+        # the message is counted in Redis before its 250: nothing to wait for
+        traffic = service_traffic(probe, lambda: smtp.sendmail("a@sender.example", [address], BODY))
+    assert traffic == (3, {"evalsha": 3})
+
+
+def test_connections_that_close_together_give_back_their_slots_together(counted):
+    """What closed connections held goes back to Redis together (within LEAVING_BATCH_SECONDS of
+    the first): under load, a fraction of a round trip per connection rather than one each."""
+    service, store, probe = counted
+    source = "127.0.0.4"
+
+    def open_and_close(count):
+        connections = [client(service.smtp_port, source) for _ in range(count)]
+        assert probe.zcard(keys.lease_key(f"ip:{source}")) == count
+        return service_traffic(probe, lambda: [smtp.close() for smtp in connections],
+                               leases_of=source)
+
+    open_and_close(1)  # the script is loaded once, here
+    round_trips, sent = open_and_close(5)
+    assert round_trips < 5 and sent["evalsha"] < 5

@@ -10,6 +10,7 @@ import requests
 
 from harness.processes import wait_for
 from tempalias.embedded_redis import RedisServer, free_loopback_port
+from tempalias.store import keys
 
 JSON = {"Content-Type": "application/json"}
 
@@ -93,7 +94,7 @@ def test_delete_revokes_and_erases(service, redis_client):
     answer = requests.delete(url, headers=bearer(body["token"]), timeout=10)
     assert answer.status_code == 204 and answer.content == b""
     assert requests.get(url, headers=bearer(body["token"]), timeout=10).status_code == 404
-    assert set(redis_client.scan_iter(match=f"ta:{{{body['id']}}}:*")) == {f"ta:{{{body['id']}}}:id"}
+    assert set(redis_client.scan_iter(match=keys.alias_pattern(body['id']))) == {keys.id_key(body['id'])}
     assert requests.delete(url, headers=bearer(body["token"]), timeout=10).status_code == 404
 
 
@@ -157,11 +158,11 @@ def test_body_that_is_not_an_object_is_422(service, body):
     ({"target": "a@example.org", "admin": True}, "admin"),
 ])
 def test_invalid_field_is_422_naming_it_and_creates_nothing(service, redis_client, fields, field):
-    before = redis_client.zcard("ta:ends")
+    before = redis_client.zcard(keys.ENDS_KEY)
     answer = create(service, **fields) if fields else requests.post(
         f"{service.http_url}/api/v1/aliases", data=b"{}", headers=JSON, timeout=10)
     assert_json_error(answer, 422, "invalid-field", field)
-    assert redis_client.zcard("ta:ends") == before
+    assert redis_client.zcard(keys.ENDS_KEY) == before
 
 
 def test_whole_number_floats_are_integers_as_json_schema_says(service):
@@ -188,10 +189,10 @@ def test_a_target_domain_keeps_its_sharp_s_by_idna_2008(service):
 @pytest.mark.parametrize("target", ["a@i❤.example", "a@ab\u0627.example", "a@a\u200db.example"])
 def test_a_domain_idna_2008_refuses_is_an_invalid_field_saying_so(service, redis_client, target):
     """A symbol, a left-to-right label with an Arabic letter (bidi), a joiner out of context."""
-    before = redis_client.zcard("ta:ends")
+    before = redis_client.zcard(keys.ENDS_KEY)
     body = assert_json_error(create(service, target=target), 422, "invalid-field", "target")
     assert "IDNA 2008" in body["description"]
-    assert redis_client.zcard("ta:ends") == before
+    assert redis_client.zcard(keys.ENDS_KEY) == before
 
 
 def test_oversized_body_is_413_without_reading_it(service):

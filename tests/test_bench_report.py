@@ -7,7 +7,7 @@ import pytest
 
 from loadtest.bench import report
 from loadtest.bench.cases import (CREATE, DIRECT, HELLO_WORLD, LEGACY_JSONP, LOOKUP, MAIN_SHAPE,
-                                  MINIRELAY_KEPT, POSTFIX, TEMPALIAS)
+                                  MINIRELAY_KEPT, POSTFIX, TEMPALIAS, UNTRUSTED)
 
 OTHER_SHAPE = "100 KiB, 1 session"
 
@@ -27,10 +27,12 @@ def smtp_case(rate: float, lost: int = 0, p50: float | None = None, p99: float |
     return sample
 
 
-def smtp_sample(tempalias: float = 3000, lost: int = 0) -> dict:
+def smtp_sample(tempalias: float = 3000, lost: int = 0, untrusted: float = 2700,
+                untrusted_lost: int = 0) -> dict:
     return {
         f"{DIRECT}, {MAIN_SHAPE}": smtp_case(10000, p50=1.0, p99=4.0),
         f"{TEMPALIAS}, {MAIN_SHAPE}": smtp_case(tempalias, lost, p50=3.0, p99=14.0),
+        f"{UNTRUSTED}, {MAIN_SHAPE}": smtp_case(untrusted, untrusted_lost),
         f"{MINIRELAY_KEPT}, {MAIN_SHAPE}": smtp_case(4000),
         f"{POSTFIX}, {MAIN_SHAPE}": smtp_case(500),
         f"{DIRECT}, {OTHER_SHAPE}": smtp_case(800),
@@ -82,6 +84,9 @@ def test_smtp_cases_are_shares_of_the_ceiling_postfix_and_the_minimal_relay_in_t
     assert main["ratio_to_minirelay"] == pytest.approx(1.0)
     assert main["added_p50_ms"] == pytest.approx(2.0)
     assert main["added_p99_ms"] == pytest.approx(10.0)
+    untrusted = smtp[f"{UNTRUSTED}, {MAIN_SHAPE}"]
+    assert untrusted["ratio_to_limits_off"] == pytest.approx(2700 / 4000)
+    assert untrusted["ratio_to_ceiling"] == pytest.approx(0.27)  # its own shape, parsed right
     other = smtp[f"{TEMPALIAS}, {OTHER_SHAPE}"]
     assert other["ratio_to_ceiling"] == pytest.approx(0.25)
     assert other["ratio_to_postfix"] is None  # Postfix ran in the main shape only
@@ -90,14 +95,15 @@ def test_smtp_cases_are_shares_of_the_ceiling_postfix_and_the_minimal_relay_in_t
 def test_key_figures_come_from_the_most_workers_and_count_every_lost_or_duplicated_message():
     result = summarised_run({1: [http_sample(10000, 9000, 9000, p99=5.0)],
                              2: [http_sample(20000, 5000, 9000, p99=80.0)]},
-                            [smtp_sample(lost=2), smtp_sample(lost=0)])
+                            [smtp_sample(lost=2, untrusted_lost=1), smtp_sample(lost=0)])
     result["capacity"] = {"checkpoints": {"1000": {"greeted_220": 1000, "rss_mb": 60.0},
                                           "10000": {"greeted_220": 9990, "rss_mb": 210.0}}}
     result["erasure"] = {"live_expected": 990, "live_untouched": 989}
     figures = report.key_figures(result)
     assert figures[report.CREATION_TO_HELLO] == pytest.approx(0.25)
     assert figures[report.CREATION_P99_MS] == 80.0
-    assert figures[report.SMTP_LOST] == 2 + 2  # 2 lost in one run, a duplicate in each
+    assert figures[report.SMTP_LOST] == 2 + 2 + 1  # 2 lost, a duplicate in each run, 1 untrusted
+    assert figures[report.UNTRUSTED_TO_LIMITS_OFF] == pytest.approx(0.9)
     assert figures[report.SMTP_TO_MINIRELAY] == pytest.approx(0.75)
     assert figures[report.SMTP_ADDED_P99_MS] == pytest.approx(10.0)
     assert figures[report.IDLE_GREETED_AT_10K] == 9990

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loadtest.bench import report
-from loadtest.bench.cases import DIRECT, MINIRELAY_KEPT, POSTFIX, SMTP_SHAPES, TEMPALIAS
+from loadtest.bench.cases import DIRECT, MINIRELAY_KEPT, POSTFIX, SMTP_SHAPES, TEMPALIAS, UNTRUSTED
 from loadtest.bench.targets import TARGETS, Target, evaluate, to_profile
 from test_bench_report import http_sample, smtp_case, summarised_run
 
@@ -29,7 +29,7 @@ def test_the_targets_of_a_section_that_did_not_run_are_left_out():
 def test_every_target_reads_a_figure_a_full_run_produces():
     smtp_run = {}
     for shape, *_ in SMTP_SHAPES:
-        for path in (DIRECT, TEMPALIAS, MINIRELAY_KEPT, POSTFIX):
+        for path in (DIRECT, TEMPALIAS, UNTRUSTED, MINIRELAY_KEPT, POSTFIX):
             smtp_run[f"{path}, {shape}"] = smtp_case(1000, p50=1.0, p99=2.0)
     result = summarised_run({1: [http_sample(10000, 5000, 5000)],
                              2: [http_sample(20000, 5000, 9000)]}, [smtp_run])

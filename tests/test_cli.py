@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from harness.processes import ServiceProcess, wait_for
+from tempalias.store import keys
 
 
 def tempalias(*args, env=None, cwd=None):
@@ -64,7 +65,7 @@ def test_purge_reports_what_it_removed(admin_env, store):
     assert result.returncode == 0
     assert re.match(r"purged \d+ ended alias", result.stdout)
     assert int(result.stdout.split()[1]) >= 1
-    assert not store.redis.exists(f"ta:{{{ended.alias.id}}}:alias")
+    assert not store.redis.exists(keys.alias_key(ended.alias.id))
 
 
 def test_bad_setting_stops_start_up_with_one_clear_line():

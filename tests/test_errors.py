@@ -14,18 +14,18 @@ from tempalias.abuse import Refusal
 from tempalias.web.errors import refusal_error
 
 
-@pytest.mark.parametrize("kind, status, retry_after", [
-    ("rbl-listed", 403, None),
-    ("rate-limited", 429, 30),
-    ("rbl-unavailable", 503, 60),
+@pytest.mark.parametrize("kind, limit, status, retry_after, description", [
+    ("rbl-listed", "bl.test", 403, None, "192.0.2.7 listed in bl.test"),
+    ("rate-limited", "create-target", 429, 30,
+     "too many new aliases for this target address; try again in 30 s"),
+    ("rbl-unavailable", "bl.test", 503, 60,
+     "cannot check 192.0.2.7 against block lists now; try again later"),
 ])
-def test_a_refusal_becomes_a_status_by_its_kind(kind, status, retry_after):
-    refusal = Refusal(kind, 451, "4.7.1", "go away for now", "a reason for the log", retry_after)
-    error = refusal_error(refusal)
+def test_a_refusal_becomes_a_status_by_its_kind(kind, limit, status, retry_after, description):
+    error = refusal_error(Refusal(kind, limit, "192.0.2.7", retry_after))
     assert error.status_code == status
     body = json.loads(error.body)
-    assert body["error"] == kind and body["description"] == "go away for now"
-    assert "a reason for the log" not in error.body
+    assert body["error"] == kind and body["description"] == description
     if retry_after is None:
         assert "retry_after" not in body and "Retry-After" not in error.headers
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.processes import wait_for
-from tempalias.store import ENDS_KEY
+from tempalias.store import ENDS_KEY, keys
 
 
 def test_running_service_sweeps_ended_aliases_by_itself(service_factory, store, redis_client):
@@ -12,6 +12,6 @@ def test_running_service_sweeps_ended_aliases_by_itself(service_factory, store, 
     live = store.create("b@example.org", 3_600_000, None).alias.id
     wait_for(lambda: redis_client.zscore(ENDS_KEY, ended) is None, 15,
              "the service's janitor to sweep the ended alias")
-    assert set(redis_client.scan_iter(match=f"ta:{{{ended}}}:*")) == {f"ta:{{{ended}}}:id"}
-    assert redis_client.exists(f"ta:{{{live}}}:alias") == 1
+    assert set(redis_client.scan_iter(match=keys.alias_pattern(ended))) == {keys.id_key(ended)}
+    assert redis_client.exists(keys.alias_key(live)) == 1
     service.stop()  # no sweeping behind the back of later tests

@@ -1,4 +1,7 @@
-"""The store's RateLimiter on the session's real Redis: token buckets and connection leases."""
+"""The store's RateLimiter on the session's real Redis: token buckets and connection leases.
+
+Time is the ``clock`` fixture's, which moves only when a test says so: a refill or a lapse is
+seen at once, and waits are exact."""
 
 from __future__ import annotations
 
@@ -6,14 +9,18 @@ import secrets
 
 import pytest
 
-from harness.processes import wait_for
 from tempalias.config import Rate
-from tempalias.store import RateLimiter, StoreUnavailable, connect
+from tempalias.store import RateLimiter, StoreUnavailable, Throttled, connect, keys
+
+LEASE_MS = 60_000
+FULL_RETRY_MS = 60_000
 
 
 @pytest.fixture
-def limiter(redis_client):
-    return RateLimiter(redis_client)
+def limiter(redis_client, clock):
+    limiter = RateLimiter(redis_client, clock=clock)
+    yield limiter
+    limiter.close()
 
 
 @pytest.fixture
@@ -24,29 +31,28 @@ def subject():
 def test_a_bucket_lets_its_burst_through_then_says_how_long_to_wait(limiter, subject):
     limits = {"burst": Rate(3, 30.0)}
     assert [limiter.take(subject, limits) for _ in range(3)] == [None, None, None]
-    throttled = limiter.take(subject, limits)
-    assert throttled is not None
-    assert throttled.limit == "burst"
-    # one token comes back every 30/3 = 10 s
-    assert 0 < throttled.retry_after_ms <= 10_000
-    assert throttled.retry_after_seconds == -(-throttled.retry_after_ms // 1000)
+    # one token comes back every 30/3 = 10 s, and no time has passed
+    assert limiter.take(subject, limits) == Throttled("burst", 10_000)
+    assert Throttled("burst", 10_000).retry_after_seconds == 10
+    assert Throttled("burst", 9_001).retry_after_seconds == 10
 
 
-def test_a_bucket_refills_after_its_interval(limiter, subject):
+def test_a_bucket_refills_after_its_interval(limiter, subject, clock):
     limits = {"fast": Rate(1, 2.0)}
     assert limiter.take(subject, limits) is None
-    assert limiter.take(subject, limits) is not None
-    wait_for(lambda: limiter.take(subject, limits) is None, 10, "the bucket to refill")
+    clock.advance(1.9)
+    assert limiter.take(subject, limits) == Throttled("fast", 100)
+    clock.advance(0.1)
+    assert limiter.take(subject, limits) is None
 
 
-def test_refused_requests_take_nothing(limiter, subject):
+def test_refused_requests_take_nothing(limiter, subject, clock):
     limits = {"slow": Rate(1, 3.0)}
     assert limiter.take(subject, limits) is None
     # knocking while empty does not push the moment of the next token further away
-    waits = [limiter.take(subject, limits) for _ in range(20)]
-    assert all(waits)
-    assert waits[-1].retry_after_ms <= waits[0].retry_after_ms
-    wait_for(lambda: limiter.take(subject, limits) is None, 10, "the bucket to refill")
+    assert [limiter.take(subject, limits) for _ in range(20)] == [Throttled("slow", 3000)] * 20
+    clock.advance(3.0)
+    assert limiter.take(subject, limits) is None
 
 
 def test_several_buckets_are_all_or_nothing(limiter, subject):
@@ -72,46 +78,128 @@ def test_no_limits_means_go(limiter, subject):
 
 def test_keys_share_the_subject_hash_tag_and_expire_by_themselves(limiter, subject, redis_client):
     limiter.take(subject, {"a": Rate(2, 60.0), "b": Rate(5, 600.0)})
-    keys = sorted(redis_client.scan_iter(match=f"ta:rl:{{{subject}}}:*"))
-    assert keys == [f"ta:rl:{{{subject}}}:a", f"ta:rl:{{{subject}}}:b"]
-    assert all(0 < redis_client.pttl(key) <= 600_000 for key in keys)
+    found = sorted(redis_client.scan_iter(match=keys.limit_pattern(subject)))
+    assert found == [keys.limit_key(subject, "a"), keys.limit_key(subject, "b")]
+    assert all(f"{{{subject}}}" in key for key in found)
+    assert all(0 < redis_client.pttl(key) <= 600_000 for key in found)
 
 
-def test_two_limiters_on_one_redis_share_the_buckets(redis_server, limiter, subject):
-    other = RateLimiter(connect(redis_server.url, timeout=5.0))
+def test_without_a_clock_redis_keeps_the_time_and_two_limiters_share_the_buckets(
+        redis_server, redis_client, subject):
+    one, other = RateLimiter(redis_client), RateLimiter(connect(redis_server.url, timeout=5.0))
     try:
         limits = {"shared": Rate(2, 3600.0)}
-        assert limiter.take(subject, limits) is None
+        assert one.take(subject, limits) is None
         assert other.take(subject, limits) is None
-        assert limiter.take(subject, limits) is not None
+        assert one.take(subject, limits) is not None
         assert other.take(subject, limits) is not None
     finally:
+        one.close()
+        other.close()
         other.redis.close()
 
 
-def test_leases_bound_open_connections_until_given_back(limiter, subject):
-    first = limiter.open_lease(subject, 2, 60_000)
-    second = limiter.open_lease(subject, 2, 60_000)
-    assert first and second and first != second
-    assert limiter.open_lease(subject, 2, 60_000) is None
-    limiter.close_lease(subject, first)
-    assert limiter.open_lease(subject, 2, 60_000) is not None
+# --- admit and leave: what an SMTP connection holds
 
 
-def test_a_lease_whose_holder_died_lapses(limiter, subject):
-    assert limiter.open_lease(subject, 1, 1000) is not None
-    assert limiter.open_lease(subject, 1, 1000) is None
-    wait_for(lambda: limiter.open_lease(subject, 1, 1000), 10, "the dead lease to lapse")
+def admit(limiter, subject, limits=None, open_limit=2, advance=None):
+    return limiter.admit(subject, limits or {}, open_limit, LEASE_MS, FULL_RETRY_MS, advance)
+
+
+def open_leases(redis_client, subject) -> int:
+    return redis_client.zcard(keys.lease_key(subject))
+
+
+def test_leases_bound_open_connections_until_given_back(limiter, subject, redis_client):
+    first, second = admit(limiter, subject), admit(limiter, subject)
+    assert first.lease_id and second.lease_id and first.lease_id != second.lease_id
+    assert admit(limiter, subject) == Throttled("open", FULL_RETRY_MS)
+    limiter.leave(first)
+    assert open_leases(redis_client, subject) == 1
+    assert admit(limiter, subject).lease_id is not None
+
+
+def test_leaving_gives_back_that_connections_lease_and_no_other(limiter, subject, redis_client):
+    first, second = admit(limiter, subject), admit(limiter, subject)
+    limiter.leave(second)
+    limiter.leave(second)  # twice is once
+    assert redis_client.zrange(keys.lease_key(subject), 0, -1) == [first.lease_id]
+
+
+def test_a_lease_whose_holder_died_lapses(limiter, subject, clock):
+    assert limiter.admit(subject, {}, 1, 1000, FULL_RETRY_MS).lease_id is not None
+    assert limiter.admit(subject, {}, 1, 1000, FULL_RETRY_MS) == Throttled("open", FULL_RETRY_MS)
+    clock.advance(1.0)
+    assert limiter.admit(subject, {}, 1, 1000, FULL_RETRY_MS).lease_id is not None
+
+
+def test_a_client_turned_away_at_admission_takes_nothing(limiter, subject, redis_client):
+    limits = {"connect": Rate(2, 3600.0)}
+    first = admit(limiter, subject, limits, open_limit=1)
+    # no slot left: the connection bucket is not touched
+    assert admit(limiter, subject, limits, open_limit=1) == Throttled("open", FULL_RETRY_MS)
+    limiter.leave(first)
+    admit(limiter, subject, limits, open_limit=5)
+    # no token left: no slot is taken
+    assert admit(limiter, subject, limits, open_limit=5).limit == "connect"
+    assert open_leases(redis_client, subject) == 1
+
+
+def test_the_first_message_is_paid_at_admission_and_given_back_unless_spent(limiter, subject):
+    messages = {"message": Rate(2, 3600.0)}
+    unused = admit(limiter, subject, advance=messages)
+    spent = admit(limiter, subject, advance=messages)
+    assert unused.advance == spent.advance == messages
+    assert limiter.take(subject, messages) == Throttled("message", 1_800_000)  # both paid
+    assert spent.spend_advance() and not spent.spend_advance()
+    limiter.leave(spent)
+    limiter.leave(unused)
+    assert limiter.take(subject, messages) is None  # the unused one came back
+    assert limiter.take(subject, messages) is not None
+
+
+def test_no_token_for_the_first_message_still_admits(limiter, subject):
+    messages = {"message": Rate(1, 3600.0)}
+    assert limiter.take(subject, messages) is None
+    lease = admit(limiter, subject, advance=messages)
+    assert lease.lease_id is not None and lease.advance == {}
+    assert not lease.spend_advance()  # the message asks for its own token then
 
 
 def test_an_unreachable_redis_is_store_unavailable(subject):
     from tempalias.embedded_redis import free_loopback_port
 
     client = connect(f"redis://127.0.0.1:{free_loopback_port()}/0", timeout=0.5)
+    limiter = RateLimiter(client)
     try:
         with pytest.raises(StoreUnavailable):
-            RateLimiter(client).take(subject, {"x": Rate(1, 1.0)})
+            limiter.take(subject, {"x": Rate(1, 1.0)})
         with pytest.raises(StoreUnavailable):
-            RateLimiter(client).open_lease(subject, 1, 1000)
+            admit(limiter, subject)
     finally:
+        limiter.close()
         client.close()
+
+
+def test_leases_of_several_connections_and_subjects_go_back_in_one_call(limiter, redis_client):
+    messages = {"message": Rate(3, 3600.0)}
+    one, two = f"test:{secrets.token_hex(6)}", f"test:{secrets.token_hex(6)}"
+    leases = [admit(limiter, one, advance=messages), admit(limiter, one, advance=messages),
+              admit(limiter, two, advance=messages)]
+    assert leases[0].spend_advance()
+    limiter.leave(*leases)
+    assert open_leases(redis_client, one) == open_leases(redis_client, two) == 0
+    # one's two unspent... one's spent token stays taken, the other came back
+    assert [limiter.take(one, messages) for _ in range(3)] == [None, None, Throttled("message", 1_200_000)]
+    assert [limiter.take(two, messages) for _ in range(3)] == [None, None, None]
+
+
+def test_an_admission_first_gives_back_what_closed_connections_held(limiter, subject,
+                                                                     redis_client):
+    messages = {"message": Rate(1, 3600.0)}
+    first = limiter.admit(subject, {}, 1, LEASE_MS, FULL_RETRY_MS, messages)
+    assert first.open == 1 and first.advance == messages
+    # the one slot and the one token are free again for the next connection, in the same write
+    second = limiter.admit(subject, {}, 1, LEASE_MS, FULL_RETRY_MS, messages, leaving=[first])
+    assert second.open == 1 and second.advance == messages
+    assert redis_client.zrange(keys.lease_key(subject), 0, -1) == [second.lease_id]

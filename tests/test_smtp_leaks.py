@@ -21,6 +21,7 @@ import pytest
 
 from harness.processes import wait_for
 from tempalias.smtp.relay import IDLE_CONNECTIONS
+from tempalias.store import keys
 from test_smtp_forwarding import DAY_MS, alias_address, uses_left
 
 SESSIONS = 2000
@@ -116,6 +117,6 @@ def test_no_descriptor_or_greenlet_leaks(service_factory, smtp_sink, store, redi
     delivered = plan.count("complete") + plan[:50].count("complete")
     assert len(smtp_sink.messages) == delivered
     assert uses_left(store, new.alias.id) == 100_000 - delivered
-    assert store.redis.zcard(f"ta:{{{new.alias.id}}}:held") == 0  # no reservation left behind
+    assert store.redis.zcard(keys.held_key(new.alias.id)) == 0  # no reservation left behind
     assert "Traceback" not in service.log_text()
     service.stop()

@@ -15,6 +15,7 @@ import pytest
 from harness.processes import holder, wait_for
 from harness.smtp_peer import RawClient, make_certificate
 from tempalias.smtp import replies
+from tempalias.store import keys
 from test_smtp_forwarding import DAY_MS, alias_address, send, uses_left
 
 
@@ -366,4 +367,4 @@ def test_sigterm_drains_then_says_421_and_releases_held_uses(service_factory, sm
     wait_for(lambda: service.process.poll() is not None, 30, "tempalias to exit after draining")
     assert service.stop() == 0
     assert uses_left(store, new.alias.id) == 3
-    assert store.redis.zcard(f"ta:{{{new.alias.id}}}:held") == 0
+    assert store.redis.zcard(keys.held_key(new.alias.id)) == 0

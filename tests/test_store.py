@@ -11,11 +11,14 @@ import time
 
 import pytest
 import requests
+from redis.crc import key_slot
 
 from harness.processes import wait_for
+from tempalias.config import Rate
 from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.store import (ENDS_KEY, IDLEN_KEY, AliasExhausted, AliasNotFound, AliasStore,
-                             StoreUnavailable, connect, hash_token, random_id)
+                             RateLimited, StoreUnavailable, Throttled, connect, hash_token, keys,
+                             random_id)
 
 HOUR_MS = 3_600_000
 HUNG_BUDGET = 1.0  # TEMPALIAS_REDIS_TIMEOUT of the hung-Redis test, seconds
@@ -23,7 +26,7 @@ MARGIN = 1.5  # what an answer may take beyond the budget: scheduling on a busy 
 
 
 def keys_of(client, alias_id: str) -> set[str]:
-    return set(client.scan_iter(match=f"ta:{{{alias_id}}}:*", count=1000))
+    return set(client.scan_iter(match=keys.alias_pattern(alias_id), count=1000))
 
 
 @pytest.fixture
@@ -36,13 +39,13 @@ def isolated_store(redis_client, request):
 
 def test_create_stores_alias_with_hashed_token_only(store, redis_client):
     created = store.create("owner@example.org", HOUR_MS, 5)
-    fields = redis_client.hgetall(f"ta:{{{created.alias.id}}}:alias")
+    fields = redis_client.hgetall(keys.alias_key(created.alias.id))
     assert fields["target"] == "owner@example.org"
     assert fields["token"] == hash_token(created.token)
     assert created.token not in fields.values()
     assert int(fields["uses"]) == 5
     assert created.alias.expires_ms - created.alias.created_ms == HOUR_MS
-    assert 0 < redis_client.pttl(f"ta:{{{created.alias.id}}}:alias") <= HOUR_MS
+    assert 0 < redis_client.pttl(keys.alias_key(created.alias.id)) <= HOUR_MS
 
 
 def test_ids_are_lowercase_letters_and_digits_of_configured_length(isolated_store):
@@ -72,7 +75,7 @@ def test_preserved_reservation_blocks_reuse_after_erasure(isolated_store, redis_
     first = store.create("a@example.org", HOUR_MS, None)
     assert first.alias.id == "z"
     store.revoke("z", first.token)
-    assert redis_client.exists("ta:{z}:id") == 1
+    assert redis_client.exists(keys.id_key("z")) == 1
     second = store.create("b@example.org", HOUR_MS, None)
     assert second.alias.id != "z" and set(second.alias.id) == {"z"}
     with pytest.raises(AliasNotFound):
@@ -148,7 +151,7 @@ def test_concurrent_deliveries_commit_exactly_the_uses_left(store, redis_client,
     assert not errors
     assert len(committed) == uses and len(refused) == senders - uses
     assert sorted(committed) == list(range(uses))  # every use counted once, down to 0
-    assert keys_of(redis_client, created.alias.id) == {f"ta:{{{created.alias.id}}}:id"}
+    assert keys_of(redis_client, created.alias.id) == {keys.id_key(created.alias.id)}
 
 
 def test_unlimited_alias_counts_deliveries(store):
@@ -158,18 +161,15 @@ def test_unlimited_alias_counts_deliveries(store):
     assert store.get(created.alias.id, created.token).delivered == 3
 
 
-def test_lapsed_reservation_frees_its_use(redis_client):
-    store = AliasStore(redis_client, reservation_seconds=0.2)
+def test_lapsed_reservation_frees_its_use(redis_client, clock):
+    store = AliasStore(redis_client, reservation_seconds=60, clock=clock)
     created = store.create("a@example.org", HOUR_MS, 1)
     store.reserve(created.alias.id)  # its holder "dies" and never commits nor releases
-
-    def reservable():
-        try:
-            return store.reserve(created.alias.id)
-        except AliasExhausted:
-            return None
-
-    assert wait_for(reservable, 10, "the lapsed reservation to free its use")
+    clock.advance(59.999)
+    with pytest.raises(AliasExhausted):
+        store.reserve(created.alias.id)
+    clock.advance(0.001)
+    assert store.reserve(created.alias.id).target == "a@example.org"
 
 
 def test_expired_alias_is_refused_and_erased(store, redis_client):
@@ -181,7 +181,7 @@ def test_expired_alias_is_refused_and_erased(store, redis_client):
             store.release(store.reserve(alias_id))
             return False
         except AliasNotFound:
-            return keys_of(redis_client, alias_id) == {f"ta:{{{alias_id}}}:id"}
+            return keys_of(redis_client, alias_id) == {keys.id_key(alias_id)}
 
     wait_for(refused_and_gone, 10, "the alias to expire")
     with pytest.raises(AliasNotFound):
@@ -192,7 +192,7 @@ def test_revoke_erases_everything_but_the_id_reservation(store, redis_client):
     created = store.create("a@example.org", HOUR_MS, 3)
     store.reserve(created.alias.id)
     store.revoke(created.alias.id, created.token)
-    assert keys_of(redis_client, created.alias.id) == {f"ta:{{{created.alias.id}}}:id"}
+    assert keys_of(redis_client, created.alias.id) == {keys.id_key(created.alias.id)}
     assert redis_client.zscore(ENDS_KEY, created.alias.id) is None
     with pytest.raises(AliasNotFound):
         store.reserve(created.alias.id)
@@ -206,10 +206,10 @@ def test_purge_removes_exactly_the_ended_aliases(store, redis_client):
     wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
     assert store.purge() >= 5
     for alias_id in ended:
-        assert keys_of(redis_client, alias_id) == {f"ta:{{{alias_id}}}:id"}
+        assert keys_of(redis_client, alias_id) == {keys.id_key(alias_id)}
         assert redis_client.zscore(ENDS_KEY, alias_id) is None
     for alias_id in live:
-        assert redis_client.exists(f"ta:{{{alias_id}}}:alias") == 1
+        assert redis_client.exists(keys.alias_key(alias_id)) == 1
         assert redis_client.zscore(ENDS_KEY, alias_id) is not None
     assert store.purge() == 0
 
@@ -220,9 +220,9 @@ def test_purge_goes_on_batch_after_batch_until_every_ended_alias_is_gone(store, 
     last_end = max(alias.expires_ms for alias in made)
     wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
     assert store.purge(batch=10) >= 25  # three batches, the last one short
-    assert all(keys_of(redis_client, alias.id) == {f"ta:{{{alias.id}}}:id"} for alias in made)
+    assert all(keys_of(redis_client, alias.id) == {keys.id_key(alias.id)} for alias in made)
     assert all(redis_client.zscore(ENDS_KEY, alias.id) is None for alias in made)
-    assert all(redis_client.exists(f"ta:{{{alias_id}}}:alias") == 1 for alias_id in live)
+    assert all(redis_client.exists(keys.alias_key(alias_id)) == 1 for alias_id in live)
     assert store.purge(batch=10) == 0
 
 
@@ -298,6 +298,70 @@ def test_create_works_after_redis_forgot_its_scripts(store, redis_client):
     created = store.create("b@example.org", HOUR_MS, 2)
     assert store.get(created.alias.id, created.token).uses_left == 2
     assert redis_client.zscore(ENDS_KEY, created.alias.id) == created.alias.expires_ms
+
+
+def test_every_script_works_after_redis_forgot_its_scripts(store, redis_client):
+    created = store.create("a@example.org", HOUR_MS, 3)
+    redis_client.script_flush()
+    reservation = store.reserve(created.alias.id, {"alias-message": Rate(10, 60.0)})
+    redis_client.script_flush()
+    assert store.commit(reservation) == 2
+    redis_client.script_flush()
+    store.revoke(created.alias.id, created.token)
+    redis_client.script_flush()
+    assert store.purge() >= 0
+    assert keys_of(redis_client, created.alias.id) == {keys.id_key(created.alias.id)}
+
+
+def test_an_error_reply_that_is_no_refusal_is_store_unavailable(store, redis_client):
+    """OOM, READONLY, WRONGTYPE...: Redis answered, but cannot serve the operation."""
+    created = store.create("a@example.org", HOUR_MS, None)
+    redis_client.delete(keys.held_key(created.alias.id))
+    redis_client.set(keys.held_key(created.alias.id), "not a sorted set")
+    with pytest.raises(StoreUnavailable):
+        store.reserve(created.alias.id)
+
+
+def test_every_key_of_one_alias_is_in_one_cluster_slot(store):
+    alias_id = store.create("a@example.org", HOUR_MS, None).alias.id
+    slots = {key_slot(key.encode()) for key in (
+        keys.id_key(alias_id), keys.alias_key(alias_id), keys.held_key(alias_id),
+        keys.alias_limit_key(alias_id, "alias-message"))}
+    assert len(slots) == 1
+
+
+def test_the_alias_limits_are_taken_with_its_use_all_or_nothing(redis_client, clock):
+    store = AliasStore(redis_client, clock=clock)
+    created = store.create("a@example.org", HOUR_MS, 5)
+    alias_id = created.alias.id
+    limits = {"alias-message": Rate(2, 60.0)}
+    first = store.reserve(alias_id, limits)
+    store.commit(store.reserve(alias_id, limits))
+    with pytest.raises(RateLimited) as refused:
+        store.reserve(alias_id, limits)
+    assert refused.value.throttled == Throttled("alias-message", 30_000)
+    # the refused reservation held no use
+    assert redis_client.zrange(keys.held_key(alias_id), 0, -1) == [first.reservation_id]
+    assert store.get(alias_id, created.token).uses_left == 4
+    clock.advance(30.0)
+    store.release(store.reserve(alias_id, limits))
+    # an alias with no use left says so, whatever its limits
+    store.commit(first)
+    for _ in range(3):
+        clock.advance(30.0)
+        store.commit(store.reserve(alias_id, limits))
+    with pytest.raises(AliasNotFound):
+        store.reserve(alias_id, limits)
+
+
+def test_a_wrong_token_revokes_nothing(store, redis_client):
+    created = store.create("a@example.org", HOUR_MS, None)
+    with pytest.raises(AliasNotFound):
+        store.revoke(created.alias.id, "not-the-token")
+    assert redis_client.zscore(ENDS_KEY, created.alias.id) == created.alias.expires_ms
+    store.revoke(created.alias.id.upper(), None)  # the operator needs no token
+    with pytest.raises(AliasNotFound):
+        store.revoke(created.alias.id, None)
 
 
 def test_random_ids_use_the_whole_alphabet_evenly():

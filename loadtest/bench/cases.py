@@ -39,6 +39,7 @@ from loadtest.bench.tools import (TARGET, LatencyProbe, PostfixPeer, PostfixSink
                                   profile, smtp_source, wrk)
 from loadtest.stack import Stack
 from tempalias.embedded_redis import RedisServer, free_loopback_port
+from tempalias.store import keys
 
 NO_SMARTHOST = "127.0.0.1:9"  # the HTTP cases never forward mail
 HTTP_WORKERS = (1, 2)
@@ -155,13 +156,27 @@ SMTP_SHAPES = [  # (name, size, sessions, messages, kept connections)
     ("2 KiB, 20 sessions, kept connections", 2048, 20, 8000, True),
 ]
 MAIN_SHAPE = SMTP_SHAPES[0][0]  # the targets of issue 7 are read off this one
+# The path real deployments take (issue 12): smtp-source outside TEMPALIAS_TRUSTED_NETWORKS and
+# every SMTP limit on, each raised so that nothing is refused: every check runs, none says no.
+UNTRUSTED = "tempalias (untrusted client with limits on) -> sink"  # no comma: "PATH, SHAPE"
+UNTRUSTED_LIMITS_ON = {
+    "TEMPALIAS_TRUSTED_NETWORKS": "192.0.2.1/32",  # not 127.0.0.1, where smtp-source connects from
+    "TEMPALIAS_SMTP_CONNECTIONS_PER_IP": "100000000/1h",
+    "TEMPALIAS_SMTP_CONCURRENT_PER_IP": "100000",
+    "TEMPALIAS_SMTP_MESSAGES_PER_IP": "100000000/1h",
+    "TEMPALIAS_ALIAS_MESSAGE_RATE": "100000000/1h",
+}
+UNTRUSTED_SHAPES = {"2 KiB, 20 sessions", "2 KiB, 20 sessions, kept connections"}
 
 
 def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
     samples: dict[str, Sample] = {}
     with PostfixSink(workdir) as sink:
-        with Stack(workdir / "stack-smtp", workers=workers, smarthost=sink.address) as stack:
+        with Stack(workdir / "stack-smtp", workers=workers, smarthost=sink.address) as stack, \
+                Stack(workdir / "stack-smtp-untrusted", workers=workers, smarthost=sink.address,
+                      env=UNTRUSTED_LIMITS_ON) as untrusted:
             alias = create_alias(stack.http_url)["address"]
+            untrusted_alias = create_alias(untrusted.http_url)["address"]
             tempalias = f"127.0.0.1:{stack.smtp_port}"
             for name, size, sessions, messages, keep in SMTP_SHAPES:
                 messages = max(50, int(messages * scale))
@@ -172,6 +187,10 @@ def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
                 samples[f"{TEMPALIAS}, {name}"] = smtp_case(
                     sink, tempalias, alias, messages, sessions, size, keep,
                     probe_port=stack.smtp_port if probe else None)
+                if name in UNTRUSTED_SHAPES:
+                    samples[f"{UNTRUSTED}, {name}"] = smtp_case(
+                        sink, f"127.0.0.1:{untrusted.smtp_port}", untrusted_alias, messages,
+                        sessions, size, keep, probe_port=untrusted.smtp_port if probe else None)
         for keep, path in ((True, MINIRELAY_KEPT), (False, MINIRELAY_PER_MESSAGE)):
             with MiniRelay(workdir, workers, sink.address, keep) as relay:
                 for name, size, sessions, messages, keep_client in SMTP_SHAPES:
@@ -226,20 +245,20 @@ def capacity_run(workdir: Path, limit: int) -> Sample:
 
 
 def write_aliases(client, ids: list[str], expires_ms: int, with_ttl: bool = True) -> None:
-    """The keys AliasStore.create writes (see tempalias/store.py), in pipelined batches."""
+    """The keys AliasStore.create writes (tempalias/store/keys.py), in pipelined batches."""
     now_ms = int(time.time() * 1000)
     for start in range(0, len(ids), 5000):
         pipe = client.pipeline(transaction=False)
         ends = {}
         for alias_id in ids[start:start + 5000]:
-            pipe.set(f"ta:{{{alias_id}}}:id", "1")
-            pipe.hset(f"ta:{{{alias_id}}}:alias", mapping={
+            pipe.set(keys.id_key(alias_id), "1")
+            pipe.hset(keys.alias_key(alias_id), mapping={
                 "target": f"{alias_id}@example.org", "token": "0" * 64, "created": now_ms,
                 "expires": expires_ms, "delivered": 0})
             if with_ttl:
-                pipe.pexpireat(f"ta:{{{alias_id}}}:alias", expires_ms)
+                pipe.pexpireat(keys.alias_key(alias_id), expires_ms)
             ends[alias_id] = expires_ms
-        pipe.zadd("ta:ends", ends)
+        pipe.zadd(keys.ENDS_KEY, ends)
         pipe.execute()
 
 
@@ -254,14 +273,14 @@ def fresh_ids(count: int, taken: set[str]) -> list[str]:
 
 
 def untouched(client, ids: list[str]) -> int:
-    """How many of ``ids`` still have their hash (target intact) and their ta:ends entry."""
+    """How many of ``ids`` still have their hash (target intact) and their ends entry."""
     intact = 0
     for start in range(0, len(ids), 10000):
         pipe = client.pipeline(transaction=False)
         batch = ids[start:start + 10000]
         for alias_id in batch:
-            pipe.hget(f"ta:{{{alias_id}}}:alias", "target")
-            pipe.zscore("ta:ends", alias_id)
+            pipe.hget(keys.alias_key(alias_id), "target")
+            pipe.zscore(keys.ENDS_KEY, alias_id)
         replies = pipe.execute()
         for index, alias_id in enumerate(batch):
             if replies[2 * index] == f"{alias_id}@example.org" and replies[2 * index + 1]:
@@ -306,11 +325,11 @@ def erasure_runs(workdir: Path, runs: int, total: int) -> Sample:
                         purged = AliasStore(client).purge()
                     seconds = time.monotonic() - started
                     sampled = ended[:1000]
-                    gone = sum(client.exists(f"ta:{{{i}}}:alias") == 0 for i in sampled)
+                    gone = sum(client.exists(keys.alias_key(i)) == 0 for i in sampled)
                     samples.append({
                         "how": how, "run": run, "seconds": seconds, "purged": purged,
                         "expected": ended_count, "ended_sampled_gone": f"{gone}/{len(sampled)}",
-                        "ends_left": client.zcard("ta:ends"),
+                        "ends_left": client.zcard(keys.ENDS_KEY),
                         "memory_freed_mb": (memory_before - int(
                             client.info("memory")["used_memory"])) / 2**20})
             started = time.monotonic()

@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 from loadtest.bench.cases import (CREATE, DIRECT, HELLO_WORLD, LOOKUP, MAIN_SHAPE, MINIRELAY_KEPT,
-                                  POSTFIX, TEMPALIAS)
+                                  POSTFIX, TEMPALIAS, UNTRUSTED)
 from loadtest.bench.tools import WRK_CONNECTIONS, Sample
 
 # The key figures (``key_figures``); the targets (targets.py) name the one each reads.
@@ -24,6 +24,7 @@ SMTP_LOST = "messages tempalias lost or duplicated"
 SMTP_TO_CEILING = "tempalias / direct to the sink, msg/s"
 SMTP_TO_POSTFIX = "tempalias / Postfix, msg/s"
 SMTP_TO_MINIRELAY = "tempalias / minimal relay (upstream kept), msg/s"
+UNTRUSTED_TO_LIMITS_OFF = "untrusted client with limits on / limits off, msg/s"
 SMTP_ADDED_P99_MS = "added p99 latency under load, ms"
 IDLE_GREETED_AT_10K = "idle connections greeted of 10,000"
 IDLE_RSS_MB_AT_10K = "RSS at 10,000 idle connections, MB"
@@ -82,6 +83,10 @@ def derive_smtp(smtp: dict[str, dict]) -> None:
     direct = smtp.get(f"{DIRECT}, {MAIN_SHAPE}")
     if main is None:
         return
+    untrusted = smtp.get(f"{UNTRUSTED}, {MAIN_SHAPE}")
+    if untrusted is not None:
+        untrusted["ratio_to_limits_off"] = _ratio(_median(untrusted, "msg_per_s"),
+                                                  _median(main, "msg_per_s"))
     main["ratio_to_minirelay"] = _ratio(_median(main, "msg_per_s"),
                                         _median(smtp.get(f"{MINIRELAY_KEPT}, {MAIN_SHAPE}"),
                                                 "msg_per_s"))
@@ -104,13 +109,16 @@ def key_figures(result: dict[str, Any]) -> dict[str, float]:
     smtp = result.get("smtp")
     if smtp:
         figures[SMTP_LOST] = sum(abs(sample["lost_or_duplicated"])
-                                 for name, case in smtp.items() if name.startswith(TEMPALIAS)
+                                 for name, case in smtp.items()
+                                 if name.startswith((TEMPALIAS, UNTRUSTED))
                                  for sample in case["samples"])
         main = smtp.get(f"{TEMPALIAS}, {MAIN_SHAPE}", {})
         figures[SMTP_TO_CEILING] = main.get("ratio_to_ceiling")
         figures[SMTP_TO_POSTFIX] = main.get("ratio_to_postfix")
         figures[SMTP_TO_MINIRELAY] = main.get("ratio_to_minirelay")
         figures[SMTP_ADDED_P99_MS] = main.get("added_p99_ms")
+        figures[UNTRUSTED_TO_LIMITS_OFF] = smtp.get(f"{UNTRUSTED}, {MAIN_SHAPE}", {}).get(
+            "ratio_to_limits_off")
     at_10k = result.get("capacity", {}).get("checkpoints", {}).get("10000")
     if at_10k:
         figures[IDLE_GREETED_AT_10K] = at_10k["greeted_220"]

@@ -42,6 +42,8 @@ TARGETS = [
            report.SMTP_TO_MINIRELAY, 0.80, profile="smtp"),
     Target("SMTP added p99 latency < 25 ms", report.SMTP_ADDED_P99_MS, 25, below=True,
            profile="smtp"),
+    Target("SMTP from an untrusted client with limits on >= 85% of limits off",
+           report.UNTRUSTED_TO_LIMITS_OFF, 0.85, profile="smtp"),
     Target("10,000 idle SMTP connections in one process", report.IDLE_GREETED_AT_10K, 10000),
     Target("RSS at 10,000 idle connections < 250 MB", report.IDLE_RSS_MB_AT_10K, 250, below=True),
     Target("erasure leaves every live alias untouched", report.LIVE_ALIASES_TOUCHED, 1, below=True),

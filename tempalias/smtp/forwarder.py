@@ -26,28 +26,25 @@ import re
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
-from tempalias.abuse import AbusePolicy, Refusal
+from tempalias.abuse import AbusePolicy
 from tempalias.addresses import Address
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import Delivery, DeliveryError, Transaction, dot_stuff, dot_unstuff
 from tempalias.smtp.loops import LoopGuard, delivered_to
+from tempalias.smtp.refusals import refusal_reply
 from tempalias.smtp.replies import Reply
 from tempalias.smtp.reports import NotAReport, read_report, write_report
 from tempalias.smtp.session import Envelope, Recipient, Session
 from tempalias.srs import ReturnPath
 from tempalias.srs import MAX_AGE_DAYS, SRS, InvalidSRS, is_srs
-from tempalias.store import (AliasExhausted, AliasRefused, AliasStore, StoreUnavailable,
-                             normalise_id)
+from tempalias.store import (AliasExhausted, AliasRefused, AliasStore, RateLimited,
+                             StoreUnavailable, normalise_id)
 
 log = logging.getLogger("tempalias.smtp")
 
 _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
 REPORT_READ_LIMIT = 256 * 1024  # of a bounce, what is read: its status part comes before the rest
 RETURN_ADDRESS_LIFETIME_MS = (MAX_AGE_DAYS + 1) * 86_400_000
-
-
-def refusal_reply(refusal: Refusal) -> Reply:
-    return Reply(refusal.code, refusal.enhanced, refusal.text)
 
 
 Verdict = tuple[Reply, Recipient | None]  # the reply, and the recipient to add when accepted
@@ -71,7 +68,8 @@ class Forwarder:
 
     def sender(self, session: Session) -> Reply | None:
         """MAIL FROM: may this client start one more message now? None: yes."""
-        refusal = self.policy.on_message(session.peer_ip) if self.policy else None
+        policy, client = self.policy, session.client
+        refusal = policy.on_message(client) if policy and client else None
         return refusal_reply(refusal) if refusal else None
 
     def outbound(self, session: Session, envelope: Envelope) -> "Outbound":
@@ -138,8 +136,13 @@ class Outbound:
             return replies.NO_SUCH_ALIAS, None
         if envelope.has_alias(alias_id):
             return replies.RECIPIENT_OK, None  # the same alias twice in one message is one use
+        policy, client = forwarder.policy, self.session.client
         try:
-            reservation = forwarder.store.reserve(alias_id)
+            # the alias's rate limits are taken in the same round trip as its use
+            reservation = forwarder.store.reserve(
+                alias_id, policy.alias_limits(client) if policy and client else None)
+        except RateLimited as exc:
+            return refusal_reply(policy.on_alias_throttled(alias_id, client, exc.throttled)), None
         except AliasExhausted:
             return replies.ALIAS_BUSY, None  # its uses are held by messages in flight
         except AliasRefused:
@@ -147,13 +150,7 @@ class Outbound:
         except StoreUnavailable as exc:
             log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
             return replies.STORE_UNAVAILABLE, None
-        recipient = Recipient(alias_id, reservation.target, reservation)
-        policy = forwarder.policy
-        refusal = policy.on_alias_delivery(alias_id, self.session.peer_ip) if policy else None
-        if refusal:
-            forwarder.release(recipient)
-            return refusal_reply(refusal), None
-        return self._add(recipient)
+        return self._add(Recipient(alias_id, reservation.target, reservation))
 
     def _postmaster_recipient(self) -> Verdict:
         """RFC 5321 4.5.1: postmaster (any case) at each of our domains reaches a person: the

@@ -10,17 +10,26 @@ from __future__ import annotations
 import logging
 import ssl
 
-from gevent.pool import Pool
+import gevent
+from gevent.pool import Group, Pool
 from gevent.server import StreamServer
 
-from tempalias.abuse import AbusePolicy, Refusal, parse_ip
+from tempalias.abuse import AbusePolicy, parse_ip
 from tempalias.smtp import replies
 from tempalias.smtp.connection import Connection
 from tempalias.smtp.forwarder import Forwarder
 from tempalias.smtp.protocol import Limits, SMTPProtocol
+from tempalias.smtp.refusals import refusal_reply
+from tempalias.smtp.replies import Reply
 from tempalias.smtp.session import Session
 
 log = logging.getLogger("tempalias.smtp")
+
+# How long what a closed connection held (its slot among the client's open connections) may wait
+# to go back to Redis with the next connection of the same client, or with the others that close
+# meanwhile, in one write: under load the release costs no round trip of its own. Another process
+# may see the slot taken this much longer (this one's next admission of the client never does).
+LEAVING_BATCH_SECONDS = 0.01
 
 
 def tls_context(settings) -> ssl.SSLContext | None:
@@ -39,6 +48,8 @@ class SMTPServer(StreamServer):
         self.policy = policy
         self.refusal_timeout = settings.smtp_idle_timeout
         self.full = lambda: False  # never stop accepting: over the bound we answer 421 instead
+        self._giving_back: gevent.Greenlet | None = None  # the next give-back, scheduled
+        self._givers = Group()  # and those under way, for stop to wait for
         self.forwarder = forwarder
         self.banner = banner
         self.tls_context = tls_context(settings)
@@ -75,27 +86,44 @@ class SMTPServer(StreamServer):
 
     def handle(self, sock, address) -> None:
         """Ask the abuse policy first (block lists, connection limits), then speak SMTP."""
-        refusal = self.policy.on_connect(address[0]) if self.policy else None
+        client, refusal = self.policy.on_connect(address[0]) if self.policy else (None, None)
         if refusal is not None:
-            self._refuse_client(sock, refusal)
+            self._refuse_client(sock, refusal_reply(refusal, at_connect=True))
             return
         try:
             # an IPv4 client of a dual-stack listener is named by its IPv4 address (greeting,
             # Received:), not as ::ffff:a.b.c.d
             session = Session(peer_ip=str(parse_ip(address[0]) or address[0]),
-                              peer_port=address[1])
+                              peer_port=address[1], client=client)
             connection = Connection(sock, self.limits.idle_timeout)
             SMTPProtocol(connection, session, self.forwarder, self.limits, self.banner,
                          self.tls_context).run()
         finally:
-            if self.policy:
-                self.policy.on_disconnect(address[0])
+            if client is not None and self.policy.on_disconnect_later(client):
+                self._give_back_soon()
 
-    def _refuse_client(self, sock, refusal: Refusal) -> None:
+    def _give_back_soon(self) -> None:
+        if self._giving_back is None:
+            self._giving_back = gevent.spawn_later(LEAVING_BATCH_SECONDS, self._give_back)
+            self._givers.add(self._giving_back)
+
+    def _give_back(self) -> None:
+        self._giving_back = None
+        self.policy.give_back_pending()
+
+    def stop(self, timeout=None) -> None:
+        """Stop serving (closed connections give back what they held), then let what is still
+        pending go back to Redis before the process ends."""
+        super().stop(timeout)
+        self._givers.join()
+        if self.policy:
+            self.policy.give_back_pending()
+
+    def _refuse_client(self, sock, reply: Reply) -> None:
         """The refusal takes the place of the greeting (RFC 5321 3.1: 554 or 421, then close)."""
         try:
             sock.settimeout(self.refusal_timeout)
-            sock.sendall(f"{refusal.smtp_reply}\r\n".encode("utf-8"))
+            sock.sendall(reply.encode())
         except OSError:
             pass
         finally:

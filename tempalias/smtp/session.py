@@ -6,8 +6,12 @@ Kept apart from the protocol so that the forwarding policy sees plain data, as a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tempalias.store import Reservation
+
+if TYPE_CHECKING:
+    from tempalias.abuse import SmtpClient
 
 
 @dataclass
@@ -19,6 +23,7 @@ class Session:
     tls: bool = False
     bad_commands: int = 0
     bad_recipients: int = 0  # RCPTs refused for good (5xx): guessing costs the guesser
+    client: SmtpClient | None = None  # the abuse policy's handle of this connection
 
 
 @dataclass

@@ -11,18 +11,12 @@ import logging
 
 from bottle import HTTPError, HTTPResponse
 
-from tempalias.abuse import Refusal
+from tempalias.abuse import RATE_LIMITED, RBL_LISTED, Refusal
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 STORE_RETRY_AFTER_SECONDS = 5
-
-# The policy's verdict by kind: a listed client is forbidden, a limited one told to slow down,
-# and a block list that cannot be asked (failing closed) makes the service unavailable to it;
-# so does a kind this table does not know yet.
-REFUSAL_STATUS = {"rbl-listed": 403, "rate-limited": 429, "rbl-unavailable": 503}
-
 
 class ApiError(HTTPResponse):
     """Raise it anywhere in a route: the client gets ``{"error", "description"}`` and the status."""
@@ -34,18 +28,50 @@ class ApiError(HTTPResponse):
         self.payload = body  # for a door that answers with the body alone (JSONP)
 
 
-def refusal_error(refusal: Refusal) -> ApiError:
-    """403 rbl-listed, 429 rate-limited or 503 rbl-unavailable, with Retry-After when it helps."""
-    extra = {} if refusal.retry_after is None else {"retry_after": refusal.retry_after}
-    error = ApiError(REFUSAL_STATUS.get(refusal.kind, 503), refusal.kind, refusal.text, **extra)
-    if refusal.retry_after is not None:
-        error.set_header("Retry-After", str(refusal.retry_after))
-    return error
-
-
 def store_unavailable_error() -> ApiError:
     error = ApiError(503, "service-unavailable", "the alias store is unreachable; try again shortly")
     error.set_header("Retry-After", str(STORE_RETRY_AFTER_SECONDS))
+    return error
+
+
+# The abuse policy's verdicts in HTTP words: 403 for a listed client, 429 over a limit, 503 when
+# a block list could not be asked and the policy fails closed (and for a kind not known yet).
+REFUSAL_STATUS = {RBL_LISTED: 403, RATE_LIMITED: 429}
+REFUSAL_UNAVAILABLE_STATUS = 503
+RATE_LIMIT_DESCRIPTIONS = {  # limit name -> the description; {retry} is filled in
+    "create": "too many new aliases from your address; try again in {retry} s",
+    "create-day": "too many new aliases from your address; try again in {retry} s",
+    "create-target": "too many new aliases for this target address; try again in {retry} s",
+}
+RBL_LISTED_DESCRIPTION = "{client} listed in {limit}"
+RBL_UNAVAILABLE_DESCRIPTION = "cannot check {client} against block lists now; try again later"
+
+
+def refusal_status(refusal: Refusal) -> int:
+    return REFUSAL_STATUS.get(refusal.kind, REFUSAL_UNAVAILABLE_STATUS)
+
+
+def refusal_body(refusal: Refusal) -> dict:
+    """``{"error": kind, "description", "retry_after"}``, the body of every door's refusal."""
+    if refusal.kind == RATE_LIMITED:
+        text = RATE_LIMIT_DESCRIPTIONS[refusal.limit]
+    elif refusal.kind == RBL_LISTED:
+        text = RBL_LISTED_DESCRIPTION
+    else:
+        text = RBL_UNAVAILABLE_DESCRIPTION
+    body: dict = {"error": refusal.kind, "description": text.format(
+        client=refusal.client, limit=refusal.limit, retry=refusal.retry_after)}
+    if refusal.retry_after is not None:
+        body["retry_after"] = refusal.retry_after
+    return body
+
+
+def refusal_error(refusal: Refusal) -> ApiError:
+    """403 rbl-listed, 429 rate-limited or 503 rbl-unavailable, with Retry-After when it helps."""
+    body = refusal_body(refusal)
+    error = ApiError(refusal_status(refusal), body.pop("error"), body.pop("description"), **body)
+    if refusal.retry_after is not None:
+        error.set_header("Retry-After", str(refusal.retry_after))
     return error
 
 

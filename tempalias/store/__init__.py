@@ -1,0 +1,26 @@
+"""The store: the only package that talks to Redis.
+
+- ``keys.py``: the key schema, the one place a key is spelled (tests and the benchmark import it).
+- ``runner.py``: the script runner: EVALSHA, NOSCRIPT then load once, a script's refusal as a
+  domain exception, connection trouble as ``StoreUnavailable``, each operation within its budget.
+- ``connections.py``: the bounded redis-py client, and the direct path the runner sends on.
+- ``aliases.py``: ``AliasStore``: create, read, reserve/commit/release, revoke, purge.
+- ``ratelimits.py``: ``RateLimiter``: token buckets and connection leases (tempalias/abuse.py).
+- ``errors.py``: what the store raises.
+"""
+
+from tempalias.store.aliases import (ID_ALPHABET, MS_PER_DAY, RESERVED_IDS, Alias, AliasStore,
+                                     NewAlias, Reservation, hash_token, normalise_id, random_id)
+from tempalias.store.connections import connect
+from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused, RateLimited,
+                                    StoreError, StoreUnavailable, Throttled)
+from tempalias.store import keys
+from tempalias.store.keys import ENDS_KEY, IDLEN_KEY
+from tempalias.store.ratelimits import Lease, RateLimiter
+
+__all__ = [
+    "ID_ALPHABET", "MS_PER_DAY", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias", "Reservation",
+    "hash_token", "normalise_id", "random_id", "connect", "AliasExhausted", "AliasNotFound",
+    "AliasRefused", "RateLimited", "StoreError", "StoreUnavailable", "Throttled", "ENDS_KEY",
+    "IDLEN_KEY", "Lease", "RateLimiter", "keys",
+]

@@ -1,0 +1,400 @@
+"""Aliases: created, read, consumed and erased; see ``keys.py`` for what each key holds.
+
+A delivery reserves a use (RESERVE_USE), then commits it once the message was accepted downstream
+(COMMIT_USE) or releases it (ZREM). Uses left minus reservations held can never go below zero, so
+with N uses left exactly N concurrent deliveries commit. An alias whose last use is committed is
+deleted in the same script. The alias's own rate limits (messages per alias) are taken inside
+RESERVE_USE, in the same round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import string
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import redis
+
+from tempalias.store import keys
+from tempalias.store.errors import AliasNotFound
+from tempalias.store.ratelimits import BUCKETS_LUA, bucket_args
+from tempalias.store.runner import NOW_LUA, Call, Script, ScriptRunner, clock_arg, operation
+
+if TYPE_CHECKING:  # only for annotations: the store does not depend on the config
+    from tempalias.config import Rate
+
+ID_ALPHABET = string.ascii_lowercase + string.digits
+_ID_SHAPE = re.compile(r"^[a-z0-9]{1,64}$")
+# Role mailboxes (RFC 2142, RFC 5321 4.5.1) are never handed out as alias ids.
+RESERVED_IDS = frozenset({"postmaster", "abuse", "hostmaster", "webmaster", "mailer-daemon"})
+MS_PER_DAY = 86_400_000
+
+# KEYS[1] - the id's reservation key (ta:{id}:id)
+# KEYS[2] - the alias hash (ta:{id}:alias)
+# ARGV[1] - target address
+# ARGV[2] - SHA-256 hex of the management token
+# ARGV[3] - created, epoch ms
+# ARGV[4] - expires, epoch ms (the key's PEXPIREAT, and the score the caller gives ta:ends)
+# ARGV[5] - uses allowed, or '' for an alias limited by time only
+# returns 1, or 0 when the id was ever taken before (nothing is written then)
+CREATE_ALIAS = Script("""
+if not redis.call('SET', KEYS[1], '1', 'NX') then
+    return 0
+end
+redis.call('HSET', KEYS[2], 'target', ARGV[1], 'token', ARGV[2],
+           'created', ARGV[3], 'expires', ARGV[4], 'delivered', 0)
+if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[2], 'uses', ARGV[5])
+end
+redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+return 1
+""")
+
+# KEYS[1] - ta:idlen
+# ARGV[1] - the length the caller collided at
+# ARGV[2] - the configured starting length
+# returns the length to use now: one more than ARGV[1] if nobody raised it meanwhile
+RAISE_ID_LENGTH = Script("""
+local current = tonumber(redis.call('GET', KEYS[1]) or ARGV[2])
+if current <= tonumber(ARGV[1]) then
+    current = tonumber(ARGV[1]) + 1
+    redis.call('SET', KEYS[1], current)
+end
+return current
+""")
+
+# KEYS[1]   - the alias hash (ta:{id}:alias)
+# KEYS[2]   - its reservations (ta:{id}:held)
+# KEYS[3..] - the alias's buckets (ta:rl:{id}:NAME): the use comes with a token from each
+# ARGV[1]   - a fresh random reservation id
+# ARGV[2]   - how long the reservation may be held, ms
+# ARGV[3]   - now, ms, or '' for Redis's clock
+# ARGV[4..] - interval and burst tolerance of each bucket of KEYS[3..] in turn, ms
+# returns the target; error ALIAS-UNKNOWN (never existed, revoked, expired), ALIAS-EXHAUSTED, or
+#         THROTTLED <ms> <key> (nothing is reserved nor taken then)
+RESERVE_USE = Script(BUCKETS_LUA + """
+local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'uses')
+if not alias[1] then
+    return redis.error_reply('ALIAS-UNKNOWN')
+end
+local now = now_ms(ARGV[3])
+if tonumber(alias[2]) <= now then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return redis.error_reply('ALIAS-UNKNOWN')
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if alias[3] and tonumber(alias[3]) - redis.call('ZCARD', KEYS[2]) <= 0 then
+    return redis.error_reply('ALIAS-EXHAUSTED')
+end
+local wait, worst, tats = check_buckets(3, #KEYS, 4, now)
+if worst then
+    return throttled(wait, worst)
+end
+put_buckets(3, #KEYS, tats, now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIREAT', KEYS[2], alias[2])
+return alias[1]
+""")
+
+# KEYS[1] - the alias hash (ta:{id}:alias)
+# KEYS[2] - its reservations (ta:{id}:held)
+# ARGV[1] - the reservation id RESERVE_USE was given
+# returns {'counted', uses_left or -1 when unlimited} | {'erased', 0} when that was the last use
+#         | {'unknown'} when the alias ended while the message was under way
+COMMIT_USE = Script("""
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return {'unknown'}
+end
+redis.call('HINCRBY', KEYS[1], 'delivered', 1)
+local uses = redis.call('HGET', KEYS[1], 'uses')
+if not uses then
+    return {'counted', -1}
+end
+local left = tonumber(uses) - 1
+if left <= 0 then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return {'erased', 0}
+end
+redis.call('HSET', KEYS[1], 'uses', left)
+return {'counted', left}
+""")
+
+# KEYS[1] - the alias hash (ta:{id}:alias)
+# KEYS[2] - its reservations (ta:{id}:held)
+# ARGV[1] - SHA-256 hex of the management token offered, or '' for the operator, who needs none
+#           (hashes are compared, so the comparison's timing tells nothing about the token)
+# returns 1 once both are erased (the caller then takes the id out of ta:ends); error
+#         ALIAS-UNKNOWN when no live alias has that id and token (nothing is erased then)
+REVOKE_ALIAS = Script("""
+local token = redis.call('HGET', KEYS[1], 'token')
+if not token or (ARGV[1] ~= '' and token ~= ARGV[1]) then
+    return redis.error_reply('ALIAS-UNKNOWN')
+end
+redis.call('UNLINK', KEYS[1], KEYS[2])
+return 1
+""")
+
+# KEYS[1] - ta:ends
+# ARGV[1] - now, ms, or '' for Redis's clock
+# ARGV[2] - at most this many
+# returns the ids whose time is up, soonest first; their entries stay until the caller erased
+#         their keys (one UNLINK per alias: each alias's keys are in a slot of their own)
+ENDED_ALIASES = Script(NOW_LUA + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(ARGV[1]), 'LIMIT', 0, ARGV[2])
+""")
+
+# KEYS[1] - the reports an SRS return address has carried (ta:srs:{hash})
+# ARGV[1] - how many it may carry
+# ARGV[2] - how long it is counted, ms (the address's lifetime)
+# returns 1 when one more report may go (it is counted), 0 when ARGV[1] have gone
+TAKE_REPORT = Script("""
+local sent = redis.call('INCR', KEYS[1])
+if sent == 1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if sent > tonumber(ARGV[1]) then
+    return 0
+end
+return 1
+""")
+
+
+@dataclass(frozen=True)
+class Alias:
+    id: str
+    target: str
+    created_ms: int
+    expires_ms: int
+    uses_left: int | None
+    delivered: int
+
+
+@dataclass(frozen=True)
+class NewAlias:
+    alias: Alias
+    token: str  # shown to the creator once; only its hash is stored
+
+
+@dataclass(frozen=True)
+class Reservation:
+    alias_id: str
+    target: str
+    reservation_id: str
+
+
+def random_id(alphabet: str, length: int) -> str:
+    """Uniform over ``alphabet``, unguessable, from one request for random bytes (not one per
+    character, as ``secrets.choice`` makes). Bytes that would bias the modulo are skipped."""
+    size = len(alphabet)
+    if not 1 <= size <= 256:
+        raise ValueError("the id alphabet needs 1 to 256 characters")
+    cutoff = 256 - 256 % size
+    chars: list[str] = []
+    while len(chars) < length:
+        chars += [alphabet[b % size] for b in secrets.token_bytes(2 * length) if b < cutoff]
+    return "".join(chars[:length])
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def normalise_id(alias_id: str) -> str | None:
+    """Ids match case-insensitively; anything not shaped like an id matches nothing."""
+    candidate = alias_id.strip().lower()
+    return candidate if _ID_SHAPE.match(candidate) else None
+
+
+class AliasStore:
+    """Creates, reads, consumes and erases aliases; see ``keys.py`` for the keys.
+
+    ``clock`` (seconds, as ``time.time``) gives creation and the delivery scripts their moment;
+    None: creation reads the host's clock and the scripts Redis's (the service's default)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        id_length: int = 6,
+        id_alphabet: str = ID_ALPHABET,
+        reservation_seconds: float = 1800.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.redis = client
+        self.runner = ScriptRunner(client)
+        self.id_length = id_length
+        self._id_length_seen: int | None = None
+        self.id_alphabet = id_alphabet
+        self.reservation_ms = int(reservation_seconds * 1000)
+        self.clock = clock
+
+    # --- creation
+
+    @operation
+    def current_id_length(self) -> int:
+        [stored] = self.runner.send(("GET", keys.IDLEN_KEY))
+        return max(int(stored), self.id_length) if stored else self.id_length
+
+    @operation
+    def create(self, target: str, lifetime_ms: int, uses: int | None) -> NewAlias:
+        """Store a new alias under a never-used id; raise the id length on every collision.
+
+        One round trip: the script and the ``ta:ends`` entry travel in one write. ``ZADD NX``
+        cannot touch a live alias's entry on a collision (ids are never reused), and the id
+        length is remembered per store and refreshed from Redis at each collision.
+        """
+        token = secrets.token_urlsafe(24)
+        token_hash = hash_token(token)
+        if self._id_length_seen is None:
+            self._id_length_seen = self.current_id_length()
+        length = self._id_length_seen
+        while True:
+            alias_id = random_id(self.id_alphabet, length)
+            if alias_id in RESERVED_IDS:
+                continue
+            created_ms = int((self.clock or time.time)() * 1000)
+            expires_ms = created_ms + lifetime_ms
+            created, _ = self.runner.send(
+                Call(CREATE_ALIAS, [keys.id_key(alias_id), keys.alias_key(alias_id)],
+                     [target, token_hash, created_ms, expires_ms, "" if uses is None else uses]),
+                ("ZADD", keys.ENDS_KEY, "NX", expires_ms, alias_id))
+            if created:
+                alias = Alias(alias_id, target, created_ms, expires_ms, uses, 0)
+                return NewAlias(alias, token)
+            length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
+                                          [length, self.id_length]))
+            self._id_length_seen = length
+
+    # --- reading and revoking, for the alias's owner
+
+    @operation
+    def get(self, alias_id: str, token: str) -> Alias:
+        """The alias, if ``token`` is its management token; AliasNotFound otherwise."""
+        found = self._load(alias_id)
+        # Hash the offered token whether or not the alias exists, so timing tells nothing.
+        offered = hash_token(token)
+        if found is None or not secrets.compare_digest(offered, found[1]):
+            raise AliasNotFound(alias_id)
+        return found[0]
+
+    @operation
+    def revoke(self, alias_id: str, token: str | None) -> None:
+        """Erase the alias now. ``token=None`` is the operator's CLI, which needs none."""
+        offered = hash_token(token) if token is not None else ""
+        normal = normalise_id(alias_id)
+        if normal is None:
+            raise AliasNotFound(alias_id)
+        self.runner.call(REVOKE_ALIAS, [keys.alias_key(normal), keys.held_key(normal)], [offered],
+                         subject=alias_id)
+        self.runner.send(("ZREM", keys.ENDS_KEY, normal))
+
+    @operation
+    def lookup(self, alias_id: str) -> Alias:
+        """The alias without a token check: for the operator's CLI only, never the API."""
+        found = self._load(alias_id)
+        if found is None:
+            raise AliasNotFound(alias_id)
+        return found[0]
+
+    def _load(self, alias_id: str) -> tuple[Alias, str] | None:
+        normal = normalise_id(alias_id)
+        if normal is None:
+            return None
+        [flat] = self.runner.send(("HGETALL", keys.alias_key(normal)))
+        if not flat:
+            return None
+        fields = dict(zip(flat[::2], flat[1::2]))
+        alias = Alias(
+            id=normal,
+            target=fields["target"],
+            created_ms=int(fields["created"]),
+            expires_ms=int(fields["expires"]),
+            uses_left=int(fields["uses"]) if "uses" in fields else None,
+            delivered=int(fields["delivered"]),
+        )
+        return alias, fields["token"]
+
+    # --- delivery: reserve, then commit or release
+
+    @operation
+    def reserve(self, alias_id: str, limits: dict[str, Rate] | None = None) -> Reservation:
+        """Hold one use for a delivery under way, with a token from each of the alias's
+        ``limits`` (all or none): AliasNotFound or AliasExhausted if no use is left,
+        RateLimited if a limit said no. One round trip."""
+        normal = normalise_id(alias_id)
+        if normal is None:
+            raise AliasNotFound(alias_id)
+        limits = limits or {}
+        reservation_id = secrets.token_hex(8)
+        target = self.runner.call(
+            RESERVE_USE, [keys.alias_key(normal), keys.held_key(normal),
+                          *(keys.alias_limit_key(normal, name) for name in limits)],
+            [reservation_id, self.reservation_ms, clock_arg(self.clock), *bucket_args(limits)],
+            subject=normal)
+        return Reservation(normal, target, reservation_id)
+
+    @operation
+    def commit(self, reservation: Reservation) -> int | None:
+        """Count the delivery; returns the uses left (None when unlimited, 0 when now erased)."""
+        alias_id = reservation.alias_id
+        result = self.runner.call(COMMIT_USE, [keys.alias_key(alias_id), keys.held_key(alias_id)],
+                                  [reservation.reservation_id])
+        if result[0] == "erased":
+            self.runner.send(("ZREM", keys.ENDS_KEY, alias_id))
+            return 0
+        if result[0] == "counted":
+            left = int(result[1])
+            return None if left < 0 else left
+        return 0
+
+    @operation
+    def release(self, reservation: Reservation) -> None:
+        """Give the held use back: the delivery did not happen."""
+        self.runner.send(("ZREM", keys.held_key(reservation.alias_id), reservation.reservation_id))
+
+    @operation
+    def take_report(self, return_hash: str, limit: int, lifetime_ms: int) -> bool:
+        """Count one report through an SRS return address; False once it carried ``limit``."""
+        return bool(self.runner.call(TAKE_REPORT, [keys.report_key(return_hash)],
+                                     [limit, lifetime_ms]))
+
+    # --- upkeep
+
+    def purge(self, batch: int = 1000) -> int:
+        """Erase every alias whose time is up; returns how many. Cost: the number that ended.
+
+        Redis key expiry already hides and reclaims them; this bounds how long their bytes
+        may linger in memory (Redis reclaims expired keys lazily and by sampling). Each batch is
+        one operation with its own budget, so a long backlog is not cut off by the deadline.
+        """
+        removed = 0
+        while True:
+            erased = self._purge_batch(batch)
+            if not erased:
+                return removed
+            removed += erased
+
+    @operation
+    def _purge_batch(self, batch: int) -> int:
+        [ended] = self.runner.send(Call(ENDED_ALIASES, [keys.ENDS_KEY],
+                                        [clock_arg(self.clock), batch]))
+        if not ended:
+            return 0
+        self.runner.send(*(("UNLINK", keys.alias_key(alias_id), keys.held_key(alias_id))
+                           for alias_id in ended),
+                         ("ZREM", keys.ENDS_KEY, *ended))
+        return len(ended)
+
+    @operation
+    def ping(self) -> bool:
+        [pong] = self.runner.send(("PING",))
+        return bool(pong)
+
+    def close(self) -> None:
+        self.runner.close()
+        self.redis.close()
+        self.redis.connection_pool.disconnect()

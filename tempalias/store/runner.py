@@ -1,0 +1,175 @@
+"""The script runner: how every command of the store reaches Redis, and how its answer comes back.
+
+- A Lua script is a named constant (a ``Script``) documented by a ``KEYS[..]/ARGV[..]/returns``
+  header, as in redis-py's ``redis/lock.py``, and always called by its SHA-1 (EVALSHA). A Redis
+  that does not know it (restarted, or its scripts flushed) answers NOSCRIPT: the runner loads it
+  once (SCRIPT LOAD) and sends that call again, in one write.
+- A script says no with an error reply whose first word is a code: ``ALIAS-UNKNOWN``,
+  ``ALIAS-EXHAUSTED``, ``THROTTLED <ms> <bucket key>``. The runner raises the domain exception
+  for it (``errors.py``); the store's methods never look at raw replies for a refusal.
+- Connection trouble, and every other error reply (OOM, READONLY, LOADING, MASTERDOWN...: Redis
+  is there but cannot serve us now), becomes ``StoreUnavailable`` in ``operation``, which also
+  ends each public method of a store within the store's budget (``TEMPALIAS_REDIS_TIMEOUT``),
+  retries included.
+
+Commands travel on ``DirectConnections``; several commands of one operation go in one write.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+import redis
+
+from tempalias.store import keys
+from tempalias.store.connections import DirectConnections, budget_of, gevent_patched
+from tempalias.store.errors import (AliasExhausted, AliasNotFound, RateLimited, StoreUnavailable,
+                                    Throttled)
+
+T = TypeVar("T")
+
+
+def _throttled(subject: str | None, rest: str) -> RateLimited:
+    """``THROTTLED <ms to wait> <key of the emptiest bucket>``."""
+    wait, key = rest.split(" ", 1)
+    return RateLimited(Throttled(keys.limit_name(key), int(float(wait))))
+
+
+# the first word of a script's error reply -> the exception for it, given what the call was about
+# and the rest of the reply
+REFUSALS: dict[str, Callable[[str | None, str], Exception]] = {
+    "ALIAS-UNKNOWN": lambda subject, rest: AliasNotFound(subject),
+    "ALIAS-EXHAUSTED": lambda subject, rest: AliasExhausted(subject),
+    "THROTTLED": _throttled,
+}
+
+# Lua every script may use: the moment the caller gave (ms), or Redis's own clock when it gave ''.
+NOW_LUA = """
+local function now_ms(given)
+    if given ~= '' then
+        return tonumber(given)
+    end
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+
+class Script:
+    """A Lua script known by its SHA-1, as Redis computes it (redis-py's ``register_script``)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a script, to send alone (``ScriptRunner.call``) or with others (``send``)."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[str | int]
+
+    def command(self) -> tuple:
+        return ("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
+
+
+def clock_arg(clock: Callable[[], float] | None) -> str | int:
+    """The ``now`` a script is given: ms from ``clock`` (seconds, as ``time.time``), or '' for
+    Redis's own clock, one for every process and node on it (the service's default)."""
+    return "" if clock is None else int(clock() * 1000)
+
+
+def _deadline_class():
+    """gevent's Timeout where sockets yield to gevent, else None: see ``operation``."""
+    if not gevent_patched("socket"):
+        return None
+    from gevent import Timeout
+    return Timeout
+
+
+class ScriptRunner:
+    """Sends the commands and script calls of the stores built on one client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.budget = budget_of(client)
+        self.deadline = _deadline_class()
+        self.direct = DirectConnections(
+            client, getattr(client.connection_pool, "max_connections", 64), self.budget)
+
+    def call(self, script: Script, keys: Sequence[str], args: Sequence[str | int],
+             subject: str | None = None) -> object:
+        """One script call, one round trip; ``subject`` is what a refusal names (an alias id)."""
+        [reply] = self.send(Call(script, keys, args), subject=subject)
+        return reply
+
+    def send(self, *commands: Call | tuple, subject: str | None = None) -> list:
+        """Commands (tuples) and script calls in one write; their replies in order. A script
+        Redis did not know is loaded and its call sent again (a NOSCRIPT reply means it did not
+        run). The first error reply, in order, is raised once every reply was read."""
+        wire = [c.command() if isinstance(c, Call) else c for c in commands]
+        replies = self.direct.execute(*wire)
+        unknown = [i for i, reply in enumerate(replies)
+                   if isinstance(reply, redis.exceptions.NoScriptError)]
+        if unknown:
+            scripts = {commands[i].script.sha: commands[i].script for i in unknown}
+            loads = [("SCRIPT", "LOAD", script.source) for script in scripts.values()]
+            again = self.direct.execute(*loads, *(wire[i] for i in unknown))
+            for i, reply in zip(unknown, again[len(loads):]):
+                replies[i] = reply
+            replies += again[:len(loads)]  # a failed load shows as an error reply below
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise _domain_error(reply, subject)
+        return replies[:len(commands)]
+
+    def close(self) -> None:
+        self.direct.close()
+
+
+def _domain_error(reply: redis.exceptions.ResponseError, subject: str | None) -> Exception:
+    """The domain exception for a script's refusal; any other error reply stays what it is."""
+    code, _, rest = str(reply).partition(" ")
+    refusal = REFUSALS.get(code)
+    return refusal(subject, rest) if refusal else reply
+
+
+def operation(method: Callable[..., T]) -> Callable[..., T]:
+    """One store operation: every Redis connection-level failure and unexpected error reply
+    becomes StoreUnavailable, and the whole operation, retries included, ends within the
+    runner's ``budget``.
+
+    Each wait inside has its own timeout (the slot, connecting and its handshake, each command),
+    DirectConnections retries on a fresh connection, a script may need loading: against a hung
+    Redis (socket open, nobody reading) these added up to ten times the setting. In the service
+    one gevent timer bounds them all without reaching into redis-py's connections (about 2 µs an
+    operation); it raises at the greenlet's next wait, where DirectConnections closes the
+    connection in use, so no stray reply reaches the next caller. Without gevent's sockets (tests
+    that use the store directly) each wait keeps only its own timeout."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        runner: ScriptRunner = self.runner
+        deadline = runner.deadline(runner.budget) if runner.deadline is not None else None
+        try:
+            if deadline is not None:
+                deadline.start()
+            return method(self, *args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise StoreUnavailable(f"redis unreachable: {exc}") from None
+        except redis.exceptions.ResponseError as exc:
+            raise StoreUnavailable(f"redis refused: {exc}") from None
+        except BaseException as exc:
+            if exc is deadline:  # not an outer operation's, nor the caller's own
+                raise StoreUnavailable(
+                    f"redis did not answer within {runner.budget:g} s") from None
+            raise
+        finally:
+            if deadline is not None:
+                deadline.close()
+
+    return wrapper
