@@ -117,7 +117,8 @@ def test_a_refusal_by_the_policy_creates_nothing_and_carries_its_verdict(service
     with pytest.raises(CreationRefused) as raised:
         aliases.create(fresh_target(), client_ip=client)
     refusal = raised.value.refusal
-    assert refusal.kind == "rate-limited" and refusal.retry_after > 0 and refusal.text
+    assert refusal.kind == "rate-limited" and refusal.retry_after > 0
+    assert refusal.limit == "create" and refusal.client == client
     assert redis_client.zcard(ENDS_KEY) == before
     aliases.create(fresh_target(), client_ip=fresh_ip())  # another client is unaffected
 
