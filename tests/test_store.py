@@ -272,13 +272,15 @@ def test_callers_beyond_the_connections_get_store_unavailable_not_a_queue(stalle
         outcomes = look_up_all(store, callers)
     finally:
         store.close()
-    # Those that found no connection free gave up while the others still waited on Redis.
-    assert [kind for kind, _ in outcomes] == ["no connection free"] * (callers - pool) \
-        + ["timeout"] * pool, outcomes
+    # Nobody queues: each caller either holds one of the connections, or waits at most one
+    # timeout for one to be free (and then gives up, or gets one as a holder times out and waits
+    # one timeout more on Redis); every caller has its answer, StoreUnavailable, by then.
+    kinds = [kind for kind, _ in outcomes]
+    assert len(outcomes) == callers and "answered" not in kinds, outcomes
+    assert kinds.count("no connection free") >= callers - 2 * pool, outcomes
+    assert max(seconds for _, seconds in outcomes) < 2 * STALL_TIMEOUT + 0.25, outcomes
 
 
-@pytest.mark.xfail(strict=True, reason="redis-py's connect retries its handshake and health "
-                   "check (3 x 3 attempts): a caller on a stalled Redis waits 9 timeouts")
 def test_a_stalled_redis_costs_a_caller_no_more_than_its_timeout(stalled_redis):
     """DEVELOPERS.md: every wait has a timeout, and a timeout is the whole budget, retries
     included (with slack for scheduling)."""

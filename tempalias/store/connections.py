@@ -11,7 +11,7 @@ import sys
 import threading
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from tempalias.netio import send_all
@@ -72,7 +72,11 @@ class DirectConnections:
 
     def __init__(self, client: redis.Redis, max_connections: int, timeout: float) -> None:
         pool = client.connection_pool
-        self._make = functools.partial(pool.connection_class, **pool.connection_kwargs)
+        # No retries of redis-py's own inside a connect (its handshake and health check would
+        # each be tried three times, a timeout each on a stalled Redis): the one retry is ours,
+        # for a kept connection found broken, and the operation's budget bounds it.
+        self._make = functools.partial(pool.connection_class, **{
+            **pool.connection_kwargs, "retry": Retry(NoBackoff(), 0), "health_check_interval": 0})
         self._idle: list[redis.connection.AbstractConnection] = []
         self._slots = _bounded_semaphore(max_connections)
         self._timeout = timeout
