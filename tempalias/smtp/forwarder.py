@@ -79,25 +79,24 @@ class Forwarder:
     # --- uses
 
     def release(self, recipient: Recipient) -> None:
-        reservation, recipient.reservation = recipient.reservation, None
-        if reservation is None:
-            return
-        try:
-            self.store.release(reservation)
-        except StoreUnavailable as exc:
-            # The reservation lapses by itself (store.reservation_seconds); nothing is lost.
-            log.warning("smtp: could not release a use of %s now: %s", reservation.alias_id, exc)
+        """Give the use back: the message did not go. If Redis is unreachable now, the
+        reservation lapses by itself (store.reservation_seconds); nothing is lost."""
+        self._settle(recipient, self.store.release, "could not release a use of {} now")
 
     def commit(self, recipient: Recipient) -> None:
+        """Count the use: the message went. If Redis is unreachable now, the message is still
+        delivered; saying otherwise would make the client send it twice."""
+        self._settle(recipient, self.store.commit, "delivered for {} but could not count it")
+
+    @staticmethod
+    def _settle(recipient: Recipient, settle, failure: str) -> None:
         reservation, recipient.reservation = recipient.reservation, None
         if reservation is None:
             return
         try:
-            self.store.commit(reservation)
+            settle(reservation)
         except StoreUnavailable as exc:
-            # The message is delivered; saying otherwise would make the client send it twice.
-            log.warning("smtp: delivered for %s but could not count it: %s",
-                        reservation.alias_id, exc)
+            log.warning("smtp: %s: %s", failure.format(reservation.alias_id), exc)
 
 
 class Outbound:
