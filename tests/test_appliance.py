@@ -140,6 +140,18 @@ def test_tempalias_unit_has_descriptors_for_every_connection_it_may_hold():
     assert limit >= 2 * (config.smtp_max_connections + config.http_max_connections)
 
 
+def test_tempalias_unit_lets_supervisord_chown_its_socket():
+    """supervisord exits at start when chown(2) of its control socket fails; the unit's
+    syscall filter denies @privileged (which holds @chown), so it must allow @chown after it.
+    Found by booting the image (tests/test_image.py), where the service never came up."""
+    filters = [line.split("=", 1)[1] for line in
+               (SYSTEMD / "tempalias.service").read_text().splitlines()
+               if line.startswith("SystemCallFilter=")]
+    denied = [i for i, f in enumerate(filters) if f.startswith("~") and "@privileged" in f]
+    allowed = [i for i, f in enumerate(filters) if not f.startswith("~") and "@chown" in f.split()]
+    assert not denied or (allowed and max(allowed) > max(denied)), filters
+
+
 def test_tempalias_unit_is_hardened():
     text = (SYSTEMD / "tempalias.service").read_text()
     for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
