@@ -44,9 +44,9 @@ class Limits:
     data_timeout: float
     max_bad_commands: int
     max_recipients: int
-    max_bad_recipients: int = 5
-    bad_recipient_delay: float = 2.0
-    transaction_timeout: float = 120.0
+    max_bad_recipients: int
+    bad_recipient_delay: float
+    transaction_timeout: float
 
 
 class Closing(Exception):
