@@ -6,7 +6,9 @@ test from addresses of its own, so the server counts them as different clients.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import http.client
 import json
 import secrets
@@ -14,6 +16,7 @@ import signal
 import statistics
 import socket
 import sys
+import termios
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -311,3 +314,38 @@ def test_a_request_in_flight_at_sigterm_completes_and_new_ones_are_refused(servi
     assert json.loads(payload)["address"].endswith("@tempalias.test")
     wait_for(lambda: not service.running(), 30, "the service to exit once drained")
     assert service.stop() == 0  # it exited by itself, with 0
+
+
+# --- issue 12: one keep-alive connection must not hold the others back
+
+
+PIPELINED = 3000
+NOT_FOUND = b"GET /no-such-page HTTP/1.1\r\nHost: x\r\n\r\n"  # answered without touching Redis
+
+
+def buffered_bytes(sock: socket.socket) -> int:
+    """How many bytes have arrived on ``sock`` and wait to be read (SIOCINQ)."""
+    count = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+    return count[0]
+
+
+def test_a_pipelining_client_does_not_hold_another_client_back(service):
+    """A greenlet that always finds its next request waiting (pipelined, or sent before it reads
+    again on a busy machine) used to serve its connection to the end before anyone else got a
+    turn: the other client here waited for all 3,000 answers. Now each request after the first
+    waits its turn, so the other client's answer comes while most of the 3,000 are still to come."""
+    with connect(service, fresh_ip()) as pipelining, connect(service, fresh_ip()) as other:
+        pipelining.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        pipelining.sendall(NOT_FOUND * PIPELINED)
+        other.sendall(HEALTHZ_AND_CLOSE)
+        answer = read_until_closed(other)
+        waiting = buffered_bytes(pipelining)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        pipelining.settimeout(30)
+        received = b""
+        while received.count(b"HTTP/1.1 404") < PIPELINED:  # every pipelined request answered
+            chunk = pipelining.recv(1 << 20)
+            assert chunk, "the server closed the pipelining connection early"
+            received += chunk
+        assert waiting < len(received) / 2, f"{waiting} of {len(received)} bytes came first"
