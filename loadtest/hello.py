@@ -12,10 +12,12 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 
 import bottle  # noqa: E402
 
 from loadtest.forked import block_stop_signals, run_forked  # noqa: E402
+from tempalias.abuse import connection_subject  # noqa: E402
 from tempalias.config import Config  # noqa: E402
 from tempalias.httpserver import HTTPServer  # noqa: E402
 
@@ -29,7 +31,9 @@ def hello() -> str:
 
 
 def serve(listener) -> None:
-    HTTPServer(listener, app, Config()).serve_forever()
+    config = Config()  # the defaults, as `tempalias serve` has them, caps and trusted networks
+    subject = functools.partial(connection_subject, settings=config.section("abuse"))
+    HTTPServer(listener, app, config.section("http"), subject).serve_forever()
 
 
 def main() -> int:

@@ -1,9 +1,11 @@
 """Abuse defences as one policy: who is trusted, who the client is, and whether to let it through.
 
-Both front doors ask the same ``AbusePolicy``, built once per process from the config:
+Both front doors ask the same ``AbusePolicy``, built once per process from the abuse settings
+(``AbuseSettings``, the ``abuse`` section of the config):
 
-- HTTP: ``on_alias_creation(ip, target)`` before an alias is created; ``client_ip(...)`` finds the
-  client behind a trusted proxy.
+- HTTP: ``connection_subject(peer)`` when a connection is accepted (the server's per-client cap
+  on open connections); ``on_alias_creation(ip, target)`` before an alias is created;
+  ``client_ip(...)`` finds the client behind a trusted proxy.
 - SMTP (the server and the forwarder call these; none of them talks SMTP itself):
   ``on_connect(ip)`` when a client connects (connection rate, RBL, open connections) returns the
   connection's ``SmtpClient``, a handle that holds what the connection took (its slot among the
@@ -41,7 +43,7 @@ import logging
 from dataclasses import dataclass
 
 from tempalias.addresses import InvalidAddress, parse_address
-from tempalias.config import Config, IPNetwork, Rate
+from tempalias.config import AbuseSettings, IPNetwork, Rate
 from tempalias.rbl import RblChecker
 from tempalias.store import Lease, RateLimiter, StoreUnavailable, Throttled
 
@@ -67,7 +69,7 @@ ALIAS = "alias"  # the alias id
 @dataclass(frozen=True)
 class Limit:
     name: str  # the bucket's name in Redis, and a Refusal's ``limit``
-    setting: str  # the Config field that holds it (None or 0 there: the limit is off)
+    setting: str  # the abuse setting that holds it (None or 0 there: the limit is off)
     per: str  # CLIENT, TARGET or ALIAS
 
 
@@ -165,7 +167,7 @@ def _ip_subject(ip: IPAddress | None) -> str:
     return f"ip:{ip}"
 
 
-def connection_subject(peer: str | None, config: Config) -> str | None:
+def connection_subject(peer: str | None, settings: AbuseSettings) -> str | None:
     """What a new HTTP connection from ``peer`` counts against in the per-client cap on open
     connections: the subject the rate limits use (IPv6 per /64). None when no per-client cap
     applies: trusted networks are never limited, and a trusted proxy's connections carry many
@@ -173,7 +175,7 @@ def connection_subject(peer: str | None, config: Config) -> str | None:
     clients itself, nginx's ``limit_conn``); those count against the total cap alone.
     """
     ip = parse_ip(peer)
-    if in_networks(ip, config.trusted_networks) or in_networks(ip, config.trusted_proxies):
+    if in_networks(ip, settings.trusted_networks) or in_networks(ip, settings.trusted_proxies):
         return None
     return _ip_subject(ip)
 
@@ -190,13 +192,13 @@ def _target_subject(target: str) -> str:
     return "to:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def _switched_on(config: Config) -> dict[str, dict[str, dict[str, Rate]]]:
-    """stage -> what it counts per -> {limit name: Rate}, for the limits ``config`` switches on."""
+def _switched_on(settings: AbuseSettings) -> dict[str, dict[str, dict[str, Rate]]]:
+    """stage -> what it counts per -> {limit name: Rate}, for the limits ``settings`` switch on."""
     rates: dict[str, dict[str, dict[str, Rate]]] = {}
     for stage, limits in STAGES.items():
         rates[stage] = {CLIENT: {}, TARGET: {}, ALIAS: {}}
         for limit in limits:
-            rate = getattr(config, limit.setting)
+            rate = getattr(settings, limit.setting)
             if rate is not None:
                 rates[stage][limit.per][limit.name] = rate
     return rates
@@ -205,25 +207,30 @@ def _switched_on(config: Config) -> dict[str, dict[str, dict[str, Rate]]]:
 class AbusePolicy:
     """The decisions of both front doors; see the module docstring for who calls what, when."""
 
-    def __init__(self, config: Config, limiter: RateLimiter, rbl: RblChecker) -> None:
-        self.config = config
+    def __init__(self, settings: AbuseSettings, limiter: RateLimiter, rbl: RblChecker) -> None:
+        self.settings = settings
         self.limiter = limiter
         self.rbl = rbl
         self.stats: collections.Counter = collections.Counter()
-        self.rates = _switched_on(config)
+        self.rates = _switched_on(settings)
         self._leaving: dict[str, list[Lease]] = {}  # subject -> what closed connections held
         # Asked at every SMTP connection, by the same few peers.
         self.is_trusted = functools.lru_cache(maxsize=4096)(self._in_trusted_networks)
 
     @classmethod
-    def from_config(cls, config: Config, limiter: RateLimiter) -> "AbusePolicy":
-        return cls(config, limiter,
-                   RblChecker(config.rbl_zones, config.dns_servers, config.rbl_timeout))
+    def from_settings(cls, settings: AbuseSettings, limiter: RateLimiter) -> "AbusePolicy":
+        return cls(settings, limiter,
+                   RblChecker(settings.rbl_zones, settings.dns_servers, settings.rbl_timeout))
 
     def _in_trusted_networks(self, ip: IPAddress | None) -> bool:
-        return in_networks(ip, self.config.trusted_networks)
+        return in_networks(ip, self.settings.trusted_networks)
 
     # --- HTTP
+
+    def connection_subject(self, peer: str | None) -> str | None:
+        """What a new HTTP connection counts against in the server's per-client cap
+        (``connection_subject`` by this policy's trusted networks and proxies)."""
+        return connection_subject(peer, self.settings)
 
     def on_alias_creation(self, ip: str | IPAddress | None, target: str) -> Refusal | None:
         """Before creating an alias for ``target`` asked for by ``ip``."""
@@ -244,7 +251,8 @@ class AbusePolicy:
         client = SmtpClient(ip, None if self.is_trusted(ip) else _ip_subject(ip))
         if client.subject is None:
             return client, None
-        rates, open_limit = self.rates["smtp-connection"][CLIENT], self.config.smtp_concurrent_per_ip
+        rates = self.rates["smtp-connection"][CLIENT]
+        open_limit = self.settings.smtp_concurrent_per_ip
         advance = self.rates["smtp-message"][CLIENT]
         if rates or open_limit or advance:
             leaving = self._leaving.pop(client.subject, ())  # given back first, same write
@@ -276,7 +284,7 @@ class AbusePolicy:
         lease, client.lease = client.lease, None
         if lease is None:
             return False
-        if 2 * lease.open > self.config.smtp_concurrent_per_ip:
+        if 2 * lease.open > self.settings.smtp_concurrent_per_ip:
             self._leave([lease])
             return False
         self._leaving.setdefault(lease.subject, []).append(lease)
@@ -335,7 +343,7 @@ class AbusePolicy:
         if verdict.listed:
             return self._refuse(what, Refusal(RBL_LISTED, verdict.listed_in, str(ip)),
                                 f"listed in {verdict.listed_in}")
-        if verdict.failed and self.config.rbl_fail_closed:
+        if verdict.failed and self.settings.rbl_fail_closed:
             failed = ", ".join(verdict.failed)
             return self._refuse(what, Refusal(RBL_UNAVAILABLE, failed, str(ip),
                                               RBL_UNAVAILABLE_RETRY_SECONDS),

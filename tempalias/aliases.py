@@ -19,7 +19,7 @@ from typing import Any
 
 from tempalias.abuse import AbusePolicy, IPAddress, Refusal
 from tempalias.addresses import InvalidAddress, parse_address
-from tempalias.config import Config
+from tempalias.config import AliasesSettings
 from tempalias.store import MS_PER_DAY, Alias, AliasNotFound, AliasStore, StoreUnavailable
 
 __all__ = ["AliasRules", "AliasService", "AliasView", "Created", "CreationRefused",
@@ -107,8 +107,8 @@ class Order:
 
 @dataclass(frozen=True)
 class AliasRules:
-    """What an order may ask for, from the configuration. ``domains``: ours, in order; the first
-    names every alias, and a target at any of them (or below one) would loop back here."""
+    """What an order may ask for, from the aliases settings. ``domains``: ours, in order; the
+    first names every alias, and a target at any of them (or below one) would loop back here."""
 
     domains: tuple[str, ...]
     max_days: int
@@ -116,8 +116,12 @@ class AliasRules:
     default_days: int
 
     @classmethod
-    def from_config(cls, config: Config) -> "AliasRules":
-        return cls(config.domains, config.max_days, config.max_uses, config.default_days)
+    def from_settings(cls, settings: AliasesSettings) -> "AliasRules":
+        return cls(settings.domains, settings.max_days, settings.max_uses, settings.default_days)
+
+    @property
+    def primary_domain(self) -> str:
+        return self.domains[0]
 
     def order(self, target: Any, days: int | None = None, uses: int | None = None) -> Order:
         """The order, or InvalidOrder. ``days`` None: the default; ``uses`` None: unlimited.
@@ -142,7 +146,7 @@ class AliasRules:
         return str(address)
 
     def address(self, alias_id: str) -> str:
-        return f"{alias_id}@{self.domains[0]}"
+        return f"{alias_id}@{self.primary_domain}"
 
 
 class AliasService:
@@ -158,9 +162,9 @@ class AliasService:
         self.rules = rules
 
     @classmethod
-    def from_config(cls, config: Config, store: AliasStore,
-                    policy: AbusePolicy | None) -> "AliasService":
-        return cls(store, policy, AliasRules.from_config(config))
+    def from_settings(cls, settings: AliasesSettings, store: AliasStore,
+                      policy: AbusePolicy | None) -> "AliasService":
+        return cls(store, policy, AliasRules.from_settings(settings))
 
     def _view(self, alias: Alias) -> AliasView:
         return AliasView(alias, self.rules.address(alias.id))

@@ -52,10 +52,15 @@ def _redis_url(config: Config, exclusive: bool) -> Iterator[str]:
         server.stop()
 
 
+def _open_store(url: str, config: Config) -> AliasStore:
+    """The alias store on ``url``: the store's timeout, the length of the aliases' ids."""
+    return AliasStore(connect(url, config.redis_timeout), id_length=config.id_length)
+
+
 @contextlib.contextmanager
 def _store(config: Config, exclusive: bool = False) -> Iterator[AliasStore]:
     with _redis_url(config, exclusive) as url:
-        store = AliasStore(connect(url, config.redis_timeout), id_length=config.id_length)
+        store = _open_store(url, config)
         try:
             yield store
         finally:
@@ -66,7 +71,7 @@ def _store(config: Config, exclusive: bool = False) -> Iterator[AliasStore]:
 def _aliases(config: Config) -> Iterator[AliasService]:
     """The use cases for the operator: no abuse policy, who owns the store needs none."""
     with _store(config) as store:
-        yield AliasService.from_config(config, store, policy=None)
+        yield AliasService.from_settings(config.section("aliases"), store, policy=None)
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
@@ -87,7 +92,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
     with _redis_url(config, exclusive=True) as url:
         def worker_main(sockets) -> int:
-            store = AliasStore(connect(url, config.redis_timeout), id_length=config.id_length)
+            store = _open_store(url, config)
             try:
                 service = Service(config, store, sockets)
                 service.start()
@@ -96,7 +101,8 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
                 store.close()
             return 0
 
-        supervisor = WorkerSupervisor(config, workers, worker_main)
+        supervisor = WorkerSupervisor(config.http_listen, config.smtp_listen,
+                                      config.drain_seconds, workers, worker_main)
         supervisor.start()
         if args.ready_file:
             write_ready_file(args.ready_file, supervisor.ports())
@@ -106,7 +112,8 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_create(config: Config, args: argparse.Namespace) -> int:
     try:  # before a store is joined or started: a typo costs no redis-server
-        order = AliasRules.from_config(config).order(args.target, args.days, args.uses)
+        order = AliasRules.from_settings(config.section("aliases")).order(
+            args.target, args.days, args.uses)
     except InvalidOrder as exc:
         print(f"tempalias: {exc.description}", file=sys.stderr)
         return 2

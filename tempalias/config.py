@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
-import functools
 import ipaddress
 import os
 import re
@@ -392,20 +391,34 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def section(self, name: str) -> Any:
-        """The settings one part of the service uses (``SECTIONS``), as a frozen object with
-        the same attribute names: a component is given its section, not the whole Config."""
-        kind = _section_class(name)
+        """The settings one part of the service uses (``SECTIONS``), as a frozen object of that
+        section's type (``HttpSettings``, ...) with the same attribute names: a component is
+        given its section, not the whole Config."""
+        kind = SECTION_TYPES[name]
         return kind(**{f.name: getattr(self, f.name) for f in dataclasses.fields(kind)})
 
 
-@functools.cache
-def _section_class(name: str) -> type:
-    if name not in SECTIONS:
-        raise KeyError(name)
-    return dataclasses.make_dataclass(
+def _section_type(name: str) -> type:
+    """The frozen dataclass of one section, made from the Config fields that name it: the
+    settings are declared once, on Config, and each section type is derived from them."""
+    kind = dataclasses.make_dataclass(
         f"{name.capitalize()}Settings",
         [(f.name, f.type) for f in dataclasses.fields(Config) if f.metadata["section"] == name],
         frozen=True)
+    kind.__module__ = __name__
+    kind.__doc__ = f"The settings of {SECTIONS[name]} (``Config.section({name!r})``)."
+    return kind
+
+
+SECTION_TYPES: dict[str, type] = {name: _section_type(name) for name in SECTIONS}
+# Importable by name, for annotations such as ``settings: HttpSettings``.
+StoreSettings = SECTION_TYPES["store"]
+AliasesSettings = SECTION_TYPES["aliases"]
+ServiceSettings = SECTION_TYPES["service"]
+HttpSettings = SECTION_TYPES["http"]
+SmtpSettings = SECTION_TYPES["smtp"]
+SmarthostSettings = SECTION_TYPES["smarthost"]
+AbuseSettings = SECTION_TYPES["abuse"]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 - Open connections are capped when they are accepted, before a byte is read: in total
   (``http_max_connections``) and per client (``http_concurrent_per_ip``, by the abuse policy's
-  rules: trusted networks are exempt, a trusted proxy counts against the total alone). A
+  rules, the ``connection_subject`` handed in: trusted networks are exempt, a trusted proxy
+  counts against the total alone). A
   connection over a cap is answered at once (503 or 429, JSON) and closed without taking a
   greenlet. Like SMTPServer, the server never stops accepting: otherwise a flood from one address
   fills the pool and everyone else waits in the listen backlog behind it (issue 11).
@@ -28,13 +29,13 @@ import functools
 import json
 import logging
 import time
+from typing import Callable
 
 import gevent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from tempalias.abuse import connection_subject
-from tempalias.config import Config
+from tempalias.config import HttpSettings
 from tempalias.netio import send_all
 
 log = logging.getLogger(__name__)
@@ -204,17 +205,20 @@ class _TimedHandler(WSGIHandler):
 
 
 class HTTPServer(WSGIServer):
-    def __init__(self, listener, application, config: Config) -> None:
+    def __init__(self, listener, application, settings: HttpSettings,
+                 connection_subject: Callable[[str], str | None]) -> None:
+        """``settings``: the http section of the Config; ``connection_subject``: what a new
+        connection from a peer address counts against in the per-client cap, None for no cap
+        (``AbusePolicy.connection_subject``)."""
         super().__init__(listener, application, log=None, error_log=_ErrorLog(),
-                         spawn=Pool(config.http_max_connections), handler_class=_TimedHandler)
+                         spawn=Pool(settings.http_max_connections), handler_class=_TimedHandler)
         self.full = lambda: False  # never stop accepting: over the caps we answer at once instead
-        self.client_timeout = config.http_client_timeout
-        self.header_timeout = config.http_header_timeout
-        self.per_client = config.http_concurrent_per_ip
+        self.client_timeout = settings.http_client_timeout
+        self.header_timeout = settings.http_header_timeout
+        self.per_client = settings.http_concurrent_per_ip
         # Counted here, not in Redis: it is asked for every connection, in the accept loop. With
         # --workers N each worker counts its own (the kernel spreads a client over the workers).
-        self._subject = functools.lru_cache(maxsize=4096)(
-            functools.partial(connection_subject, config=config))
+        self._subject = functools.lru_cache(maxsize=4096)(connection_subject)
         self._open: dict[str, int] = {}  # per-client subject -> open connections
         self.quiet_log = _QuietLog()
         self.idle_handlers: set = set()  # greenlets waiting for a keep-alive client's next request

@@ -3,6 +3,10 @@
 Dependencies go one way: the CLI builds a Service from a Config and a store; the Service builds
 the listeners and servers and owns their lifetime. SIGTERM or SIGINT closes the listeners at once,
 lets in-flight work finish for ``drain_seconds``, then stops whatever is left.
+
+With the CLI, this is the one place that holds the whole Config: each part is handed its own
+section (``Config.section``) and the collaborators already built (the abuse policy, the alias
+service), never the Config.
 """
 
 from __future__ import annotations
@@ -47,10 +51,13 @@ class Service:
         self.smtp_socket = None
         try:
             self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
-            self.policy = AbusePolicy.from_config(
-                config, RateLimiter(store.redis, runner=store.runner))
-            aliases = AliasService.from_config(config, store, self.policy)
-            self.http = HTTPServer(self.http_socket, create_app(config, aliases), config)
+            abuse = config.section("abuse")
+            self.policy = AbusePolicy.from_settings(
+                abuse, RateLimiter(store.redis, runner=store.runner))
+            aliases = AliasService.from_settings(config.section("aliases"), store, self.policy)
+            http = config.section("http")
+            app = create_app(http, aliases, abuse.trusted_proxies)
+            self.http = HTTPServer(self.http_socket, app, http, self.policy.connection_subject)
             self.delivery = _delivery(config)
             smtp = config.section("smtp")
             forwarder = Forwarder(smtp, config.domains, store, _srs(config), self.delivery,

@@ -23,7 +23,7 @@ from typing import Callable
 import gevent
 import gevent.event
 
-from tempalias.config import Config, Listen
+from tempalias.config import Listen
 from tempalias.lifetime import RestartBackoff, die_with_parent, parent_is
 from tempalias.listeners import bound_port, make_listener
 
@@ -46,12 +46,14 @@ WorkerMain = Callable[[WorkerSockets], int]
 
 
 class WorkerSupervisor:
-    def __init__(self, config: Config, count: int, worker_main: WorkerMain) -> None:
-        self.config = config
+    def __init__(self, http_listen: Listen, smtp_listen: Listen, drain_seconds: float, count: int,
+                 worker_main: WorkerMain) -> None:
+        """``drain_seconds``: what each worker's Service takes to drain (the service setting)."""
+        self.http_host, self.http_port = http_listen.host, http_listen.port
+        self.smtp_host, self.smtp_port = smtp_listen.host, smtp_listen.port
+        self.drain_seconds = drain_seconds
         self.count = count
         self.worker_main = worker_main
-        self.http_port = config.http_listen.port
-        self.smtp_port = config.smtp_listen.port
         self.workers: dict[int, int] = {}  # pid -> slot
         self._stopping = gevent.event.Event()
         self._backoff: dict[int, RestartBackoff] = {}  # slot -> its restart delays
@@ -59,10 +61,9 @@ class WorkerSupervisor:
 
     def bind(self) -> WorkerSockets:
         """A fresh socket pair in the reuse-port group; the first one fixes the ports (port 0)."""
-        http = make_listener(Listen(self.config.http_listen.host, self.http_port), reuse_port=True)
+        http = make_listener(Listen(self.http_host, self.http_port), reuse_port=True)
         try:
-            smtp = make_listener(Listen(self.config.smtp_listen.host, self.smtp_port),
-                                 reuse_port=True)
+            smtp = make_listener(Listen(self.smtp_host, self.smtp_port), reuse_port=True)
         except BaseException:
             http.close()
             raise
@@ -157,7 +158,7 @@ class WorkerSupervisor:
             self.spawn(slot)
 
     def _wait_for_drain(self) -> int:
-        deadline = time.monotonic() + self.config.drain_seconds + 5.0
+        deadline = time.monotonic() + self.drain_seconds + 5.0
         while self.workers and time.monotonic() < deadline:
             for pid in list(self.workers):
                 done, _ = os.waitpid(pid, os.WNOHANG)

@@ -34,11 +34,11 @@ def policy_for(redis_client, dns_server, clock):
     def make(client=None, defaults: tuple[str, ...] = (), **settings) -> AbusePolicy:
         """``defaults``: limits left at the service's default rather than off."""
         off = {name: value for name, value in OFF.items() if name not in defaults}
-        config = Config(domains=("tempalias.test",), dns_servers=(parse_listen(dns_server.address),),
-                        **{**off, **settings})
-        rbl = RblChecker(config.rbl_zones, config.dns_servers, config.rbl_timeout)
+        abuse = Config(dns_servers=(parse_listen(dns_server.address),),
+                       **{**off, **settings}).section("abuse")
+        rbl = RblChecker(abuse.rbl_zones, abuse.dns_servers, abuse.rbl_timeout)
         limiters.append(RateLimiter(client or redis_client, clock=clock))
-        return AbusePolicy(config, limiters[-1], rbl)
+        return AbusePolicy(abuse, limiters[-1], rbl)
 
     yield make
     for limiter in limiters:
@@ -56,10 +56,10 @@ def connect_from(policy: AbusePolicy, ip: str) -> Refusal | None:
 
 
 def test_every_limit_of_a_stage_names_a_setting_and_a_subject():
-    config = Config()
+    abuse = Config().section("abuse")
     for stage, limits in STAGES.items():
         for limit in limits:
-            assert hasattr(config, limit.setting), (stage, limit)
+            assert hasattr(abuse, limit.setting), (stage, limit)
             assert limit.per in ("client", "target", "alias"), (stage, limit)
     names = [limit.name for limits in STAGES.values() for limit in limits]
     assert len(names) == len(set(names))

@@ -29,8 +29,8 @@ def service_with(store, redis_client):
     """A service on the session's Redis whose policy has no creation limits but those given."""
 
     def make(**limits) -> AliasService:
-        config = Config(domains=RULES.domains, **{**NO_LIMITS, **limits})
-        return AliasService(store, AbusePolicy.from_config(config, RateLimiter(redis_client)),
+        abuse = Config(**{**NO_LIMITS, **limits}).section("abuse")
+        return AliasService(store, AbusePolicy.from_settings(abuse, RateLimiter(redis_client)),
                             RULES)
 
     return make
@@ -213,8 +213,8 @@ def test_purge_erases_ended_aliases_and_keeps_live_ones(aliases, store, redis_cl
 
 def test_an_unreachable_store_is_store_unavailable():
     dead = connect(f"redis://127.0.0.1:{free_loopback_port()}/0", timeout=0.5)
-    config = Config(domains=RULES.domains)  # default limits on: they fail open, the store not
-    aliases = AliasService(AliasStore(dead), AbusePolicy.from_config(config, RateLimiter(dead)),
+    abuse = Config().section("abuse")  # default limits on: they fail open, the store not
+    aliases = AliasService(AliasStore(dead), AbusePolicy.from_settings(abuse, RateLimiter(dead)),
                            RULES)
     try:
         for operation in (lambda: aliases.create(fresh_target(), client_ip=fresh_ip()),

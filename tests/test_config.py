@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
+import tempalias.config
 from tempalias.addresses import parse_address
-from tempalias.config import SECTIONS, SETTINGS, Config, ConfigError, Listen, env_name, load_config
+from tempalias.config import (SECTION_TYPES, SECTIONS, SETTINGS, Config, ConfigError,
+                              HttpSettings, Listen, env_name, load_config)
+
+PACKAGE = Path(__file__).parent.parent / "tempalias"
+# Where the whole Config may be seen: its module, the one table drawn from it, and the
+# composition root that hands each part of the service its section.
+WHOLE_CONFIG_SEEN_IN = {"config.py", "settings_doc.py", "service.py", "cli.py"}
 
 
 def test_defaults_without_file_or_environment():
@@ -97,6 +107,96 @@ def test_a_section_holds_the_settings_of_its_part_and_no_other():
     assert sorted(names) == sorted(setting.name for setting in SETTINGS)
     with pytest.raises(dataclasses.FrozenInstanceError):
         smtp.smtp_idle_timeout = 1.0
+
+
+def test_each_section_is_a_type_of_its_own_named_for_annotations():
+    config = Config()
+    for name in SECTIONS:
+        kind = type(config.section(name))
+        assert kind is SECTION_TYPES[name]
+        assert getattr(tempalias.config, kind.__name__) is kind  # e.g. ``settings: SmtpSettings``
+    http = config.section("http")
+    assert isinstance(http, HttpSettings) and http.http_listen == Listen("127.0.0.1", 8080)
+    assert not hasattr(http, "smtp_listen") and not hasattr(http, "trusted_proxies")
+
+
+def _imports_of_the_whole_config(path: Path) -> list[str]:
+    """What ``path`` imports that reaches the whole Config: ``Config`` or ``load_config``, or the
+    config module itself (then ``config.Config`` is at hand)."""
+    package = ["tempalias", *path.relative_to(PACKAGE).parent.parts]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name == "tempalias.config"]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names = {alias.name for alias in node.names}
+            if module == "tempalias.config":
+                found += sorted(names & {"Config", "load_config", "*"})
+            elif module == "tempalias" and "config" in names:
+                found.append("tempalias.config")
+    return found
+
+
+def test_only_the_composition_root_holds_the_whole_config():
+    """Each part of the service is given its section (``Config.section``), plain values or the
+    collaborators built for it (the policy, the alias service), never the whole Config: a module
+    that imports it could be handed it again and read any setting at all."""
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative not in WHOLE_CONFIG_SEEN_IN and _imports_of_the_whole_config(path):
+            offenders[relative] = _imports_of_the_whole_config(path)
+    assert offenders == {}
+    assert _imports_of_the_whole_config(PACKAGE / "service.py") == ["Config"]  # the check sees
+
+
+def test_the_http_side_is_built_from_sections_alone(store, redis_client):
+    """The abuse policy, the alias service, the app and the HTTP server each take their part of
+    the settings; so built, the server creates an alias within the aliases section's domain and
+    limits and tells the page those limits."""
+    import gevent.socket
+
+    from tempalias.abuse import AbusePolicy
+    from tempalias.aliases import AliasService
+    from tempalias.httpserver import HTTPServer
+    from tempalias.listeners import bound_port, make_listener
+    from tempalias.store import RateLimiter
+    from tempalias.web import create_app
+
+    config = Config(domains=("sections.test",), max_days=9, http_listen=Listen("127.0.0.1", 0))
+    abuse, http = config.section("abuse"), config.section("http")
+    limiter = RateLimiter(redis_client)
+    policy = AbusePolicy.from_settings(abuse, limiter)
+    aliases = AliasService.from_settings(config.section("aliases"), store, policy)
+    server = HTTPServer(make_listener(http.http_listen),
+                        create_app(http, aliases, abuse.trusted_proxies), http,
+                        policy.connection_subject)
+    server.start()
+
+    def exchange(request: bytes) -> tuple[bytes, bytes]:
+        with gevent.socket.create_connection(("127.0.0.1", bound_port(server.socket)), 10) as sock:
+            sock.sendall(request)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return head.split(b"\r\n")[0], body
+
+    try:
+        order = json.dumps({"target": "owner@example.org", "days": 9}).encode()
+        status, body = exchange(b"POST /api/v1/aliases HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Type: application/json\r\nConnection: close\r\n"
+                                b"Content-Length: %d\r\n\r\n%s" % (len(order), order))
+        assert status == b"HTTP/1.1 201 Created"
+        assert json.loads(body)["address"].endswith("@sections.test")
+        status, body = exchange(b"GET /config.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status == b"HTTP/1.1 200 OK"
+        assert b'"domain": "sections.test"' in body and b'"maxDays": 9' in body
+    finally:
+        server.stop(timeout=5)
+        limiter.close()
 
 
 def test_readme_settings_table_is_current():

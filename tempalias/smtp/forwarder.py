@@ -28,6 +28,7 @@ from email.utils import format_datetime
 
 from tempalias.abuse import AbusePolicy
 from tempalias.addresses import Address
+from tempalias.config import SmtpSettings
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import Delivery, DeliveryError, Transaction, dot_stuff, dot_unstuff
 from tempalias.smtp.loops import LoopGuard, delivered_to
@@ -53,8 +54,8 @@ Verdict = tuple[Reply, Recipient | None]  # the reply, and the recipient to add 
 class Forwarder:
     """What decides, shared by every connection (see the module docstring)."""
 
-    def __init__(self, settings, domains: tuple[str, ...], store: AliasStore, srs: SRS,
-                 delivery: Delivery, policy: AbusePolicy | None = None) -> None:
+    def __init__(self, settings: SmtpSettings, domains: tuple[str, ...], store: AliasStore,
+                 srs: SRS, delivery: Delivery, policy: AbusePolicy | None = None) -> None:
         """``settings``: the smtp section of the Config; ``domains``: ours, the first primary."""
         self.domains = frozenset(domains)
         self.primary_domain = domains[0]

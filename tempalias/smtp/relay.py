@@ -27,6 +27,7 @@ from typing import Callable, TypeVar
 
 import gevent
 
+from tempalias.config import SmarthostSettings
 from tempalias.netio import send_all
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import DeliveryError
@@ -120,7 +121,7 @@ class SmarthostPool:
     after a completed DATA a session is ready for its next MAIL.
     """
 
-    def __init__(self, settings, helo_name: str) -> None:
+    def __init__(self, settings: SmarthostSettings, helo_name: str) -> None:
         """``settings``: the smarthost section of the Config."""
         if settings.smarthost is None:
             raise ValueError("no smarthost configured")
@@ -353,7 +354,7 @@ class SmarthostDelivery:
     still good), so the first recipient costs one round trip to the smarthost, not two or three.
     """
 
-    def __init__(self, settings, helo_name: str) -> None:
+    def __init__(self, settings: SmarthostSettings, helo_name: str) -> None:
         """``settings``: the smarthost section of the Config."""
         self.pool = SmarthostPool(settings, helo_name)
         self.description = f"smarthost {settings.smarthost}"

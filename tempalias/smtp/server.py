@@ -15,6 +15,7 @@ from gevent.pool import Group, Pool
 from gevent.server import StreamServer
 
 from tempalias.abuse import AbusePolicy, parse_ip
+from tempalias.config import SmtpSettings
 from tempalias.smtp import replies
 from tempalias.smtp.connection import Connection
 from tempalias.smtp.forwarder import Forwarder
@@ -32,7 +33,7 @@ log = logging.getLogger("tempalias.smtp")
 LEAVING_BATCH_SECONDS = 0.01
 
 
-def tls_context(settings) -> ssl.SSLContext | None:
+def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
     """The STARTTLS context, when a certificate is configured; raises OSError if unreadable."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None
@@ -42,7 +43,7 @@ def tls_context(settings) -> ssl.SSLContext | None:
 
 
 class SMTPServer(StreamServer):
-    def __init__(self, listener, settings, banner: str, forwarder: Forwarder,
+    def __init__(self, listener, settings: SmtpSettings, banner: str, forwarder: Forwarder,
                  policy: AbusePolicy | None = None) -> None:
         super().__init__(listener, spawn=Pool(settings.smtp_max_connections))
         self.policy = policy

@@ -1,9 +1,11 @@
-"""The WSGI application: ``create_app(config, aliases)`` builds a fresh Bottle app.
+"""The WSGI application: ``create_app(settings, aliases, trusted_proxies)`` builds a fresh app.
 
 Routes live in their own modules (api, legacy, frontend) and are adapters: they read a request,
-ask the ``AliasService`` handed to them (never a global), and answer. Every error leaves as JSON
-through one funnel: ApiError for what a route refuses, the StoreUnavailable plugin for Redis
-trouble (503), and the default handler for Bottle's own 404/405/500.
+ask the ``AliasService`` handed to them (never a global), and answer. They get the http settings,
+the proxies whose ``X-Forwarded-For`` names the client, and the rules of an order through the
+service (``aliases.rules``: the domain and limits the page and the OpenAPI document show). Every
+error leaves as JSON through one funnel: ApiError for what a route refuses, the StoreUnavailable
+plugin for Redis trouble (503), and the default handler for Bottle's own 404/405/500.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from bottle import Bottle, request, response
 
 from tempalias.aliases import AliasService, StoreUnavailable
-from tempalias.config import Config
+from tempalias.config import HttpSettings, IPNetwork
 from tempalias.web import api, frontend, legacy
 from tempalias.web.errors import ApiError, json_error_handler, store_unavailable_error
 
@@ -58,7 +60,9 @@ def _slow_body_is_408(callback):
     return wrapper
 
 
-def create_app(config: Config, aliases: AliasService) -> Bottle:
+def create_app(settings: HttpSettings, aliases: AliasService,
+               trusted_proxies: tuple[IPNetwork, ...]) -> Bottle:
+    """``settings``: the http section of the Config; ``trusted_proxies``: the abuse setting."""
     app = Bottle(catchall=True, autojson=False)
     app.default_error_handler = json_error_handler
     app.install(_store_unavailable_is_503)
@@ -76,7 +80,7 @@ def create_app(config: Config, aliases: AliasService) -> Bottle:
         response.set_header("Access-Control-Max-Age", "86400")
         return b""
 
-    api.install(app, config, aliases)
-    legacy.install(app, config, aliases)
-    frontend.install(app, config)
+    api.install(app, settings, aliases, trusted_proxies)
+    legacy.install(app, settings, aliases, trusted_proxies)
+    frontend.install(app, settings, aliases.rules)
     return app

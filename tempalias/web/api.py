@@ -7,7 +7,7 @@ import json
 from bottle import Bottle, request, response
 
 from tempalias.aliases import AliasNotFound, AliasService, CreationRefused, InvalidOrder
-from tempalias.config import Config
+from tempalias.config import HttpSettings, IPNetwork
 from tempalias.web.errors import JSON_TYPE, ApiError, refusal_error
 from tempalias.web.jsonbody import read_json_object
 from tempalias.web.openapi import openapi_document
@@ -31,14 +31,15 @@ def _private_json(body: dict) -> str:
     return json.dumps(body)
 
 
-def install(app: Bottle, config: Config, aliases: AliasService) -> None:
-    document = json.dumps(openapi_document(config))
+def install(app: Bottle, settings: HttpSettings, aliases: AliasService,
+            trusted_proxies: tuple[IPNetwork, ...]) -> None:
+    document = json.dumps(openapi_document(aliases.rules))
 
     @app.post("/api/v1/aliases")
     def create_alias():
-        fields = read_json_object(config.http_max_body)
+        fields = read_json_object(settings.http_max_body)
         try:
-            created = place_order(aliases, fields, config.trusted_proxies)
+            created = place_order(aliases, fields, trusted_proxies)
         except InvalidOrder as exc:
             raise ApiError(422, "invalid-field", exc.description, field=exc.field) from None
         except CreationRefused as exc:

@@ -18,7 +18,7 @@ from bottle import Bottle, request, response
 
 from tempalias.aliases import (
     AliasService, Created, CreationRefused, InvalidOrder, StoreUnavailable, iso_utc)
-from tempalias.config import Config
+from tempalias.config import HttpSettings, IPNetwork
 from tempalias.web.errors import JSON_TYPE, ApiError, refusal_error, store_unavailable_error
 from tempalias.web.jsonbody import read_json_object
 from tempalias.web.orders import place_order
@@ -42,11 +42,11 @@ def legacy_alias_json(created: Created) -> dict[str, Any]:
     }
 
 
-def _create(config: Config, aliases: AliasService, fields: dict[str, Any],
+def _create(aliases: AliasService, trusted_proxies: tuple[IPNetwork, ...], fields: dict[str, Any],
             query: bool) -> dict[str, Any]:
     """The alias in the original shape, or an ApiError with the original's error names."""
     try:
-        created = place_order(aliases, fields, config.trusted_proxies, uses_key="max-usage",
+        created = place_order(aliases, fields, trusted_proxies, uses_key="max-usage",
                               legacy=True, query=query)
     except InvalidOrder as exc:
         raise ApiError(400, "invalid-data", exc.description) from None
@@ -57,11 +57,12 @@ def _create(config: Config, aliases: AliasService, fields: dict[str, Any],
     return legacy_alias_json(created)
 
 
-def install(app: Bottle, config: Config, aliases: AliasService) -> None:
+def install(app: Bottle, settings: HttpSettings, aliases: AliasService,
+            trusted_proxies: tuple[IPNetwork, ...]) -> None:
     @app.post("/aliases")
     def legacy_create():
-        fields = read_json_object(config.http_max_body, legacy=True)
-        body = _create(config, aliases, fields, query=False)
+        fields = read_json_object(settings.http_max_body, legacy=True)
+        body = _create(aliases, trusted_proxies, fields, query=False)
         response.content_type = JSON_TYPE
         response.set_header("Cache-Control", "no-store")
         return json.dumps(body)
@@ -80,7 +81,7 @@ def install(app: Bottle, config: Config, aliases: AliasService) -> None:
                                   if name in request.query}
         fields.update({name: None for name in unknown})
         try:
-            body = _create(config, aliases, fields, query=True)
+            body = _create(aliases, trusted_proxies, fields, query=True)
         except ApiError as exc:
             body = exc.payload  # JSONP cannot see statuses: 200, with the error in the payload
         response.content_type = "text/javascript; charset=utf-8"

@@ -6,7 +6,7 @@ from typing import Any
 
 from tempalias import __version__
 from tempalias.addresses import MAX_ADDRESS_OCTETS
-from tempalias.config import Config
+from tempalias.aliases import AliasRules
 
 ERROR = {
     "type": "object",
@@ -24,7 +24,8 @@ def _error_response(text: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
-def openapi_document(config: Config) -> dict[str, Any]:
+def openapi_document(rules: AliasRules) -> dict[str, Any]:
+    """The document, with the limits of an order as ``rules`` set them."""
     iso = {"type": "string", "format": "date-time"}
     alias_id = {"type": "string", "pattern": "^[A-Za-z0-9]{1,64}$"}
     uses_left = {"type": ["integer", "null"], "minimum": 0}
@@ -55,9 +56,9 @@ def openapi_document(config: Config) -> dict[str, Any]:
         "required": ["target"],
         "properties": {
             "target": {**target, "description": "the real address mail is forwarded to"},
-            "days": {"type": ["integer", "null"], "minimum": 1, "maximum": config.max_days,
-                     "description": f"lifetime in days; default {config.default_days}"},
-            "uses": {"type": ["integer", "null"], "minimum": 1, "maximum": config.max_uses,
+            "days": {"type": ["integer", "null"], "minimum": 1, "maximum": rules.max_days,
+                     "description": f"lifetime in days; default {rules.default_days}"},
+            "uses": {"type": ["integer", "null"], "minimum": 1, "maximum": rules.max_uses,
                      "description": "messages the alias forwards; null: limited by time only"},
         },
     }
@@ -67,8 +68,8 @@ def openapi_document(config: Config) -> dict[str, Any]:
         "required": ["target"],
         "properties": {
             "target": target,
-            "days": {"type": ["integer", "null"], "minimum": 0, "maximum": config.max_days},
-            "max-usage": {"type": ["integer", "null"], "minimum": 0, "maximum": config.max_uses},
+            "days": {"type": ["integer", "null"], "minimum": 0, "maximum": rules.max_days},
+            "max-usage": {"type": ["integer", "null"], "minimum": 0, "maximum": rules.max_uses},
         },
     }
     legacy_alias = {
