@@ -11,7 +11,7 @@ from harness.processes import ServiceProcess
 from harness.smtp_peer import SmtpPeer
 from tempalias.config import Config
 from tempalias.embedded_redis import RedisServer, free_loopback_port
-from tempalias.store import AliasStore, connect
+from tempalias.store import AliasStore, connect, keys
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +53,70 @@ class FakeClock:
 @pytest.fixture
 def clock():
     return FakeClock()
+
+
+# KEYS[1..]  - rate-limit keys: buckets (a TAT, ms) and lease sets (lease id -> lapse, ms)
+# ARGV[1]    - how many ms pass
+# returns 1; error NOT-A-LIMIT <key> for a key of another kind
+PASS_TIME = """
+local ms = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+    local ttl = redis.call('PTTL', key)
+    if ttl >= 0 and ttl <= ms then
+        redis.call('DEL', key)  -- it would have expired meanwhile
+    elseif ttl ~= -2 then
+        local kind = redis.call('TYPE', key)['ok']
+        if kind == 'string' then
+            redis.call('SET', key, tonumber(redis.call('GET', key)) - ms, 'KEEPTTL')
+        elseif kind == 'zset' then
+            local leases = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+            for i = 1, #leases, 2 do
+                redis.call('ZADD', key, tonumber(leases[i + 1]) - ms, leases[i])
+            end
+        else
+            return redis.error_reply('NOT-A-LIMIT ' .. key)
+        end
+        if ttl > 0 then
+            redis.call('PEXPIRE', key, ttl - ms)
+        end
+    end
+end
+return 1
+"""
+
+
+class LimitTime:
+    """Lets time pass for the rate limits of running services (``service_factory``) on one Redis,
+    without waiting for it: ``let_time_pass(seconds)``.
+
+    A service child cannot take the ``clock`` fixture: its limiter reads Redis's own clock. So this
+    moves the limiter's state instead of the clock. Its scripts compare every moment they stored
+    with now, and nothing else: a bucket's TAT, a lease's lapse, and the keys' TTLs (written as
+    that moment minus now). Moving each of them N seconds back, and deleting a key whose TTL is
+    up within N seconds (it would have expired), is to the limiter exactly N seconds passing. The
+    service runs its own, unchanged code, with no test-only clock setting, and the tests keep
+    talking HTTP and SMTP to it.
+
+    Time passes for every client on that Redis at once, as it does: a test need not know how the
+    abuse policy names what it limits (``ip:...``, ``to:<hash>``, alias ids), only the key schema
+    (``keys.limit_pattern``). Real time keeps passing too, so a test that says "not yet" should
+    leave a margin of seconds before the moment it expects a refill.
+    """
+
+    def __init__(self, client) -> None:
+        self.redis = client
+        self.script = client.register_script(PASS_TIME)
+
+    def __call__(self, seconds: float) -> None:
+        limits = list(self.redis.scan_iter(match=keys.limit_pattern("*"), count=1000))
+        for first in range(0, len(limits), 1000):
+            self.script(keys=limits[first:first + 1000], args=[round(seconds * 1000)])
+
+
+@pytest.fixture
+def let_time_pass(redis_client):
+    """``let_time_pass(seconds)`` for the limits of the services on the session's Redis."""
+    return LimitTime(redis_client)
 
 
 @pytest.fixture

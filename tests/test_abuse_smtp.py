@@ -1,6 +1,8 @@
 """The abuse defences at the SMTP door, end to end: a real tempalias child, a real DNS block list
 server, a real sink as smarthost, and clients connecting from other loopback addresses (127.0.0.1
 is a trusted network by default). Whatever a list or a limit refused must never reach the sink.
+A limit recovers when the test lets time pass in Redis (conftest's ``let_time_pass``), never by
+waiting: the limits are realistic, so the seconds the test really takes never refill a bucket.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import pytest
 from redis import Redis
 
 from harness.processes import wait_for
+from tempalias.abuse import RATE_LIMITED, Refusal
 from tempalias.embedded_redis import RedisServer, free_loopback_port
+from tempalias.smtp.refusals import refusal_reply
 from tempalias.store import AliasNotFound, AliasStore, connect, keys
 
 DAY_MS = 86_400_000
+CONNECTION_EVERY = 3600 // 3  # s: TEMPALIAS_SMTP_CONNECTIONS_PER_IP is 3/1h below
+NOT_YET = 5  # s before a refill: more than the test itself takes, so still refused
 BODY = b"Subject: hi\r\n\r\nhello\r\n"
 
 
@@ -32,6 +38,18 @@ def greeting(port: int, source: str) -> tuple[int, str, bool]:
         closed = reader.read(1) == b"" if not line.startswith("220") else False
         reader.close()
     return int(line[:3]), line[4:].strip(), closed
+
+
+def connection_rate_refusal(port: int, source: str) -> int:
+    """Connect from ``source``, expecting the connection rate's 421 and the connection closed:
+    the seconds that reply says to wait."""
+    code, text, closed = greeting(port, source)
+    assert code == 421 and closed, text
+    for retry in range(1, CONNECTION_EVERY + 1):
+        reply = refusal_reply(Refusal(RATE_LIMITED, "smtp-connect", source, retry), at_connect=True)
+        if text == f"{reply.status} {reply.text}":
+            return retry
+    pytest.fail(f"not the connection rate's refusal: {code} {text}")
 
 
 def client(port: int, source: str) -> smtplib.SMTP:
@@ -47,7 +65,7 @@ def guarded(service_factory, smtp_sink_server, dns_server):
         "TEMPALIAS_SMARTHOST": smtp_sink_server.address,
         "TEMPALIAS_RBL_ZONES": "bl.test",
         "TEMPALIAS_DNS_SERVERS": dns_server.address,
-        "TEMPALIAS_SMTP_CONNECTIONS_PER_IP": "3/30s",
+        "TEMPALIAS_SMTP_CONNECTIONS_PER_IP": "3/1h",
         "TEMPALIAS_SMTP_CONCURRENT_PER_IP": "2",
         "TEMPALIAS_SMTP_MESSAGES_PER_IP": "2/1h",
         "TEMPALIAS_ALIAS_MESSAGE_RATE": "1/1h",
@@ -73,15 +91,18 @@ def test_unlisted_client_gets_mail_through(guarded, smtp_sink, store):
     assert len(smtp_sink.messages) == 1
 
 
-def test_connection_rate_per_ip_is_421_and_recovers(guarded, smtp_sink):
+def test_connection_rate_per_ip_is_421_and_recovers(guarded, smtp_sink, let_time_pass):
     source = "127.0.0.4"
     codes = [greeting(guarded.smtp_port, source)[0] for _ in range(3)]
     assert codes == [220, 220, 220]
-    code, text, closed = greeting(guarded.smtp_port, source)
-    assert code == 421 and text.startswith("4.7.0") and closed
+    wait = connection_rate_refusal(guarded.smtp_port, source)
+    assert CONNECTION_EVERY - NOT_YET < wait <= CONNECTION_EVERY
     assert greeting(guarded.smtp_port, "127.0.0.44")[0] == 220  # other clients are unaffected
-    wait_for(lambda: greeting(guarded.smtp_port, source)[0] == 220, 30,
-             "the connection rate to let the client in again")
+    let_time_pass(wait - NOT_YET)
+    assert connection_rate_refusal(guarded.smtp_port, source) <= NOT_YET  # not yet
+    let_time_pass(NOT_YET)
+    assert greeting(guarded.smtp_port, source)[0] == 220
+    assert connection_rate_refusal(guarded.smtp_port, source)  # one came back, no more
 
 
 def test_open_connections_per_ip_are_bounded(guarded, smtp_sink):

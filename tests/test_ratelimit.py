@@ -203,3 +203,37 @@ def test_an_admission_first_gives_back_what_closed_connections_held(limiter, sub
     second = limiter.admit(subject, {}, 1, LEASE_MS, FULL_RETRY_MS, messages, leaving=[first])
     assert second.open == 1 and second.advance == messages
     assert redis_client.zrange(keys.lease_key(subject), 0, -1) == [second.lease_id]
+
+
+# --- conftest's ``let_time_pass``: what the end-to-end limit tests rely on
+
+
+def test_letting_time_pass_in_redis_is_time_passing_for_a_limiter_on_redis_clock(
+        redis_client, subject, let_time_pass):
+    """A service reads Redis's clock, so its tests move the moments stored in Redis instead: to
+    the limiter that must be the same as waiting, to the millisecond, for buckets and leases."""
+    limiter = RateLimiter(redis_client)  # no clock: Redis's, as in a running service
+    try:
+        hourly = {"hourly": Rate(2, 3600.0)}
+        assert [limiter.take(subject, hourly) for _ in range(2)] == [None, None]
+        wait = limiter.take(subject, hourly).retry_after_ms
+        assert 1_790_000 < wait <= 1_800_000
+        let_time_pass(wait / 1000 - 5)
+        assert 4_000 < limiter.take(subject, hourly).retry_after_ms <= 5_000  # not yet
+        let_time_pass(5)
+        assert limiter.take(subject, hourly) is None
+        assert limiter.take(subject, hourly) is not None  # one token came back, no more
+
+        assert limiter.admit(subject, {}, 1, LEASE_MS, FULL_RETRY_MS).lease_id is not None
+        assert limiter.admit(subject, {}, 1, LEASE_MS, FULL_RETRY_MS) == Throttled(
+            "open", FULL_RETRY_MS)
+        let_time_pass(LEASE_MS / 1000 - 5)
+        assert limiter.admit(subject, {}, 1, LEASE_MS, FULL_RETRY_MS) == Throttled(
+            "open", FULL_RETRY_MS)  # the lease of a holder that died has not lapsed yet
+        let_time_pass(5)
+        assert limiter.admit(subject, {}, 1, LEASE_MS, FULL_RETRY_MS).lease_id is not None
+
+        let_time_pass(3600)  # and a key whose moment has passed is gone, as if it expired
+        assert not list(redis_client.scan_iter(match=keys.limit_pattern(subject)))
+    finally:
+        limiter.close()
