@@ -167,6 +167,10 @@ class ServiceProcess(Child):
             # Services sweep ended aliases only when a test asks, so store tests are not raced.
             "TEMPALIAS_PURGE_INTERVAL": "86400",
         } if test_settings else {}
+        if command == MODULE_COMMAND and "PYTHONPATH" not in env:
+            # This checkout's tempalias, not whichever the interpreter has installed (an editable
+            # install points at one checkout; a git worktree beside it is another).
+            settings["PYTHONPATH"] = str(PROJECT_ROOT)
         ready_file = workdir / f"{name}.ready"
         super().__init__(name, [*prefix, *command, *args, "serve", *serve_args,
                                 "--ready-file", str(ready_file)],
