@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 
 import dns.exception
-import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 import gevent
@@ -30,6 +29,7 @@ import gevent.monkey
 from gevent.pool import Pool
 
 from tempalias.config import Listen
+from tempalias.resolver import make_resolver
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +85,8 @@ class RblChecker:
         self.zones = tuple(zone.rstrip(".") for zone in zones)
         self.timeout = timeout
         self.stats = RblStats()
-        self.resolver = dns.resolver.Resolver(configure=False)
-        if servers:
-            self.resolver.nameservers = [dns.nameserver.Do53Nameserver(server.host, server.port)
-                                         for server in servers]
-        elif self.zones:
-            try:
-                self.resolver.read_resolv_conf("/etc/resolv.conf")
-            except dns.resolver.NoResolverConfiguration:
-                # every look-up then fails, visibly (logged, counted), instead of the start-up
-                log.error("rbl: the system has no resolver configured: set TEMPALIAS_DNS_SERVERS")
-        self.resolver.cache = None  # ours below knows what an RBL answer means
-        self.resolver.retry_servfail = False
+        # no zones, no look-up: no resolver to configure (nor a missing one to complain about)
+        self.resolver = make_resolver(servers, timeout) if self.zones else None
         self._cache: collections.OrderedDict[tuple[str, str], _Answer] = collections.OrderedDict()
         self._cache_lock = threading.Lock()
 

@@ -156,12 +156,22 @@ def service(service_factory):
 
 @pytest.fixture(scope="session")
 def dns_server():
-    """A real DNS server on a loopback UDP port serving test block lists (tests/dns_server.py)."""
+    """A real DNS server on a loopback UDP port: test block lists and a zone tests write
+    (tests/dns_server.py)."""
     from dns_server import TestDnsServer
 
     server = TestDnsServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def dns_zone(dns_server):
+    """The session's DNS server with the test's own zone empty at the start and at the end: the
+    test publishes records with ``set_records`` (tests/dns_server.py)."""
+    dns_server.reset()
+    yield dns_server
+    dns_server.reset()
 
 
 # --- SMTP proxy (tests/test_smtp_*.py): a real SMTP sink as smarthost, and tempalias in front
