@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import secrets
 import signal
 import smtplib
 import threading
@@ -326,10 +327,51 @@ def test_an_error_reply_that_is_no_refusal_is_store_unavailable(store, redis_cli
 
 def test_every_key_of_one_alias_is_in_one_cluster_slot(store):
     alias_id = store.create("a@example.org", HOUR_MS, None).alias.id
+    domain = "temp.example.org"
+    for any_id in (alias_id, f"shop@{domain}"):
+        slots = {key_slot(key.encode()) for key in (
+            keys.id_key(any_id), keys.alias_key(any_id), keys.held_key(any_id),
+            keys.alias_limit_key(any_id, "alias-message"))}
+        assert len(slots) == 1
+    # a custom domain's aliases share every key of the domain's slot
     slots = {key_slot(key.encode()) for key in (
-        keys.id_key(alias_id), keys.alias_key(alias_id), keys.held_key(alias_id),
-        keys.alias_limit_key(alias_id, "alias-message"))}
+        keys.alias_key(f"shop@{domain}"), keys.alias_key(f"other@{domain}"),
+        keys.domain_key(domain), keys.pending_key(domain, hash_token("t")),
+        keys.registrations_key(domain), keys.domain_aliases_key(domain),
+        keys.domain_ids_key(domain), keys.domain_idlen_key(domain),
+        keys.limit_key(domain, "domain-alias"))}
     assert len(slots) == 1
+
+
+def test_an_alias_made_before_several_domains_answers_at_every_configured_one(store,
+                                                                              redis_client):
+    """Issue 13: aliases stored before several domains (no domain in their hash) keep
+    answering at every configured domain: no mail that worked yesterday is refused tomorrow."""
+    alias_id = f"old{secrets.token_hex(4)}"
+    created = int(time.time() * 1000)
+    # written as the store wrote them before (spelled here, not by keys.py, on purpose)
+    redis_client.set(f"ta:{{{alias_id}}}:id", "1")
+    redis_client.hset(f"ta:{{{alias_id}}}:alias", mapping={
+        "target": "old@example.org", "token": hash_token("old token"), "created": created,
+        "expires": created + HOUR_MS, "delivered": 0, "uses": 5})
+    redis_client.pexpireat(f"ta:{{{alias_id}}}:alias", created + HOUR_MS)
+    redis_client.zadd(ENDS_KEY, {alias_id: created + HOUR_MS})
+    for domain in ("tempalias.test", "alias.example.org"):
+        assert store.commit(store.reserve(alias_id, domain=domain)) is not None
+    shown = store.get(alias_id, "old token")
+    assert (shown.target, shown.domain, shown.delivered, shown.uses_left) == (
+        "old@example.org", None, 2, 3)
+    store.revoke(alias_id, "old token")
+    assert keys_of(redis_client, alias_id) == {f"ta:{{{alias_id}}}:id"}
+
+
+def test_an_alias_answers_only_at_the_domain_it_was_made_at(store):
+    made = store.create("a@example.org", HOUR_MS, None, domain="one.example.org")
+    assert made.alias.domain == "one.example.org"
+    assert store.get(made.alias.id, made.token).domain == "one.example.org"
+    with pytest.raises(AliasNotFound):
+        store.reserve(made.alias.id, domain="two.example.org")
+    store.release(store.reserve(made.alias.id, domain="One.Example.org"))
 
 
 def test_the_alias_limits_are_taken_with_its_use_all_or_nothing(redis_client, clock):
