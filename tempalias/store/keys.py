@@ -28,9 +28,9 @@ A custom domain (tag ``{DOMAIN}``, shared with its aliases above):
                              when, while suspended), value (the TXT value that verified it); ms.
 - ``ta:dom:{DOMAIN}:pending:TOKENHASH`` hash, one registration waiting for its DNS records:
                              created (ms). Its TTL (7 days) erases it unless verified.
-- ``ta:dom:{DOMAIN}:registrations`` set of the TOKENHASHes of its pending registrations, so that
-                             the first verification, or an erasure, reaches every one of them;
-                             its TTL is that of the latest.
+- ``ta:dom:{DOMAIN}:registrations`` sorted set, the TOKENHASHes of its pending registrations ->
+                             when each lapses (ms), so that the first verification, or an
+                             erasure, reaches every one of them; its TTL is that of the latest.
 - ``ta:dom:{DOMAIN}:aliases`` sorted set, the local parts of its aliases -> their expiry (ms): how
                              many are live (ZCOUNT from now), kept right by revoke, the last use
                              and purge.
