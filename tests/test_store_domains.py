@@ -4,6 +4,7 @@ winning, checks that suspend and restore, erasure, and aliases in a domain's own
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 from redis.crc import key_slot
@@ -13,7 +14,7 @@ from tempalias.store import (DOMAINS_KEY, ENDS_KEY, IDLEN_KEY, AliasNotFound, Al
                              AliasTaken, CheckOutcome, DomainNotFound, DomainStore,
                              DomainSuspended, DomainTaken, RateLimiter, UnknownDomain, hash_token,
                              keys)
-from tempalias.store.errors import AliasExhausted
+from tempalias.store.errors import AliasExhausted, RateLimited
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -329,6 +330,21 @@ def test_a_used_up_alias_of_a_custom_domain_is_gone(aliases, domains, domain, no
     assert aliases.commit(first) == 0
     with pytest.raises(AliasNotFound):
         aliases.reserve(made.alias.id)
+
+
+def test_letting_time_pass_reaches_the_limits_of_a_custom_domains_aliases(
+        redis_client, domains, domain, let_time_pass):
+    """conftest's ``let_time_pass`` (end-to-end limit tests) moves their buckets too."""
+    store = AliasStore(redis_client)  # Redis's clock, as in a running service
+    make_active(domains, domain, int(time.time() * 1000))
+    made = store.create("a@example.net", HOUR_MS, None, domain=domain, custom=True)
+    hourly = {"alias-message": Rate(1, 3600.0)}
+    store.release(store.reserve(made.alias.id, hourly))
+    with pytest.raises(RateLimited):
+        store.reserve(made.alias.id, hourly)
+    let_time_pass(3600)
+    store.release(store.reserve(made.alias.id, hourly))
+    store.runner.close()
 
 
 # --- erasure

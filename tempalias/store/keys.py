@@ -114,6 +114,10 @@ def limit_pattern(subject: str) -> str:
     return f"ta:rl:{{{subject}}}:*"
 
 
+# A SCAN pattern for every bucket and lease set: of every subject, and of every alias.
+LIMITS_PATTERN = "ta:rl:*"
+
+
 def limit_name(key: str) -> str:
     """The limit a bucket key (``limit_key``) counts: names never contain a colon."""
     return key.rsplit(":", 1)[1]
