@@ -99,7 +99,7 @@ class LimitTime:
 
     Time passes for every client on that Redis at once, as it does: a test need not know how the
     abuse policy names what it limits (``ip:...``, ``to:<hash>``, alias ids), only the key schema
-    (``keys.limit_pattern``). Real time keeps passing too, so a test that says "not yet" should
+    (``keys.LIMITS_PATTERN``). Real time keeps passing too, so a test that says "not yet" should
     leave a margin of seconds before the moment it expects a refill.
     """
 
@@ -108,7 +108,7 @@ class LimitTime:
         self.script = client.register_script(PASS_TIME)
 
     def __call__(self, seconds: float) -> None:
-        limits = list(self.redis.scan_iter(match=keys.limit_pattern("*"), count=1000))
+        limits = list(self.redis.scan_iter(match=keys.LIMITS_PATTERN, count=1000))
         for first in range(0, len(limits), 1000):
             self.script(keys=limits[first:first + 1000], args=[round(seconds * 1000)])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import secrets
 import signal
 import smtplib
 import threading
@@ -17,8 +18,9 @@ from harness.processes import wait_for
 from tempalias.config import Rate
 from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.store import (ENDS_KEY, IDLEN_KEY, AliasExhausted, AliasNotFound, AliasStore,
-                             RateLimited, StoreUnavailable, Throttled, connect, hash_token, keys,
-                             random_id)
+                             DomainStore, RateLimited, RateLimiter, StoreUnavailable, Throttled,
+                             aliases, connect, domains, hash_token, keys, random_id, ratelimits)
+from tempalias.store.runner import Call, Script
 
 HOUR_MS = 3_600_000
 HUNG_BUDGET = 1.0  # TEMPALIAS_REDIS_TIMEOUT of the hung-Redis test, seconds
@@ -326,10 +328,107 @@ def test_an_error_reply_that_is_no_refusal_is_store_unavailable(store, redis_cli
 
 def test_every_key_of_one_alias_is_in_one_cluster_slot(store):
     alias_id = store.create("a@example.org", HOUR_MS, None).alias.id
+    domain = "temp.example.org"
+    for any_id in (alias_id, f"shop@{domain}"):
+        slots = {key_slot(key.encode()) for key in (
+            keys.id_key(any_id), keys.alias_key(any_id), keys.held_key(any_id),
+            keys.alias_limit_key(any_id, "alias-message"))}
+        assert len(slots) == 1
+    # a custom domain's aliases share every key of the domain's slot
     slots = {key_slot(key.encode()) for key in (
-        keys.id_key(alias_id), keys.alias_key(alias_id), keys.held_key(alias_id),
-        keys.alias_limit_key(alias_id, "alias-message"))}
+        keys.alias_key(f"shop@{domain}"), keys.alias_key(f"other@{domain}"),
+        keys.domain_key(domain), keys.pending_key(domain, hash_token("t")),
+        keys.registrations_key(domain), keys.domain_aliases_key(domain),
+        keys.domain_ids_key(domain), keys.domain_idlen_key(domain),
+        keys.limit_key(domain, "domain-alias"))}
     assert len(slots) == 1
+
+
+def _recorded(runner, calls: list, monkeypatch) -> None:
+    """Note each script call ``runner`` sends (and send it as ever)."""
+    send = runner.send
+
+    def recording(*commands, subject=None):
+        calls.extend(command for command in commands if isinstance(command, Call))
+        return send(*commands, subject=subject)
+
+    monkeypatch.setattr(runner, "send", recording)
+
+
+def test_every_script_touches_one_cluster_slot(redis_client, clock, monkeypatch):
+    """Redis Cluster runs a script only when all its KEYS hash to one slot: every script of the
+    store, called with the KEYS the store gives it, at a configured and at a custom domain."""
+    calls: list[Call] = []
+    store = AliasStore(redis_client, clock=clock)
+    tiny = AliasStore(redis_client, id_length=1, id_alphabet="z", clock=clock)  # collides
+    domain_store = DomainStore(redis_client, runner=store.runner)
+    limiter = RateLimiter(redis_client, clock=clock, runner=store.runner)
+    _recorded(store.runner, calls, monkeypatch)
+    _recorded(tiny.runner, calls, monkeypatch)
+    now = int(clock() * 1000)
+    domain = f"slots-{secrets.token_hex(4)}.example.org"
+    domain_store.register(domain, hash_token("loser"), now)
+    domain_store.withdraw(domain, hash_token("loser"))
+    domain_store.register(domain, hash_token("owner"), now)
+    domain_store.activate(domain, hash_token("owner"), "tempalias-verify=x", now)
+    limits = {"alias-message": Rate(10, 60.0)}
+    for made in (store.create("a@example.org", HOUR_MS, 2),
+                 store.create("a@example.org", HOUR_MS, 2, domain="tempalias.test"),
+                 store.create("a@example.org", HOUR_MS, 2, domain=domain, custom=True),
+                 store.create("a@example.org", HOUR_MS, 2, domain=domain, custom=True,
+                              local_part="shop")):
+        store.commit(store.reserve(made.alias.id, limits, domain=made.alias.domain))
+        store.release(store.reserve(made.alias.id))
+        store.revoke(made.alias.id, made.token)
+    tiny.create("a@example.org", 1, None, domain=domain, custom=True)
+    tiny.create("a@example.org", 1, None, domain=domain, custom=True)
+    clock.advance(1)
+    store.purge()
+    store.take_report(secrets.token_hex(8), 3, HOUR_MS)
+    limiter.take("ip:192.0.2.1", limits)
+    lease = limiter.admit("ip:192.0.2.1", limits, 5, HOUR_MS, 1000, advance=limits)
+    limiter.leave(lease)
+    domain_store.get(domain, hash_token("owner"))
+    domain_store.mark_checked(domain, False, now, HOUR_MS)
+    domain_store.due(now + 2 * HOUR_MS, 10)
+    domain_store.erase(domain, limits=tuple(limits))
+
+    for call in calls:
+        assert len({key_slot(key.encode()) for key in call.keys}) == 1, call
+    scripts = {value for module in (aliases, domains, ratelimits) for value in vars(module).values()
+               if isinstance(value, Script)}
+    assert scripts <= {call.script for call in calls}, "a script this test does not call"
+
+
+def test_an_alias_made_before_several_domains_answers_at_every_configured_one(store,
+                                                                              redis_client):
+    """Issue 13: aliases stored before several domains (no domain in their hash) keep
+    answering at every configured domain: no mail that worked yesterday is refused tomorrow."""
+    alias_id = f"old{secrets.token_hex(4)}"
+    created = int(time.time() * 1000)
+    # written as the store wrote them before (spelled here, not by keys.py, on purpose)
+    redis_client.set(f"ta:{{{alias_id}}}:id", "1")
+    redis_client.hset(f"ta:{{{alias_id}}}:alias", mapping={
+        "target": "old@example.org", "token": hash_token("old token"), "created": created,
+        "expires": created + HOUR_MS, "delivered": 0, "uses": 5})
+    redis_client.pexpireat(f"ta:{{{alias_id}}}:alias", created + HOUR_MS)
+    redis_client.zadd(ENDS_KEY, {alias_id: created + HOUR_MS})
+    for domain in ("tempalias.test", "alias.example.org"):
+        assert store.commit(store.reserve(alias_id, domain=domain)) is not None
+    shown = store.get(alias_id, "old token")
+    assert (shown.target, shown.domain, shown.delivered, shown.uses_left) == (
+        "old@example.org", None, 2, 3)
+    store.revoke(alias_id, "old token")
+    assert keys_of(redis_client, alias_id) == {f"ta:{{{alias_id}}}:id"}
+
+
+def test_an_alias_answers_only_at_the_domain_it_was_made_at(store):
+    made = store.create("a@example.org", HOUR_MS, None, domain="one.example.org")
+    assert made.alias.domain == "one.example.org"
+    assert store.get(made.alias.id, made.token).domain == "one.example.org"
+    with pytest.raises(AliasNotFound):
+        store.reserve(made.alias.id, domain="two.example.org")
+    store.release(store.reserve(made.alias.id, domain="One.Example.org"))
 
 
 def test_the_alias_limits_are_taken_with_its_use_all_or_nothing(redis_client, clock):

@@ -5,6 +5,7 @@
   domain exception, connection trouble as ``StoreUnavailable``, each operation within its budget.
 - ``connections.py``: the bounded redis-py client, and the direct path the runner sends on.
 - ``aliases.py``: ``AliasStore``: create, read, reserve/commit/release, revoke, purge.
+- ``domains.py``: ``DomainStore``: custom domains registered, activated, read, checked, erased.
 - ``ratelimits.py``: ``RateLimiter``: token buckets and connection leases (tempalias/abuse.py).
 - ``errors.py``: what the store raises.
 """
@@ -12,15 +13,19 @@
 from tempalias.store.aliases import (ID_ALPHABET, MS_PER_DAY, RESERVED_IDS, Alias, AliasStore,
                                      NewAlias, Reservation, hash_token, normalise_id, random_id)
 from tempalias.store.connections import connect
-from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused, RateLimited,
-                                    StoreError, StoreUnavailable, Throttled)
+from tempalias.store.domains import CheckOutcome, Domain, DomainStore, PendingDomain
+from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused, AliasTaken,
+                                    DomainNotFound, DomainSuspended, DomainTaken, RateLimited,
+                                    StoreError, StoreUnavailable, Throttled, UnknownDomain)
 from tempalias.store import keys
-from tempalias.store.keys import ENDS_KEY, IDLEN_KEY
+from tempalias.store.keys import DOMAINS_KEY, ENDS_KEY, IDLEN_KEY
 from tempalias.store.ratelimits import Lease, RateLimiter
 
 __all__ = [
     "ID_ALPHABET", "MS_PER_DAY", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias", "Reservation",
-    "hash_token", "normalise_id", "random_id", "connect", "AliasExhausted", "AliasNotFound",
-    "AliasRefused", "RateLimited", "StoreError", "StoreUnavailable", "Throttled", "ENDS_KEY",
-    "IDLEN_KEY", "Lease", "RateLimiter", "keys",
+    "hash_token", "normalise_id", "random_id", "connect", "CheckOutcome", "Domain",
+    "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
+    "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",
+    "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEY", "IDLEN_KEY",
+    "Lease", "RateLimiter", "keys",
 ]

@@ -5,6 +5,11 @@ A delivery reserves a use (RESERVE_USE), then commits it once the message was ac
 with N uses left exactly N concurrent deliveries commit. An alias whose last use is committed is
 deleted in the same script. The alias's own rate limits (messages per alias) are taken inside
 RESERVE_USE, in the same round trip.
+
+An alias at one of the operator's domains has an id like ``k3x9qa``; one at a custom domain the id
+``local@DOMAIN``, in the domain's own namespace: its scripts also read the domain's record (only an
+active domain takes new aliases and mail; a suspended one says since when) and keep the domain's
+set of live aliases right, in the same slot (see ``keys.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING, Callable
 import redis
 
 from tempalias.store import keys
-from tempalias.store.errors import AliasNotFound
+from tempalias.store.errors import AliasNotFound, AliasTaken
 from tempalias.store.ratelimits import BUCKETS_LUA, bucket_args
 from tempalias.store.runner import NOW_LUA, Call, Script, ScriptRunner, clock_arg, operation
 
@@ -28,33 +33,78 @@ if TYPE_CHECKING:  # only for annotations: the store does not depend on the conf
     from tempalias.config import Rate
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
-_ID_SHAPE = re.compile(r"^[a-z0-9]{1,64}$")
+_ID_SHAPE = re.compile(r"[a-z0-9]{1,64}")
+# an id at a custom domain: a lower-case dot-atom (RFC 5321), @, the domain's A-label
+_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL_SHAPE = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN_SHAPE = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
+MAX_LOCAL = 64
+MAX_DOMAIN = 253
 # Role mailboxes (RFC 2142, RFC 5321 4.5.1) are never handed out as alias ids.
 RESERVED_IDS = frozenset({"postmaster", "abuse", "hostmaster", "webmaster", "mailer-daemon"})
 MS_PER_DAY = 86_400_000
 
-# KEYS[1] - the id's reservation key (ta:{id}:id)
-# KEYS[2] - the alias hash (ta:{id}:alias)
+# Lua of the scripts that read a custom domain's record (ta:dom:{DOMAIN}): nil when it is active,
+# else the error reply for it: DOMAIN-UNKNOWN (never verified, or erased) or DOMAIN-SUSPENDED
+# <since ms>.
+DOMAIN_LUA = """
+local function domain_refusal(key)
+    local domain = redis.call('HMGET', key, 'status', 'suspended')
+    if not domain[1] then
+        return redis.error_reply('DOMAIN-UNKNOWN')
+    end
+    if domain[1] ~= 'active' then
+        return redis.error_reply('DOMAIN-SUSPENDED ' .. (domain[2] or 0))
+    end
+    return nil
+end
+"""
+
+# KEYS[1] - the id's reservation key (ta:{id}id)
+# KEYS[2] - the alias hash (ta:{id}alias)
+# KEYS[3] - for an alias at a custom domain: the domain (ta:dom:{DOMAIN}), which must be active
+# KEYS[4] - and its live aliases (ta:dom:{DOMAIN}:aliases)
+# KEYS[5] - and every local part of its life (ta:dom:{DOMAIN}:ids)
 # ARGV[1] - target address
 # ARGV[2] - SHA-256 hex of the management token
 # ARGV[3] - created, epoch ms
 # ARGV[4] - expires, epoch ms (the key's PEXPIREAT, and the score the caller gives ta:ends)
 # ARGV[5] - uses allowed, or '' for an alias limited by time only
-# returns 1, or 0 when the id was ever taken before (nothing is written then)
-CREATE_ALIAS = Script("""
+# ARGV[6] - the domain in the alias's address, or '' (it then answers at every configured domain)
+# ARGV[7] - the alias's local part at the custom domain of KEYS[3] (else unused)
+# returns 1, or 0 when the id was ever taken before (nothing is written then); error
+#         DOMAIN-UNKNOWN or DOMAIN-SUSPENDED <since ms> when the domain of KEYS[3] is not active
+CREATE_ALIAS = Script(DOMAIN_LUA + """
+if #KEYS > 2 then
+    local refusal = domain_refusal(KEYS[3])
+    if refusal then
+        return refusal
+    end
+end
 if not redis.call('SET', KEYS[1], '1', 'NX') then
     return 0
 end
-redis.call('HSET', KEYS[2], 'target', ARGV[1], 'token', ARGV[2],
-           'created', ARGV[3], 'expires', ARGV[4], 'delivered', 0)
+local fields = {'target', ARGV[1], 'token', ARGV[2], 'created', ARGV[3], 'expires', ARGV[4],
+                'delivered', 0}
 if ARGV[5] ~= '' then
-    redis.call('HSET', KEYS[2], 'uses', ARGV[5])
+    table.insert(fields, 'uses')
+    table.insert(fields, ARGV[5])
 end
+if ARGV[6] ~= '' then
+    table.insert(fields, 'domain')
+    table.insert(fields, ARGV[6])
+end
+redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+if #KEYS > 2 then
+    redis.call('ZADD', KEYS[4], ARGV[4], ARGV[7])
+    redis.call('SADD', KEYS[5], ARGV[7])
+end
 return 1
 """)
 
-# KEYS[1] - ta:idlen
+# KEYS[1] - ta:idlen, or a custom domain's (ta:dom:{DOMAIN}:idlen)
 # ARGV[1] - the length the caller collided at
 # ARGV[2] - the configured starting length
 # returns the length to use now: one more than ARGV[1] if nobody raised it meanwhile
@@ -67,18 +117,32 @@ end
 return current
 """)
 
-# KEYS[1]   - the alias hash (ta:{id}:alias)
-# KEYS[2]   - its reservations (ta:{id}:held)
-# KEYS[3..] - the alias's buckets (ta:rl:{id}:NAME): the use comes with a token from each
+# KEYS[1]   - the alias hash (ta:{id}alias)
+# KEYS[2]   - its reservations (ta:{id}held)
+# KEYS[3]   - for an alias at a custom domain (ARGV[5] is '1'): the domain (ta:dom:{DOMAIN})
+# KEYS[..]  - then the alias's buckets (ta:rl:{id}NAME): the use comes with a token from each
 # ARGV[1]   - a fresh random reservation id
 # ARGV[2]   - how long the reservation may be held, ms
 # ARGV[3]   - now, ms, or '' for Redis's clock
-# ARGV[4..] - interval and burst tolerance of each bucket of KEYS[3..] in turn, ms
-# returns the target; error ALIAS-UNKNOWN (never existed, revoked, expired), ALIAS-EXHAUSTED, or
-#         THROTTLED <ms> <key> (nothing is reserved nor taken then)
-RESERVE_USE = Script(BUCKETS_LUA + """
-local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'uses')
-if not alias[1] then
+# ARGV[4]   - the recipient's domain: an alias whose hash names another domain is unknown there;
+#             '' or a hash that names none (made before several domains): any
+# ARGV[5]   - '1' when KEYS[3] is the alias's custom domain, else ''
+# ARGV[6..] - interval and burst tolerance of each bucket in turn, ms
+# returns the target; error DOMAIN-UNKNOWN (the custom domain is neither active nor suspended),
+#         DOMAIN-SUSPENDED <since ms>, ALIAS-UNKNOWN (never existed, revoked, expired, or made at
+#         another domain), ALIAS-EXHAUSTED, or THROTTLED <ms> <key> (nothing is reserved nor
+#         taken then)
+RESERVE_USE = Script(BUCKETS_LUA + DOMAIN_LUA + """
+local first = 3
+if ARGV[5] ~= '' then
+    first = 4
+    local refusal = domain_refusal(KEYS[3])
+    if refusal then
+        return refusal
+    end
+end
+local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'uses', 'domain')
+if not alias[1] or (alias[4] and ARGV[4] ~= '' and alias[4] ~= ARGV[4]) then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 local now = now_ms(ARGV[3])
@@ -90,21 +154,24 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if alias[3] and tonumber(alias[3]) - redis.call('ZCARD', KEYS[2]) <= 0 then
     return redis.error_reply('ALIAS-EXHAUSTED')
 end
-local wait, worst, tats = check_buckets(3, #KEYS, 4, now)
+local wait, worst, tats = check_buckets(first, #KEYS, 6, now)
 if worst then
     return throttled(wait, worst)
 end
-put_buckets(3, #KEYS, tats, now)
+put_buckets(first, #KEYS, tats, now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIREAT', KEYS[2], alias[2])
 return alias[1]
 """)
 
-# KEYS[1] - the alias hash (ta:{id}:alias)
-# KEYS[2] - its reservations (ta:{id}:held)
+# KEYS[1] - the alias hash (ta:{id}alias)
+# KEYS[2] - its reservations (ta:{id}held)
+# KEYS[3] - for an alias at a custom domain: the domain's live aliases (ta:dom:{DOMAIN}:aliases)
 # ARGV[1] - the reservation id RESERVE_USE was given
+# ARGV[2] - the alias's local part at the custom domain (else unused)
 # returns {'counted', uses_left or -1 when unlimited} | {'erased', 0} when that was the last use
-#         | {'unknown'} when the alias ended while the message was under way
+#         (it leaves KEYS[3] too) | {'unknown'} when the alias ended while the message was under
+#         way
 COMMIT_USE = Script("""
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -118,33 +185,43 @@ end
 local left = tonumber(uses) - 1
 if left <= 0 then
     redis.call('DEL', KEYS[1], KEYS[2])
+    if KEYS[3] then
+        redis.call('ZREM', KEYS[3], ARGV[2])
+    end
     return {'erased', 0}
 end
 redis.call('HSET', KEYS[1], 'uses', left)
 return {'counted', left}
 """)
 
-# KEYS[1] - the alias hash (ta:{id}:alias)
-# KEYS[2] - its reservations (ta:{id}:held)
+# KEYS[1] - the alias hash (ta:{id}alias)
+# KEYS[2] - its reservations (ta:{id}held)
+# KEYS[3] - for an alias at a custom domain: the domain's live aliases (ta:dom:{DOMAIN}:aliases)
 # ARGV[1] - SHA-256 hex of the management token offered, or '' for the operator, who needs none
 #           (hashes are compared, so the comparison's timing tells nothing about the token)
-# returns 1 once both are erased (the caller then takes the id out of ta:ends); error
-#         ALIAS-UNKNOWN when no live alias has that id and token (nothing is erased then)
+# ARGV[2] - the alias's local part at the custom domain (else unused)
+# returns 1 once both are erased and the alias left KEYS[3] (the caller then takes the id out of
+#         ta:ends); error ALIAS-UNKNOWN when no live alias has that id and token (nothing is
+#         erased then)
 REVOKE_ALIAS = Script("""
 local token = redis.call('HGET', KEYS[1], 'token')
 if not token or (ARGV[1] ~= '' and token ~= ARGV[1]) then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 redis.call('UNLINK', KEYS[1], KEYS[2])
+if KEYS[3] then
+    redis.call('ZREM', KEYS[3], ARGV[2])
+end
 return 1
 """)
 
-# KEYS[1] - ta:ends
+# KEYS[1] - a schedule: ta:ends (id -> expiry) or ta:domains (domain -> next check), ms
 # ARGV[1] - now, ms, or '' for Redis's clock
 # ARGV[2] - at most this many
-# returns the ids whose time is up, soonest first; their entries stay until the caller erased
-#         their keys (one UNLINK per alias: each alias's keys are in a slot of their own)
-ENDED_ALIASES = Script(NOW_LUA + """
+# returns the members whose time has come, soonest first; their entries stay until the caller
+#         acted on them (for ta:ends: erased their keys, one UNLINK per alias, as each alias's
+#         keys are in a slot of their own)
+DUE = Script(NOW_LUA + """
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(ARGV[1]), 'LIMIT', 0, ARGV[2])
 """)
 
@@ -172,6 +249,9 @@ class Alias:
     expires_ms: int
     uses_left: int | None
     delivered: int
+    # the domain in its address; None for an alias made before several domains (it answers at
+    # each configured domain). A custom domain's alias has it in its id too (``local@DOMAIN``).
+    domain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,9 +285,51 @@ def hash_token(token: str) -> str:
 
 
 def normalise_id(alias_id: str) -> str | None:
-    """Ids match case-insensitively; anything not shaped like an id matches nothing."""
+    """Ids match case-insensitively; anything not shaped like an id matches nothing. An id is
+    ``k3x9qa`` at a configured domain, or ``local@DOMAIN`` at a custom one (a dot-atom of at most
+    64 characters, the domain's A-label)."""
     candidate = alias_id.strip().lower()
-    return candidate if _ID_SHAPE.match(candidate) else None
+    local, domain = keys.split_id(candidate)
+    if domain is None:
+        return candidate if _ID_SHAPE.fullmatch(candidate) else None
+    if (len(local) <= MAX_LOCAL and len(domain) <= MAX_DOMAIN and _LOCAL_SHAPE.fullmatch(local)
+            and _DOMAIN_SHAPE.fullmatch(domain)):
+        return candidate
+    return None
+
+
+def _in_domain(alias_id: str) -> tuple[list[str], list[str]]:
+    """The KEYS and ARGV that COMMIT_USE and REVOKE_ALIAS take beyond the alias's own for an
+    alias at a custom domain (its domain's live aliases, its local part there); none for others."""
+    local, domain = keys.split_id(alias_id)
+    if domain is None:
+        return [], []
+    return [keys.domain_aliases_key(domain)], [local]
+
+
+@dataclass(frozen=True)
+class _Order:
+    """What ``create`` stores, whatever the id it finds free."""
+
+    target: str
+    token_hash: str
+    lifetime_ms: int
+    uses: int | None
+    domain: str  # '' when the alias answers at every configured domain
+
+    def call(self, alias_id: str, clock: Callable[[], float] | None) -> tuple[Alias, Call]:
+        """The alias under ``alias_id``, created now, and the CREATE_ALIAS call that stores it."""
+        created_ms = int((clock or time.time)() * 1000)
+        expires_ms = created_ms + self.lifetime_ms
+        alias = Alias(alias_id, self.target, created_ms, expires_ms, self.uses, 0,
+                      self.domain or None)
+        local, domain = keys.split_id(alias_id)
+        where = [] if domain is None else [
+            keys.domain_key(domain), keys.domain_aliases_key(domain), keys.domain_ids_key(domain)]
+        return alias, Call(
+            CREATE_ALIAS, [keys.id_key(alias_id), keys.alias_key(alias_id), *where],
+            [self.target, self.token_hash, created_ms, expires_ms,
+             "" if self.uses is None else self.uses, self.domain, local])
 
 
 class AliasStore:
@@ -240,15 +362,33 @@ class AliasStore:
         return max(int(stored), self.id_length) if stored else self.id_length
 
     @operation
-    def create(self, target: str, lifetime_ms: int, uses: int | None) -> NewAlias:
+    def create(self, target: str, lifetime_ms: int, uses: int | None, domain: str | None = None,
+               custom: bool = False, local_part: str | None = None) -> NewAlias:
         """Store a new alias under a never-used id; raise the id length on every collision.
 
-        One round trip: the script and the ``ta:ends`` entry travel in one write. ``ZADD NX``
-        cannot touch a live alias's entry on a collision (ids are never reused), and the id
-        length is remembered per store and refreshed from Redis at each collision.
+        ``domain``: the domain in the alias's address, stored with it (RESERVE answers only
+        there); None: at every configured domain, as aliases made before several domains.
+        ``custom``: ``domain`` is a custom domain (A-label, lower case), which must be active
+        (else DomainNotFound, as ``UnknownDomain``, or DomainSuspended): the alias is
+        ``local@domain`` in the domain's own namespace, its local part ``local_part`` when given
+        (AliasTaken when it is, or ever was in the domain's life, an alias there), else random.
+
+        One round trip at a configured domain: the script and the ``ta:ends`` entry travel in
+        one write. ``ZADD NX`` cannot touch a live alias's entry on a collision (ids are never
+        reused), and the id length is remembered per store and refreshed from Redis at each
+        collision.
         """
+        if (custom or local_part is not None) and not domain:
+            raise ValueError("an alias at a custom domain needs its domain")
+        if local_part is not None and not custom:
+            raise ValueError("a local part is chosen only at a custom domain")
+        domain = (domain or "").lower()
+        if custom and not (len(domain) <= MAX_DOMAIN and _DOMAIN_SHAPE.fullmatch(domain)):
+            raise ValueError(f"{domain!r} is not a domain's A-label")
         token = secrets.token_urlsafe(24)
-        token_hash = hash_token(token)
+        order = _Order(target, hash_token(token), lifetime_ms, uses, domain)
+        if custom:
+            return NewAlias(self._create_custom(order, local_part), token)
         if self._id_length_seen is None:
             self._id_length_seen = self.current_id_length()
         length = self._id_length_seen
@@ -256,18 +396,47 @@ class AliasStore:
             alias_id = random_id(self.id_alphabet, length)
             if alias_id in RESERVED_IDS:
                 continue
-            created_ms = int((self.clock or time.time)() * 1000)
-            expires_ms = created_ms + lifetime_ms
+            alias, call = order.call(alias_id, self.clock)
             created, _ = self.runner.send(
-                Call(CREATE_ALIAS, [keys.id_key(alias_id), keys.alias_key(alias_id)],
-                     [target, token_hash, created_ms, expires_ms, "" if uses is None else uses]),
-                ("ZADD", keys.ENDS_KEY, "NX", expires_ms, alias_id))
+                call, ("ZADD", keys.ENDS_KEY, "NX", alias.expires_ms, alias_id))
             if created:
-                alias = Alias(alias_id, target, created_ms, expires_ms, uses, 0)
                 return NewAlias(alias, token)
             length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
                                           [length, self.id_length]))
             self._id_length_seen = length
+
+    def _create_custom(self, order: _Order, local_part: str | None) -> Alias:
+        """At a custom domain: the chosen local part, or random ones at the domain's own length
+        until one is free. The ``ta:ends`` entry follows once the alias exists: a refused
+        creation must not leave its expiry for a later alias of that id."""
+        domain = order.domain
+        if local_part is not None:
+            alias_id = normalise_id(f"{local_part}@{domain}")
+            if alias_id is None:
+                raise ValueError(f"{local_part}@{domain} is not shaped like an alias id")
+            alias = self._store_custom(order, alias_id)
+            if alias is None:
+                raise AliasTaken(alias_id)
+            return alias
+        length_key = keys.domain_idlen_key(domain)
+        [stored] = self.runner.send(("GET", length_key))
+        length = max(int(stored), self.id_length) if stored else self.id_length
+        while True:
+            local = random_id(self.id_alphabet, length)
+            if local in RESERVED_IDS:
+                continue
+            alias = self._store_custom(order, f"{local}@{domain}")
+            if alias is not None:
+                return alias
+            length = int(self.runner.call(RAISE_ID_LENGTH, [length_key],
+                                          [length, self.id_length]))
+
+    def _store_custom(self, order: _Order, alias_id: str) -> Alias | None:
+        alias, call = order.call(alias_id, self.clock)
+        if not self.runner.call(call.script, call.keys, call.args, subject=alias_id):
+            return None
+        self.runner.send(("ZADD", keys.ENDS_KEY, alias.expires_ms, alias_id))
+        return alias
 
     # --- reading and revoking, for the alias's owner
 
@@ -288,8 +457,9 @@ class AliasStore:
         normal = normalise_id(alias_id)
         if normal is None:
             raise AliasNotFound(alias_id)
-        self.runner.call(REVOKE_ALIAS, [keys.alias_key(normal), keys.held_key(normal)], [offered],
-                         subject=alias_id)
+        more_keys, more_args = _in_domain(normal)
+        self.runner.call(REVOKE_ALIAS, [keys.alias_key(normal), keys.held_key(normal), *more_keys],
+                         [offered, *more_args], subject=alias_id)
         self.runner.send(("ZREM", keys.ENDS_KEY, normal))
 
     @operation
@@ -315,25 +485,39 @@ class AliasStore:
             expires_ms=int(fields["expires"]),
             uses_left=int(fields["uses"]) if "uses" in fields else None,
             delivered=int(fields["delivered"]),
+            domain=fields.get("domain"),
         )
         return alias, fields["token"]
 
     # --- delivery: reserve, then commit or release
 
     @operation
-    def reserve(self, alias_id: str, limits: dict[str, Rate] | None = None) -> Reservation:
+    def reserve(self, alias_id: str, limits: dict[str, Rate] | None = None,
+                domain: str | None = None) -> Reservation:
         """Hold one use for a delivery under way, with a token from each of the alias's
         ``limits`` (all or none): AliasNotFound or AliasExhausted if no use is left,
-        RateLimited if a limit said no. One round trip."""
+        RateLimited if a limit said no. One round trip.
+
+        ``domain``: the recipient's domain; an alias made at another domain is AliasNotFound
+        there (one made before several domains answers at any). An id ``local@DOMAIN`` is at a
+        custom domain, whose record is read in the same script: UnknownDomain (an AliasNotFound
+        and a DomainNotFound) when it is neither active nor suspended, DomainSuspended (with
+        since when) when suspended."""
         normal = normalise_id(alias_id)
         if normal is None:
+            raise AliasNotFound(alias_id)
+        custom = keys.split_id(normal)[1]
+        recipient = (domain or "").lower()
+        if custom is not None and recipient and recipient != custom:
             raise AliasNotFound(alias_id)
         limits = limits or {}
         reservation_id = secrets.token_hex(8)
         target = self.runner.call(
             RESERVE_USE, [keys.alias_key(normal), keys.held_key(normal),
+                          *([] if custom is None else [keys.domain_key(custom)]),
                           *(keys.alias_limit_key(normal, name) for name in limits)],
-            [reservation_id, self.reservation_ms, clock_arg(self.clock), *bucket_args(limits)],
+            [reservation_id, self.reservation_ms, clock_arg(self.clock), recipient,
+             "" if custom is None else "1", *bucket_args(limits)],
             subject=normal)
         return Reservation(normal, target, reservation_id)
 
@@ -341,8 +525,10 @@ class AliasStore:
     def commit(self, reservation: Reservation) -> int | None:
         """Count the delivery; returns the uses left (None when unlimited, 0 when now erased)."""
         alias_id = reservation.alias_id
-        result = self.runner.call(COMMIT_USE, [keys.alias_key(alias_id), keys.held_key(alias_id)],
-                                  [reservation.reservation_id])
+        more_keys, more_args = _in_domain(alias_id)
+        result = self.runner.call(
+            COMMIT_USE, [keys.alias_key(alias_id), keys.held_key(alias_id), *more_keys],
+            [reservation.reservation_id, *more_args])
         if result[0] == "erased":
             self.runner.send(("ZREM", keys.ENDS_KEY, alias_id))
             return 0
@@ -380,13 +566,16 @@ class AliasStore:
 
     @operation
     def _purge_batch(self, batch: int) -> int:
-        [ended] = self.runner.send(Call(ENDED_ALIASES, [keys.ENDS_KEY],
-                                        [clock_arg(self.clock), batch]))
+        [ended] = self.runner.send(Call(DUE, [keys.ENDS_KEY], [clock_arg(self.clock), batch]))
         if not ended:
             return 0
-        self.runner.send(*(("UNLINK", keys.alias_key(alias_id), keys.held_key(alias_id))
-                           for alias_id in ended),
-                         ("ZREM", keys.ENDS_KEY, *ended))
+        erase: list[tuple] = []
+        for alias_id in ended:
+            erase.append(("UNLINK", keys.alias_key(alias_id), keys.held_key(alias_id)))
+            local, domain = keys.split_id(alias_id)
+            if domain is not None:
+                erase.append(("ZREM", keys.domain_aliases_key(domain), local))
+        self.runner.send(*erase, ("ZREM", keys.ENDS_KEY, *ended))
         return len(ended)
 
     @operation

@@ -25,6 +25,35 @@ class AliasExhausted(AliasRefused):
     """Every remaining use is taken or reserved."""
 
 
+class AliasTaken(StoreError):
+    """The local part chosen at a custom domain is, or was, an alias there in the domain's life."""
+
+
+class DomainNotFound(StoreError):
+    """No custom domain by that name is active or suspended (never verified, erased), or no
+    registration waits with that token, or the token offered is not the owner's: a wrong token
+    is indistinguishable from an unknown domain."""
+
+
+class DomainTaken(StoreError):
+    """The custom domain is already active or suspended, with another owner's token."""
+
+
+class UnknownDomain(AliasNotFound, DomainNotFound):
+    """A delivery to an id at a custom domain that is neither active nor suspended: the alias is
+    unknown, and so is its domain (SMTP refuses it as any domain that is not ours)."""
+
+
+class DomainSuspended(AliasRefused):
+    """The alias's custom domain is suspended (its DNS records are gone) since ``since_ms``: mail
+    waits (4xx) during the grace period, then is refused."""
+
+    def __init__(self, domain: str | None, since_ms: int) -> None:
+        super().__init__(f"{domain} suspended since {since_ms}")
+        self.domain = domain
+        self.since_ms = since_ms
+
+
 @dataclass(frozen=True)
 class Throttled:
     """A limit said no: ``limit`` names it, ``retry_after_ms`` is when it will say yes again."""

@@ -1,52 +1,95 @@
 """The key schema: the only place a Redis key of tempalias is spelled.
 
-Every key of one alias shares the hash tag ``{id}``, so each script that works on an alias touches
-one Redis Cluster slot:
+Every key of one alias shares its hash tag, so each script that works on an alias touches one
+Redis Cluster slot. An alias at one of the operator's domains has an id like ``k3x9qa`` and the
+tag ``{k3x9qa}``; an alias at a custom domain has the id ``local@DOMAIN`` and the tag ``{DOMAIN}``,
+shared with every key of that domain, so one script can erase a domain with all its aliases.
+Below, ``{id}`` stands for ``{k3x9qa}:`` or ``{DOMAIN}local:`` (DOMAIN: the A-label, lower case):
 
-- ``ta:{id}:id``     the id's reservation, ``SET NX`` once and never deleted: ids are never reused.
-- ``ta:{id}:alias``  hash: target, token (SHA-256 of the management token), created, expires
-                     (epoch ms), delivered, and uses (left) when the alias is limited by count.
-                     Its Redis TTL is the alias's lifetime, so expiry erases it by itself.
-- ``ta:{id}:held``   sorted set of in-flight delivery reservations, scored by the moment they
+- ``ta:{id}id``      the id's reservation, ``SET NX`` once and never deleted: ids are never reused
+                     (at a custom domain: until the domain is erased, so its next owner starts
+                     afresh).
+- ``ta:{id}alias``   hash: target, token (SHA-256 of the management token), created, expires
+                     (epoch ms), delivered, uses (left) when the alias is limited by count, and
+                     domain, the domain in its address (absent in aliases made before several
+                     domains, which answer at every configured domain). Its Redis TTL is the
+                     alias's lifetime, so expiry erases it by itself.
+- ``ta:{id}held``    sorted set of in-flight delivery reservations, scored by the moment they
                      lapse, so a reservation whose holder died frees its use by itself.
-- ``ta:rl:{id}:NAME`` the alias's rate-limit buckets (``alias-message``): hash tag ``{id}`` too,
+- ``ta:rl:{id}NAME`` the alias's rate-limit buckets (``alias-message``): the alias's hash tag too,
                      so the delivery script takes their tokens in the same slot; like every bucket
                      they expire by themselves, and hold a moment in time, nothing of the alias.
+
+A custom domain (tag ``{DOMAIN}``, shared with its aliases above):
+
+- ``ta:dom:{DOMAIN}``        hash, an active or suspended domain: status (``active`` or
+                             ``suspended``), token (SHA-256 of the domain token), created (when it
+                             was registered), verified, checked (the last check), suspended (since
+                             when, while suspended), value (the TXT value that verified it); ms.
+- ``ta:dom:{DOMAIN}:pending:TOKENHASH`` hash, one registration waiting for its DNS records:
+                             created (ms). Its TTL (7 days) erases it unless verified.
+- ``ta:dom:{DOMAIN}:registrations`` sorted set, the TOKENHASHes of its pending registrations ->
+                             when each lapses (ms), so that the first verification, or an
+                             erasure, reaches every one of them; its TTL is that of the latest.
+- ``ta:dom:{DOMAIN}:aliases`` sorted set, the local parts of its aliases -> their expiry (ms): how
+                             many are live (ZCOUNT from now), kept right by revoke, the last use
+                             and purge.
+- ``ta:dom:{DOMAIN}:ids``    set of every local part taken in the domain's life (its ``:id``
+                             reservations), so that erasing the domain reaches them all.
+- ``ta:dom:{DOMAIN}:idlen``  the length of the domain's random local parts; it only grows.
 
 Keys of the whole service:
 
 - ``ta:idlen``       the current id length; it only grows.
 - ``ta:ends``        sorted set id -> expiry (ms): lets ``purge`` reach exactly the aliases whose
                      time is up, at a cost proportional to their number (no KEYS, no SCAN).
+- ``ta:domains``     sorted set DOMAIN -> the next check of its DNS records (ms), for the janitor.
 - ``ta:srs:{hash}``  how many delivery reports an SRS return address carried; expires with it.
 - ``ta:rl:{SUBJECT}:NAME`` a rate-limit bucket: SUBJECT is what is limited (``ip:192.0.2.7``,
-                     ``net:2001:db8:1:2::/64``, ``to:<sha256 of the target>``, or an alias id) and
-                     the key's hash tag, NAME the limit (``smtp-connect``...); ``ta:rl:{SUBJECT}:open``
-                     is the sorted set of the subject's open SMTP connections (lease id -> lapse).
+                     ``net:2001:db8:1:2::/64``, ``to:<sha256 of the target>``, a custom domain, or
+                     an alias id as above) and the key's hash tag, NAME the limit
+                     (``smtp-connect``...); ``ta:rl:{SUBJECT}:open`` is the sorted set of the
+                     subject's open SMTP connections (lease id -> lapse).
 """
 
 from __future__ import annotations
 
 IDLEN_KEY = "ta:idlen"
 ENDS_KEY = "ta:ends"
+DOMAINS_KEY = "ta:domains"
 LEASES = "open"  # the limit name of a subject's open connections (its lease set)
+_MARK = "\x00"  # stands for a local part in ``alias_key_templates`` (never in a key)
+
+
+def split_id(alias_id: str) -> tuple[str, str | None]:
+    """``local@DOMAIN`` -> (local, DOMAIN); an id at a configured domain -> (id, None)."""
+    local, at, domain = alias_id.rpartition("@")
+    return (local, domain) if at else (alias_id, None)
+
+
+def _alias_base(alias_id: str) -> str:
+    """What every key of one alias starts with after its prefix: its hash tag, and its local part
+    when the tag is its custom domain's."""
+    local, domain = split_id(alias_id)
+    return f"{{{alias_id}}}:" if domain is None else f"{{{domain}}}{local}:"
 
 
 def id_key(alias_id: str) -> str:
-    return f"ta:{{{alias_id}}}:id"
+    return f"ta:{_alias_base(alias_id)}id"
 
 
 def alias_key(alias_id: str) -> str:
-    return f"ta:{{{alias_id}}}:alias"
+    return f"ta:{_alias_base(alias_id)}alias"
 
 
 def held_key(alias_id: str) -> str:
-    return f"ta:{{{alias_id}}}:held"
+    return f"ta:{_alias_base(alias_id)}held"
 
 
 def alias_pattern(alias_id: str) -> str:
-    """A SCAN pattern for every key of one alias (its buckets are the subject's, see above)."""
-    return f"ta:{{{alias_id}}}:*"
+    """A SCAN pattern for every key of one alias but its buckets (``ta:rl:...``)."""
+    glob = "".join("\\" + c if c in "*?[]\\" else c for c in f"ta:{_alias_base(alias_id)}")
+    return glob + "*"
 
 
 def report_key(return_hash: str) -> str:
@@ -58,8 +101,8 @@ def limit_key(subject: str, limit: str) -> str:
 
 
 def alias_limit_key(alias_id: str, limit: str) -> str:
-    """A bucket of one alias: its id is the subject, so the key shares the alias's slot."""
-    return limit_key(alias_id, limit)
+    """A bucket of one alias: it shares the alias's slot."""
+    return f"ta:rl:{_alias_base(alias_id)}{limit}"
 
 
 def lease_key(subject: str) -> str:
@@ -71,6 +114,58 @@ def limit_pattern(subject: str) -> str:
     return f"ta:rl:{{{subject}}}:*"
 
 
+# A SCAN pattern for every bucket and lease set: of every subject, and of every alias.
+LIMITS_PATTERN = "ta:rl:*"
+
+
 def limit_name(key: str) -> str:
     """The limit a bucket key (``limit_key``) counts: names never contain a colon."""
     return key.rsplit(":", 1)[1]
+
+
+# --- custom domains
+
+
+def domain_key(domain: str) -> str:
+    return f"ta:dom:{{{domain}}}"
+
+
+def pending_key(domain: str, token_hash: str) -> str:
+    return f"{domain_key(domain)}:pending:{token_hash}"
+
+
+def registrations_key(domain: str) -> str:
+    return f"{domain_key(domain)}:registrations"
+
+
+def domain_aliases_key(domain: str) -> str:
+    return f"{domain_key(domain)}:aliases"
+
+
+def domain_ids_key(domain: str) -> str:
+    return f"{domain_key(domain)}:ids"
+
+
+def domain_idlen_key(domain: str) -> str:
+    return f"{domain_key(domain)}:idlen"
+
+
+def _template(key: str) -> list[str]:
+    prefix, suffix = key.split(_MARK)
+    return [prefix, suffix]
+
+
+def pending_template(domain: str) -> list[str]:
+    """[prefix, suffix]: ``pending_key(domain, H)`` is prefix .. H .. suffix, for a script that
+    reaches the registrations it finds in ``registrations_key``."""
+    return _template(pending_key(domain, _MARK))
+
+
+def alias_key_templates(domain: str, limits: tuple[str, ...] = ()) -> list[str]:
+    """[prefix, suffix, ...] of every key of an alias at ``domain`` (and of its buckets named in
+    ``limits``): each key of local part L is prefix .. L .. suffix, for a script that erases the
+    aliases it finds in ``domain_ids_key``."""
+    alias_id = f"{_MARK}@{domain}"
+    made = [id_key(alias_id), alias_key(alias_id), held_key(alias_id),
+            *(alias_limit_key(alias_id, name) for name in limits)]
+    return [part for key in made for part in _template(key)]

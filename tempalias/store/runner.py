@@ -5,7 +5,8 @@
   that does not know it (restarted, or its scripts flushed) answers NOSCRIPT: the runner loads it
   once (SCRIPT LOAD) and sends that call again, in one write.
 - A script says no with an error reply whose first word is a code: ``ALIAS-UNKNOWN``,
-  ``ALIAS-EXHAUSTED``, ``THROTTLED <ms> <bucket key>``. The runner raises the domain exception
+  ``ALIAS-EXHAUSTED``, ``THROTTLED <ms> <bucket key>``, ``DOMAIN-UNKNOWN``, ``DOMAIN-TAKEN``,
+  ``DOMAIN-SUSPENDED <since ms>``. The runner raises the domain exception
   for it (``errors.py``); the store's methods never look at raw replies for a refusal.
 - Connection trouble, and every other error reply (OOM, READONLY, LOADING, MASTERDOWN...: Redis
   is there but cannot serve us now), becomes ``StoreUnavailable`` in ``operation``, which also
@@ -26,8 +27,9 @@ import redis
 
 from tempalias.store import keys
 from tempalias.store.connections import DirectConnections, budget_of, gevent_patched
-from tempalias.store.errors import (AliasExhausted, AliasNotFound, RateLimited, StoreUnavailable,
-                                    Throttled)
+from tempalias.store.errors import (AliasExhausted, AliasNotFound, DomainNotFound, DomainSuspended,
+                                    DomainTaken, RateLimited, StoreUnavailable, Throttled,
+                                    UnknownDomain)
 
 T = TypeVar("T")
 
@@ -38,12 +40,28 @@ def _throttled(subject: str | None, rest: str) -> RateLimited:
     return RateLimited(Throttled(keys.limit_name(key), int(float(wait))))
 
 
+def _domain_of(subject: str | None) -> str | None:
+    """The domain a refusal is about: the subject itself, or the domain of an alias id there."""
+    return subject and (keys.split_id(subject)[1] or subject)
+
+
+def _unknown_domain(subject: str | None, rest: str) -> DomainNotFound:
+    """An unknown custom domain; when the call was about an alias there, the alias is unknown
+    too (``UnknownDomain`` is both)."""
+    if subject and keys.split_id(subject)[1]:
+        return UnknownDomain(subject)
+    return DomainNotFound(subject)
+
+
 # the first word of a script's error reply -> the exception for it, given what the call was about
 # and the rest of the reply
 REFUSALS: dict[str, Callable[[str | None, str], Exception]] = {
     "ALIAS-UNKNOWN": lambda subject, rest: AliasNotFound(subject),
     "ALIAS-EXHAUSTED": lambda subject, rest: AliasExhausted(subject),
     "THROTTLED": _throttled,
+    "DOMAIN-UNKNOWN": _unknown_domain,
+    "DOMAIN-TAKEN": lambda subject, rest: DomainTaken(subject),
+    "DOMAIN-SUSPENDED": lambda subject, rest: DomainSuspended(_domain_of(subject), int(rest)),
 }
 
 # Lua every script may use: the moment the caller gave (ms), or Redis's own clock when it gave ''.
