@@ -53,7 +53,7 @@ class Service:
             self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
             abuse = config.section("abuse")
             self.policy = AbusePolicy.from_settings(
-                abuse, RateLimiter(store.redis, runner=store.runner))
+                abuse, RateLimiter(store.redis, runner=store.runner), config.dns_servers)
             aliases = AliasService.from_settings(config.section("aliases"), store, self.policy)
             http = config.section("http")
             app = create_app(http, aliases, abuse.trusted_proxies)
