@@ -21,7 +21,7 @@ STORE_RETRY_AFTER_SECONDS = 5
 class ApiError(HTTPResponse):
     """Raise it anywhere in a route: the client gets ``{"error", "description"}`` and the status."""
 
-    def __init__(self, status: int, error: str, description: str, **extra) -> None:
+    def __init__(self, status: int, error: str, description: str, /, **extra) -> None:
         body = {"error": error, "description": description, **extra}
         super().__init__(json.dumps(body), status=status, headers={"Content-Type": JSON_TYPE})
         self.error = error
