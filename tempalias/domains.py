@@ -62,6 +62,10 @@ def _record_json(record: Record) -> dict[str, str]:
     return {"type": record.type, "name": record.name, "value": record.value}
 
 
+def _aliases(count: int) -> str:
+    return f"{count} live alias{'' if count == 1 else 'es'}"
+
+
 def _iso(ms: int | None) -> str | None:
     return None if ms is None else iso_utc(ms)
 
@@ -286,7 +290,7 @@ class DomainService:
             self.store.withdraw(name, token_hash)
             log.info("domain %s: a registration withdrawn by its owner", name)
             return 0
-        log.info("domain %s erased by its owner with %d live aliases", name, live)
+        log.info("domain %s erased by its owner with %s", name, _aliases(live))
         return live
 
     # --- for the operator, who needs no token
@@ -327,7 +331,7 @@ class DomainService:
         """Erase the domain, its registrations and every alias it had; how many were live."""
         name = self.rules.known(domain)
         live = self.store.erase(name, None, DOMAIN_LIMITS)
-        log.info("domain %s erased by the operator with %d live aliases", name, live)
+        log.info("domain %s erased by the operator with %s", name, _aliases(live))
         return live
 
     # --- upkeep
@@ -375,6 +379,6 @@ class DomainService:
                 live = self.store.erase(name, None, DOMAIN_LIMITS)
             except DomainNotFound:
                 return "gone"
-            log.info("domain %s erased after its grace period with %d live aliases", name, live)
+            log.info("domain %s erased after its grace period with %s", name, _aliases(live))
             return "erased"
         return outcome.value
