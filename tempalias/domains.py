@@ -49,6 +49,7 @@ SECRET_LABEL = b"tempalias custom-domain verification v1"
 RECHECKS_PER_ROUND = 100  # domains one round of the janitor checks, at most
 CHECKS_AT_ONCE = 8  # of those, how many at the same time (each waits on DNS)
 TRANSIENT_RETRY_MS = 15 * 60 * 1000  # DNS did not answer a scheduled check: try again then
+CLAIM_MS = 5 * 60 * 1000  # a janitor that died while it checked a domain: another tries then
 
 
 def verification_secret(srs_secret: str) -> bytes:
@@ -342,17 +343,20 @@ class DomainService:
         once): found, it stays or becomes active again; gone, it is suspended; gone for the
         whole grace period, it is erased with its aliases; DNS that does not answer changes
         nothing and the check comes again soon. Returns domain -> what happened
-        (``CheckOutcome`` values, "erased", "dns-unanswered", "gone")."""
+        (``CheckOutcome`` values, "erased", "dns-unanswered", "gone"). A domain another process
+        claimed first (``DomainStore.claim``: several workers each run a janitor) is theirs."""
         now = self._now_ms() if now_ms is None else now_ms
         due = self.store.due(now, limit)
         if not due:
             return {}
         with concurrent.futures.ThreadPoolExecutor(min(CHECKS_AT_ONCE, len(due))) as pool:
             outcomes = list(pool.map(lambda name: self._recheck(name, now), due))
-        return dict(zip(due, outcomes))
+        return {name: outcome for name, outcome in zip(due, outcomes) if outcome is not None}
 
-    def _recheck(self, name: str, now: int) -> str:
+    def _recheck(self, name: str, now: int) -> str | None:
         grace = self.rules.grace_ms
+        if not self.store.claim(name, now, CLAIM_MS):
+            return None
         try:
             found = self.store.get(name, None, now)
         except DomainNotFound:
