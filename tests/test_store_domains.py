@@ -99,6 +99,18 @@ def test_the_first_verification_wins_and_erases_the_other_registrations(domains,
         domains.register(domain, hash_token("d"), now())
 
 
+def test_the_operator_sees_the_registrations_still_waiting(domains, domain, now, clock):
+    assert domains.registrations(domain, now()) == []
+    domains.register(domain, hash_token("first"), now())
+    clock.advance(3600)
+    domains.register(domain, hash_token("second"), now())
+    assert domains.registrations(domain, now()) == [hash_token("first"), hash_token("second")]
+    clock.advance(7 * 86_400 - 1800)  # the first has lapsed, the second waits
+    assert domains.registrations(domain, now()) == [hash_token("second")]
+    domains.activate(domain, hash_token("second"), VALUE, now())
+    assert domains.registrations(domain, now()) == []
+
+
 def test_a_registration_that_never_was_or_was_withdrawn_activates_nothing(domains, domain, now):
     with pytest.raises(DomainNotFound):
         domains.activate(domain, hash_token("stranger"), VALUE, now())
@@ -165,6 +177,21 @@ def test_due_lists_the_domains_whose_check_has_come(domains, now, clock):
     assert early not in domains.due(now(), limit=10_000)
     clock.advance(3600)
     assert {early, late} <= set(domains.due(now(), limit=10_000))
+
+
+def test_a_due_check_is_claimed_by_one_caller_until_it_is_done_or_lapses(domains, domain, now,
+                                                                         clock, redis_client):
+    make_active(domains, domain, now())
+    assert domains.claim(domain, now(), 60_000) is False  # not due
+    clock.advance(86_400)
+    assert domains.claim(domain, now(), 60_000) is True
+    assert domains.claim(domain, now(), 60_000) is False  # another janitor saw it due too
+    assert domain not in domains.due(now(), limit=10_000)
+    clock.advance(61)  # the claimant died: the check is due again
+    assert domains.claim(domain, now(), 60_000) is True
+    domains.mark_checked(domain, True, now(), GRACE_MS)
+    assert redis_client.zscore(DOMAINS_KEY, domain) == now() + DAY_MS
+    assert domains.claim(f"unknown-{domain}", now(), 60_000) is False
 
 
 def test_a_check_of_a_domain_gone_meanwhile_takes_it_off_the_schedule(domains, domain, now,
