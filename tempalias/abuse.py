@@ -65,7 +65,8 @@ CLIENT = "client"  # the client's address (IPv6: its /64)
 TARGET = "target"  # the target mailbox, however spelled (Address.canonical)
 ALIAS = "alias"  # the alias id
 DOMAIN = "domain"  # a custom domain (its A-label): the bucket shares the domain's Redis slot
-PER = (CLIENT, TARGET, ALIAS, DOMAIN)
+REGISTRATION = "registration"  # one registration of a custom domain (its token's hash)
+PER = (CLIENT, TARGET, ALIAS, DOMAIN, REGISTRATION)
 DAY_SECONDS = 86400.0
 
 
@@ -88,6 +89,7 @@ STAGES: dict[str, tuple[Limit, ...]] = {
     "alias-delivery": (Limit("alias-message", "alias_message_rate", ALIAS),),
     "domain-registration": (Limit("domain-register", "domain_rate_per_ip", CLIENT),),
     "custom-alias": (Limit("domain-alias", "domain_daily_aliases", DOMAIN, daily=True),),
+    "domain-check": (Limit("domain-verify", "domain_verify_rate", REGISTRATION),),
 }
 # not a bucket but a count of leases (``RateLimiter.admit``); its name is the lease set's
 OPEN_CONNECTIONS = Limit("open", "smtp_concurrent_per_ip", CLIENT)
@@ -264,6 +266,14 @@ class AbusePolicy:
         what = "http domain registration"
         return (self._take(what, ip, _ip_subject(ip), self.rates["domain-registration"][CLIENT])
                 or self._rbl_refusal(what, ip))
+
+    def on_domain_check(self, ip: str | IPAddress | None, token_hash: str) -> Refusal | None:
+        """Before looking a registration's records up on its owner's request: each check makes
+        us query the domain's name servers, so a token holder may not make us do it without
+        end. Counted per registration, trusted clients included, so that another registrant of
+        the same domain cannot spend the owner's checks."""
+        return self._take("http domain check", parse_ip(ip), "reg:" + token_hash[:32],
+                          self.rates["domain-check"][REGISTRATION])
 
     def on_custom_alias(self, ip: str | IPAddress | None, domain: str) -> Refusal | None:
         """Before creating an alias at the custom ``domain`` (A-label), whose owner ``ip`` proved

@@ -400,6 +400,8 @@ class Config:
         "messages one alias forwards (burst/period); 0: off")
     domain_rate_per_ip: Rate | None = setting(Rate(5, 86400.0), parse_rate, "abuse",
         "custom-domain registrations per client IP (burst/period); 0: off")
+    domain_verify_rate: Rate | None = setting(Rate(30, 3600.0), parse_rate, "abuse",
+        "DNS checks (verify, Check now) per custom-domain registration (burst/period); 0: off")
     domain_daily_aliases: int = setting(500, _int_between(0, 1_000_000), "abuse",
         "new aliases one custom domain gets per day; 0: off")
     mx_hostname: str | None = setting(None, _optional_domain, "domains",

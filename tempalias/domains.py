@@ -224,7 +224,8 @@ class DomainService:
         log.info("domain %s registered, waiting for its DNS records", name)
         return Registration(name, token, self._records(name, token_hash), pending.expires_ms)
 
-    def verify(self, domain: Any, token: Any) -> Verification:
+    def verify(self, domain: Any, token: Any,
+               client_ip: str | IPAddress | None = None) -> Verification:
         """Look the records of the registration with ``token`` up: found, the domain is active
         (the other registrations of it are erased); else what is missing or wrong. For a domain
         already active or suspended with that token, its records are checked again, and found
@@ -233,10 +234,16 @@ class DomainService:
         name = self.rules.known(domain)
         token_hash = self._token_hash(name, token)
         try:
-            return self._check_again(name, token_hash)
+            found = self.store.get(name, token_hash)
         except DomainNotFound:
-            pass
-        self.store.pending(name, token_hash)
+            found = None
+            self.store.pending(name, token_hash)
+        if self.policy is not None:
+            refusal = self.policy.on_domain_check(client_ip, token_hash)
+            if refusal:
+                raise CreationRefused(refusal)
+        if found is not None:
+            return self._check_again(name, token_hash)
         value = verification_value(self.secret, name, token_hash)
         result = self.checker.check(name, self.rules.mx_host, value)
         if not result.ok:

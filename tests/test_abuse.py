@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from tempalias.abuse import (DOMAIN_LIMITS, RATE_LIMITED, RBL_LISTED, RBL_UNAVAILABLE, STAGES, AbusePolicy,
+from tempalias.abuse import (DOMAIN_LIMITS, PER, RATE_LIMITED, RBL_LISTED, RBL_UNAVAILABLE, STAGES, AbusePolicy,
                              Refusal, client_ip, parse_ip)
 from tempalias.config import Config, ConfigError, Rate, load_config, parse_listen, parse_rate
 from tempalias.embedded_redis import free_loopback_port
@@ -59,7 +59,7 @@ def test_every_limit_of_a_stage_names_a_setting_and_a_subject():
     for stage, limits in STAGES.items():
         for limit in limits:
             assert hasattr(abuse, limit.setting), (stage, limit)
-            assert limit.per in ("client", "target", "alias", "domain"), (stage, limit)
+            assert limit.per in PER, (stage, limit)
     names = [limit.name for limits in STAGES.values() for limit in limits]
     assert len(names) == len(set(names))
 

@@ -30,6 +30,7 @@ def web(service_factory, dns_server):
         "TEMPALIAS_SRS_SECRET": "test-srs-secret",
         "TEMPALIAS_DOMAIN_RATE_PER_IP": "3/1d",
         "TEMPALIAS_DOMAIN_DAILY_ALIASES": "2",
+        "TEMPALIAS_DOMAIN_VERIFY_RATE": "4/1h",
     })
 
 
@@ -220,6 +221,22 @@ def test_dns_that_does_not_answer_is_503_with_retry_after_not_a_verdict(web, dns
     body = error_of(answer, 503, "dns-unavailable")
     assert int(answer.headers["Retry-After"]) > 0
     assert body["status"] == "pending" and "did not answer" in body["problems"][0]
+
+
+def test_checks_are_limited_per_registration_so_another_cannot_spend_the_owners(web, dns_zone):
+    """Each check makes us query the domain's name servers: a token holder gets a handful an
+    hour (here 4), and a second registrant of the same name has a budget of its own."""
+    domain = fresh_domain()
+    mine, theirs = register(web, domain), register(web, domain, source=fresh_ip())
+    for _ in range(4):
+        error_of(call(web, "POST", f"/api/v1/domains/{domain}/verify", token=theirs["token"]),
+                 409, "dns-not-ready")
+    refused = call(web, "POST", f"/api/v1/domains/{domain}/verify", token=theirs["token"])
+    assert error_of(refused, 429, "rate-limited")
+    assert int(refused.headers["Retry-After"]) > 0
+    publish(dns_zone, mine)
+    verified = call(web, "POST", f"/api/v1/domains/{domain}/verify", token=mine["token"])
+    assert verified.status == 200 and verified.json()["status"] == "active"
 
 
 def test_the_first_registrant_to_verify_wins_and_the_other_finds_nothing(web, dns_zone):

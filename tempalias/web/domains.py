@@ -76,9 +76,11 @@ def install(app: Bottle, settings: HttpSettings, rules: AliasRules,
     @app.post("/api/v1/domains/<domain>/verify")
     def verify_domain(domain: str):
         try:
-            result = domains.verify(domain, _owner_token())
+            result = domains.verify(domain, _owner_token(), requesting_client(trusted_proxies))
         except DomainNotFound:
             raise ApiError(404, *DOMAIN_NOT_FOUND) from None
+        except CreationRefused as exc:
+            raise refusal_error(exc.refusal) from None
         shown = domain_to_unicode(result.domain)
         if result.ok:
             return private_json({"domain": shown, "status": result.status})

@@ -43,6 +43,8 @@ RATE_LIMIT_DESCRIPTIONS = {  # limit name -> the description; {retry} is filled 
     "create-day": "too many new aliases from your address; try again in {retry} s",
     "create-target": "too many new aliases for this target address; try again in {retry} s",
     "domain-register": "too many domain registrations from your address; try again in {retry} s",
+    "domain-verify": "this registration's records were checked as often as they may be for "
+                     "now; DNS changes take a while to show: try again in {retry} s",
     "domain-alias": "this domain has had all the new aliases it may have today; "
                     "try again in {retry} s",
 }

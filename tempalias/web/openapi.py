@@ -307,6 +307,8 @@ def openapi_document(rules: AliasRules) -> dict[str, Any]:
                         "404": domain_not_found,
                         "409": private("DnsProblems", "a record is missing or wrong "
                                                       "(`dns-not-ready`); `problems` names each"),
+                        "429": {**rate_limited, "description": "too many checks of this "
+                                "registration (TEMPALIAS_DOMAIN_VERIFY_RATE)"},
                         "503": {"description": "DNS did not answer every look-up "
                                                "(`dns-unavailable`): nothing is known to be "
                                                "wrong; try again after Retry-After (or the "
