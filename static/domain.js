@@ -307,7 +307,7 @@ export class DomainViews {
     }
     if (problem.error === "dns-not-ready") {
       const missing = problem.problems.length ? problem.problems : ["The records are not there yet."];
-      this.tellCheck("Not yet. This is still missing (new records can take a few minutes to be seen):", missing);
+      this.tellCheck("Not yet. New records can take a few minutes to be seen. Still missing:", missing);
     } else if (problem.error === "dns-unavailable") {
       this.tellCheck(problem.message, problem.problems);
     } else if (problem.status === 404) {
