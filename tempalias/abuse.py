@@ -43,7 +43,7 @@ import logging
 from dataclasses import dataclass
 
 from tempalias.addresses import InvalidAddress, parse_address
-from tempalias.config import AbuseSettings, IPNetwork, Rate
+from tempalias.config import AbuseSettings, IPNetwork, Listen, Rate
 from tempalias.rbl import RblChecker
 from tempalias.store import Lease, RateLimiter, StoreUnavailable, Throttled
 
@@ -64,13 +64,17 @@ RBL_UNAVAILABLE = "rbl-unavailable"
 CLIENT = "client"  # the client's address (IPv6: its /64)
 TARGET = "target"  # the target mailbox, however spelled (Address.canonical)
 ALIAS = "alias"  # the alias id
+DOMAIN = "domain"  # a custom domain (its A-label): the bucket shares the domain's Redis slot
+PER = (CLIENT, TARGET, ALIAS, DOMAIN)
+DAY_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
 class Limit:
     name: str  # the bucket's name in Redis, and a Refusal's ``limit``
     setting: str  # the abuse setting that holds it (None or 0 there: the limit is off)
-    per: str  # CLIENT, TARGET or ALIAS
+    per: str  # CLIENT, TARGET, ALIAS or DOMAIN
+    daily: bool = False  # the setting is a whole number per day, not a Rate
 
 
 # The limits each stage takes, in the order they are checked. Those of one subject are taken all
@@ -82,11 +86,16 @@ STAGES: dict[str, tuple[Limit, ...]] = {
     "smtp-connection": (Limit("smtp-connect", "smtp_connections_per_ip", CLIENT),),
     "smtp-message": (Limit("smtp-message", "smtp_messages_per_ip", CLIENT),),
     "alias-delivery": (Limit("alias-message", "alias_message_rate", ALIAS),),
+    "domain-registration": (Limit("domain-register", "domain_rate_per_ip", CLIENT),),
+    "custom-alias": (Limit("domain-alias", "domain_daily_aliases", DOMAIN, daily=True),),
 }
 # not a bucket but a count of leases (``RateLimiter.admit``); its name is the lease set's
 OPEN_CONNECTIONS = Limit("open", "smtp_concurrent_per_ip", CLIENT)
 LIMITS = {limit.name: limit for stage in STAGES.values() for limit in stage} | {
     OPEN_CONNECTIONS.name: OPEN_CONNECTIONS}
+# The buckets that belong to a custom domain (its own, and each of its aliases'): erased with it.
+DOMAIN_LIMITS = tuple(limit.name for stage in STAGES.values() for limit in stage
+                      if limit.per in (ALIAS, DOMAIN))
 
 
 @dataclass(frozen=True)
@@ -196,9 +205,11 @@ def _switched_on(settings: AbuseSettings) -> dict[str, dict[str, dict[str, Rate]
     """stage -> what it counts per -> {limit name: Rate}, for the limits ``settings`` switch on."""
     rates: dict[str, dict[str, dict[str, Rate]]] = {}
     for stage, limits in STAGES.items():
-        rates[stage] = {CLIENT: {}, TARGET: {}, ALIAS: {}}
+        rates[stage] = {per: {} for per in PER}
         for limit in limits:
             rate = getattr(settings, limit.setting)
+            if limit.daily:
+                rate = Rate(rate, DAY_SECONDS) if rate else None
             if rate is not None:
                 rates[stage][limit.per][limit.name] = rate
     return rates
@@ -218,9 +229,11 @@ class AbusePolicy:
         self.is_trusted = functools.lru_cache(maxsize=4096)(self._in_trusted_networks)
 
     @classmethod
-    def from_settings(cls, settings: AbuseSettings, limiter: RateLimiter) -> "AbusePolicy":
+    def from_settings(cls, settings: AbuseSettings, limiter: RateLimiter,
+                      dns_servers: tuple[Listen, ...] = ()) -> "AbusePolicy":
+        """``dns_servers``: the dns section's resolvers, which block lists are asked through."""
         return cls(settings, limiter,
-                   RblChecker(settings.rbl_zones, settings.dns_servers, settings.rbl_timeout))
+                   RblChecker(settings.rbl_zones, dns_servers, settings.rbl_timeout))
 
     def _in_trusted_networks(self, ip: IPAddress | None) -> bool:
         return in_networks(ip, self.settings.trusted_networks)
@@ -241,6 +254,25 @@ class AbusePolicy:
         return (self._take(what, ip, _ip_subject(ip), rates[CLIENT])
                 or self._rbl_refusal(what, ip)
                 or self._take(what, ip, _target_subject(target), rates[TARGET]))
+
+    def on_domain_registration(self, ip: str | IPAddress | None) -> Refusal | None:
+        """Before registering a custom domain for ``ip``: the client's registrations, then the
+        block lists, as for an alias creation."""
+        ip = parse_ip(ip)
+        if self.is_trusted(ip):
+            return None
+        what = "http domain registration"
+        return (self._take(what, ip, _ip_subject(ip), self.rates["domain-registration"][CLIENT])
+                or self._rbl_refusal(what, ip))
+
+    def on_custom_alias(self, ip: str | IPAddress | None, domain: str) -> Refusal | None:
+        """Before creating an alias at the custom ``domain`` (A-label), whose owner ``ip`` proved
+        to be: the domain's aliases per day. Asked after ``on_alias_creation``."""
+        ip = parse_ip(ip)
+        if self.is_trusted(ip):
+            return None
+        return self._take(f"http alias creation at {domain}", ip, domain,
+                          self.rates["custom-alias"][DOMAIN])
 
     # --- SMTP
 

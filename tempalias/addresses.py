@@ -71,6 +71,17 @@ def domain_to_ascii(name: str) -> str:
                              f"(IDNA 2008): {exc}") from None
 
 
+def domain_to_unicode(name: str) -> str:
+    """The U-label form of an A-label domain, for people to read; the A-label itself when it
+    does not decode (it is shown as it is stored, never refused)."""
+    if "xn--" not in name:
+        return name
+    try:
+        return idna.decode(name)
+    except (idna.IDNAError, UnicodeError):
+        return name
+
+
 def parse_domain_name(domain: str, fully_qualified: bool = True) -> str:
     """Lower-cased ASCII form of a domain name; raises InvalidAddress. ``fully_qualified=False``
     lets a single label through (an SMTP sender, as Postfix takes one by default)."""

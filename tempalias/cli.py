@@ -16,8 +16,10 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from typing import Iterator  # noqa: E402
 
+from tempalias.addresses import domain_to_unicode  # noqa: E402
 from tempalias.aliases import (  # noqa: E402
     AliasNotFound, AliasRules, AliasService, InvalidOrder, StoreUnavailable, iso_utc)
+from tempalias.domains import DomainNotFound, DomainService, DomainTaken  # noqa: E402
 from tempalias.config import Config, ConfigError, load_config  # noqa: E402
 from tempalias.embedded_redis import EmbeddedRedisError, RedisServer  # noqa: E402
 from tempalias.store import AliasStore, connect  # noqa: E402
@@ -72,6 +74,57 @@ def _aliases(config: Config) -> Iterator[AliasService]:
     """The use cases for the operator: no abuse policy, who owns the store needs none."""
     with _store(config) as store:
         yield AliasService.from_settings(config.section("aliases"), store, policy=None)
+
+
+@contextlib.contextmanager
+def _domains(config: Config) -> Iterator[DomainService]:
+    """The custom-domain use cases for the operator: no token, no abuse policy. The TXT values
+    are those of the service with the same secret (``TEMPALIAS_SRS_SECRET`` or DATA_DIR's)."""
+    from tempalias.service import domain_service, domain_store_of
+
+    with _store(config) as store:
+        yield domain_service(config, domain_store_of(config, store), policy=None)
+
+
+def _print_records(records) -> None:
+    print("records to publish:")
+    for record in records:
+        print(f"  {record.name}. {record.type} {record.value}")
+
+
+def cmd_domain(config: Config, args: argparse.Namespace) -> int:
+    with _domains(config) as domains:
+        if args.action == "add":
+            registration = domains.register(args.domain)
+            print(f"domain:  {domain_to_unicode(registration.domain)}")
+            print("status:  pending")
+            print(f"token:   {registration.token}")
+            print(f"expires: {iso_utc(registration.expires_ms)} unless verified")
+            _print_records(registration.records)
+        elif args.action == "verify":
+            result = domains.verify_as_operator(args.domain)
+            shown = domain_to_unicode(result.domain)
+            if not result.ok:
+                print(f"{shown}: {result.status}, "
+                      + ("DNS did not answer; try again" if result.transient
+                         else "DNS records not ready"), file=sys.stderr)
+                for problem in result.problems:
+                    print(f"  {problem}", file=sys.stderr)
+                return 3 if result.transient else 1
+            print(f"{shown}: active")
+        elif args.action == "show":
+            print(json.dumps(domains.show_as_operator(args.domain).summary(), indent=2,
+                             ensure_ascii=False))
+        elif args.action == "remove":
+            live = domains.remove_as_operator(args.domain)
+            print(f"erased {args.domain.lower()} with {live} live alias"
+                  f"{'es' if live != 1 else ''}")
+        else:  # recheck
+            outcomes = domains.recheck_due()
+            for name, outcome in sorted(outcomes.items()):
+                print(f"{domain_to_unicode(name)}: {outcome}")
+            print(f"checked {len(outcomes)} domain{'s' if len(outcomes) != 1 else ''} due")
+    return 0
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
@@ -170,11 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(run=cmd_revoke)
     purge = commands.add_parser("purge", help="erase ended aliases now (for cron or a timer)")
     purge.set_defaults(run=cmd_purge)
+    domain = commands.add_parser(
+        "domain", help="custom domains (operator view, no token needed)",
+        description="add: register DOMAIN, print its token and the DNS records to publish; "
+                    "verify: look the records up, and activate the registration whose records "
+                    "are published; show: its status; remove: erase it with every alias in it; "
+                    "recheck: check every active domain that is due now, as the service does")
+    domain.add_argument("action", choices=("add", "verify", "show", "remove", "recheck"))
+    domain.add_argument("domain", nargs="?", help="the domain (not for recheck)")
+    domain.set_defaults(run=cmd_domain)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "domain" and (args.domain is None) != (args.action == "recheck"):
+        parser.error("domain recheck takes no DOMAIN; every other action takes one")
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -192,6 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     except AliasNotFound as exc:
         print(f"tempalias: no live alias {str(exc.args[0]).lower()!r}", file=sys.stderr)
         return 1
+    except DomainNotFound as exc:
+        print(f"tempalias: no domain or registration {str(exc.args[0]).lower()!r}",
+              file=sys.stderr)
+        return 1
+    except DomainTaken as exc:
+        print(f"tempalias: {str(exc.args[0]).lower()} is already verified", file=sys.stderr)
+        return 1
+    except InvalidOrder as exc:
+        print(f"tempalias: {exc.description}", file=sys.stderr)
+        return 2
     except (EmbeddedRedisError, StoreUnavailable, OSError) as exc:
         print(f"tempalias: {exc}", file=sys.stderr)
         return 1

@@ -152,6 +152,28 @@ def _redis_url(raw: str) -> str | None:
     return url
 
 
+_PERIOD_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(low: float, high: float) -> Callable[[str], float]:
+    """Seconds, or a number with a unit (``90s``, ``30m``, ``24h``, ``3d``), from ``low`` to
+    ``high`` seconds."""
+    def parse(raw: str) -> float:
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", raw.strip().lower())
+        if not match:
+            raise ValueError("must be a duration: seconds, or a number with s, m, h or d (24h)")
+        value = float(match.group(1)) * _PERIOD_UNITS[match.group(2)]
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low:g} to {high:g} seconds")
+        return value
+
+    return parse
+
+
+def _optional_domain(raw: str) -> str | None:
+    return parse_domain(raw) if raw.strip() else None
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -194,9 +216,6 @@ def _log_level(raw: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
     return level
-
-
-_PERIOD_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_rate(raw: str) -> Rate | None:
@@ -264,6 +283,8 @@ SECTIONS = {  # the parts of the service, each with the settings it uses
     "smtp": "the SMTP proxy",
     "smarthost": "where forwarded mail is handed on",
     "abuse": "block lists, trusted networks and rate limits",
+    "dns": "the resolver every DNS look-up goes through",
+    "domains": "custom domains brought by their owners",
 }
 
 
@@ -302,7 +323,7 @@ class Config:
     workers: int = setting(0, _int_between(0, 256), "service",
         "worker processes sharing the ports; 0: one per CPU")
     purge_interval: float = setting(300.0, _seconds, "service",
-        "seconds between sweeps of ended aliases out of Redis")
+        "seconds between sweeps of ended aliases out of Redis and checks of custom domains due")
     postmaster: str | None = setting(None, _postmaster, "smtp",
         "where mail to postmaster@ our domains goes; unset: the Maildir, or refused")
     public_url: str | None = setting(None, _public_url, "http",
@@ -349,8 +370,11 @@ class Config:
         "messages one smarthost connection carries before it is replaced")
     rbl_zones: tuple[str, ...] = setting((), _zones, "abuse",
         "comma-separated DNS block lists to check clients in; empty: none")
-    dns_servers: tuple[Listen, ...] = setting((), _dns_servers, "abuse",
-                "resolvers for RBL look-ups (ip or ip:port); empty: system's")
+    dns_servers: tuple[Listen, ...] = setting((), _dns_servers, "dns",
+        "resolvers of every DNS look-up: block lists, custom-domain checks (ip or ip:port); "
+        "empty: system's")
+    dns_timeout: float = setting(5.0, _seconds, "dns",
+        "seconds one check of a custom domain's DNS records may take, both look-ups together")
     rbl_timeout: float = setting(2.0, _seconds, "abuse",
         "seconds one RBL look-up may take")
     rbl_fail_closed: bool = setting(False, _boolean, "abuse",
@@ -374,6 +398,17 @@ class Config:
         "open SMTP connections per IP; 0: off")
     alias_message_rate: Rate | None = setting(Rate(30, 3600.0), parse_rate, "abuse",
         "messages one alias forwards (burst/period); 0: off")
+    domain_rate_per_ip: Rate | None = setting(Rate(5, 86400.0), parse_rate, "abuse",
+        "custom-domain registrations per client IP (burst/period); 0: off")
+    domain_daily_aliases: int = setting(500, _int_between(0, 1_000_000), "abuse",
+        "new aliases one custom domain gets per day; 0: off")
+    mx_hostname: str | None = setting(None, _optional_domain, "domains",
+        "host a custom domain's MX record must name; default the banner host name")
+    domain_recheck: float = setting(86400.0, _duration(60, 366 * 86400), "domains",
+        "how often an active custom domain's DNS records are checked again (e.g. 24h)")
+    domain_grace: float = setting(259200.0, _duration(0, 366 * 86400), "domains",
+        "how long a custom domain whose records are gone is suspended (mail 4xx) before it and "
+        "its aliases are erased (e.g. 72h)")
     http_client_timeout: float = setting(20.0, _seconds, "http",
         "seconds each read of a request body or write of an answer may take")
     http_header_timeout: float = setting(10.0, _seconds, "http",
@@ -419,6 +454,8 @@ HttpSettings = SECTION_TYPES["http"]
 SmtpSettings = SECTION_TYPES["smtp"]
 SmarthostSettings = SECTION_TYPES["smarthost"]
 AbuseSettings = SECTION_TYPES["abuse"]
+DnsSettings = SECTION_TYPES["dns"]
+DomainsSettings = SECTION_TYPES["domains"]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,14 @@
-"""Sweeps ended aliases out of Redis on a timer, so erasure has a bound even without cron.
+"""Upkeep on a timer, so that it has a bound even without cron: ended aliases swept out of Redis,
+and the DNS records of custom domains checked again when their check is due.
 
-Redis key expiry already makes an ended alias unreadable at once; this bounds how long its bytes
-may linger until Redis reclaims them. Every process runs one; the work is idempotent and costs
-in proportion to the aliases that ended, so several running side by side do no harm.
+Redis key expiry already makes an ended alias unreadable at once; the sweep bounds how long its
+bytes may linger until Redis reclaims them. Custom domains are checked on their own schedule
+(``TEMPALIAS_DOMAIN_RECHECK``, kept in Redis): each round checks those that are due, at most
+``RECHECKS_PER_ROUND`` of them, so a round of one interval is a few minutes late at worst, which
+against a schedule of hours and a grace period of days is nothing, and one setting
+(``TEMPALIAS_PURGE_INTERVAL``) times both. Every process runs one; the work is idempotent and
+costs in proportion to what ended or is due, so several running side by side do no harm (a
+domain due in two processes at once is looked up twice, and marked checked twice).
 """
 
 from __future__ import annotations
@@ -11,15 +17,18 @@ import logging
 
 import gevent
 
+from tempalias.domains import DomainService
 from tempalias.store import AliasStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
 class Janitor:
-    def __init__(self, store: AliasStore, interval: float) -> None:
+    def __init__(self, store: AliasStore, interval: float,
+                 domains: DomainService | None = None) -> None:
         self.store = store
         self.interval = interval
+        self.domains = domains
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -40,7 +49,20 @@ class Janitor:
             log.info("purged %d ended alias%s", removed, "es" if removed != 1 else "")
         return removed
 
+    def recheck(self) -> dict[str, str]:
+        """Check the custom domains that are due; domain -> what happened."""
+        if self.domains is None:
+            return {}
+        try:
+            return self.domains.recheck_due()
+        except StoreUnavailable as exc:
+            log.warning("domain checks skipped: %s", exc)
+        except Exception:  # noqa: BLE001 - the sweeps must go on whatever one round met
+            log.exception("domain checks failed")
+        return {}
+
     def _run(self) -> None:
         while True:
             gevent.sleep(self.interval)
             self.sweep()
+            self.recheck()

@@ -25,6 +25,7 @@ import greenlet
 from tempalias.abuse import AbusePolicy
 from tempalias.aliases import AliasService
 from tempalias.config import Config
+from tempalias.domains import DomainService, verification_secret
 from tempalias.httpserver import HTTPServer
 from tempalias.janitor import Janitor
 from tempalias.listeners import bound_port, make_listener
@@ -34,7 +35,7 @@ from tempalias.smtp.maildir import MaildirDelivery
 from tempalias.smtp.relay import SmarthostDelivery
 from tempalias.smtp.server import SMTPServer
 from tempalias.srs import SRS, load_or_create_secret
-from tempalias.store import AliasStore, RateLimiter
+from tempalias.store import AliasStore, DomainStore, RateLimiter
 from tempalias.web import create_app
 from tempalias.workers import WorkerSockets
 
@@ -53,15 +54,18 @@ class Service:
             self.smtp_socket = sockets.smtp if sockets else make_listener(config.smtp_listen)
             abuse = config.section("abuse")
             self.policy = AbusePolicy.from_settings(
-                abuse, RateLimiter(store.redis, runner=store.runner))
-            aliases = AliasService.from_settings(config.section("aliases"), store, self.policy)
+                abuse, RateLimiter(store.redis, runner=store.runner), config.dns_servers)
+            domain_store = domain_store_of(config, store)
+            aliases = AliasService.from_settings(config.section("aliases"), store, self.policy,
+                                                 domain_store)
+            self.domains = domain_service(config, domain_store, self.policy)
             http = config.section("http")
-            app = create_app(http, aliases, abuse.trusted_proxies)
+            app = create_app(http, aliases, abuse.trusted_proxies, self.domains)
             self.http = HTTPServer(self.http_socket, app, http, self.policy.connection_subject)
             self.delivery = _delivery(config)
             smtp = config.section("smtp")
             forwarder = Forwarder(smtp, config.domains, store, _srs(config), self.delivery,
-                                  self.policy)
+                                  self.policy, config.domain_grace)
             self.smtp = SMTPServer(self.smtp_socket, smtp, _banner(config), forwarder,
                                    self.policy)
         except BaseException:
@@ -70,7 +74,7 @@ class Service:
             if self.smtp_socket is not None:
                 self.smtp_socket.close()
             raise
-        self.janitor = Janitor(store, config.purge_interval)
+        self.janitor = Janitor(store, config.purge_interval, self.domains)
         self._stopping = gevent.event.Event()
 
     @property
@@ -146,9 +150,29 @@ def _banner(config: Config) -> str:
     return config.banner_hostname or config.primary_domain
 
 
-def _srs(config: Config) -> SRS:
+def _secret(config: Config) -> str:
     """The secret from the config, else the one generated once into the data directory."""
-    return SRS(config.srs_secret or load_or_create_secret(config.data_dir), config.primary_domain)
+    return config.srs_secret or load_or_create_secret(config.data_dir)
+
+
+def _srs(config: Config) -> SRS:
+    return SRS(_secret(config), config.primary_domain)
+
+
+def domain_store_of(config: Config, store: AliasStore) -> DomainStore:
+    """Custom domains on the alias store's Redis and connections, checked on its schedule."""
+    return DomainStore(store.redis, runner=store.runner,
+                       recheck_ms=int(config.domain_recheck * 1000))
+
+
+def domain_service(config: Config, domain_store: DomainStore,
+                   policy: AbusePolicy | None) -> DomainService:
+    """The custom-domain use cases (``policy`` None: the operator's command line): the MX they
+    must name defaults to the SMTP banner's host name, the TXT values' key is derived from the
+    SRS secret (``domains.verification_secret``)."""
+    return DomainService.from_settings(
+        config.section("domains"), config.section("dns"), domain_store, policy, config.domains,
+        _banner(config), verification_secret(_secret(config)))
 
 
 def write_ready_file(path: str, ports: dict[str, int]) -> None:

@@ -34,6 +34,31 @@ _TIME_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _TIME_SLOTS = len(_TIME_ALPHABET) ** 2  # 1024 days
 _SECONDS_PER_DAY = 86400
 _ALIAS_FIELD = re.compile(r"^[A-Za-z0-9]{1,64}$")
+# An alias at a custom domain (``local@DOMAIN``: dots, dashes, '=' and more) travels as this mark
+# and the id in base32 without padding: letters and digits in one case, as the hash is.
+CUSTOM_ALIAS_MARK = "_"
+_CUSTOM_FIELD = re.compile(r"^_[A-Za-z2-7]{2,}$")
+
+
+def _alias_field(alias: str) -> str:
+    """The ALIAS field of an address for mail through ``alias``."""
+    if _ALIAS_FIELD.match(alias):
+        return alias
+    if "@" in alias and alias.isascii():
+        encoded = base64.b32encode(alias.lower().encode("ascii")).decode("ascii")
+        return CUSTOM_ALIAS_MARK + encoded.rstrip("=").lower()
+    raise ValueError("an alias id is letters and digits, or local@domain at a custom domain")
+
+
+def _alias_of_field(field: str) -> str:
+    """The alias id an ALIAS field names; raises InvalidSRS."""
+    if not _CUSTOM_FIELD.match(field):
+        return field.lower()
+    encoded = field[1:].upper()
+    try:
+        return base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidSRS("malformed alias in an SRS address") from None
 
 
 class InvalidSRS(ValueError):
@@ -122,8 +147,7 @@ class SRS:
         local, _, domain = sender.rpartition("@")
         if not local:
             raise ValueError("an SRS sender needs local@domain")
-        if not _ALIAS_FIELD.match(alias):
-            raise ValueError("an alias id is letters and digits")
+        alias = _alias_field(alias)
         upper = local[:5].upper()
         if upper.startswith("SRS0") and local[4:5] in "=+-":
             opaque = local[4:]  # "=HHHH=TT=host=user": another forwarder's SRS0
@@ -155,7 +179,7 @@ class SRS:
             age = _stamp_age_days(stamp, self._clock())
             if age is None or age > MAX_AGE_DAYS:
                 raise InvalidSRS("SRS0 address has expired")
-            return ReturnPath(f"{user}@{domain}", alias.lower(), given.lower())
+            return ReturnPath(f"{user}@{domain}", _alias_of_field(alias), given.lower())
         if upper == "SRS1" and local[4:5] == "=":
             parts = local[5:].split("=", 3)
             if len(parts) != 4 or not all(parts[:3]) or not parts[3].startswith("="):
@@ -163,7 +187,7 @@ class SRS:
             given, alias, first_hop, opaque = parts
             if not self._check_hash(given, alias, first_hop, opaque):
                 raise InvalidSRS("SRS1 hash does not match")
-            return ReturnPath(f"SRS0{opaque}@{first_hop}", alias.lower(), given.lower())
+            return ReturnPath(f"SRS0{opaque}@{first_hop}", _alias_of_field(alias), given.lower())
         raise InvalidSRS("not an SRS address")
 
 

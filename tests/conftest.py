@@ -119,6 +119,37 @@ def let_time_pass(redis_client):
     return LimitTime(redis_client)
 
 
+class DomainTime:
+    """Lets time pass for one custom domain in Redis, without waiting: ``(domain, seconds)``
+    moves the moments stored about it (when it was registered, verified, last checked and
+    suspended, and its next check in ``ta:domains``) that many seconds back, as ``LimitTime`` does
+    for the limits. To a running service it is exactly that much time passing for the domain: a
+    check of the schedule (24 h) comes due, a grace period (72 h) runs out."""
+
+    FIELDS = ("created", "verified", "checked", "suspended")
+
+    def __init__(self, client) -> None:
+        self.redis = client
+
+    def __call__(self, domain: str, seconds: float) -> None:
+        ms = round(seconds * 1000)
+        key = keys.domain_key(domain)
+        stored = dict(zip(self.FIELDS, self.redis.hmget(key, self.FIELDS)))
+        moved = {name: int(value) - ms for name, value in stored.items() if value is not None}
+        if moved:
+            self.redis.hset(key, mapping=moved)
+        due = self.redis.zscore(keys.DOMAINS_KEY, domain)
+        if due is not None:
+            self.redis.zadd(keys.DOMAINS_KEY, {domain: due - ms}, xx=True)
+
+
+@pytest.fixture
+def let_domain_time_pass(redis_client):
+    """``let_domain_time_pass(domain, seconds)`` for the custom domains of the services on the
+    session's Redis."""
+    return DomainTime(redis_client)
+
+
 @pytest.fixture
 def config():
     return Config(domains=("tempalias.test",))

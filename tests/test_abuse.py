@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from tempalias.abuse import (RATE_LIMITED, RBL_LISTED, RBL_UNAVAILABLE, STAGES, AbusePolicy,
+from tempalias.abuse import (DOMAIN_LIMITS, RATE_LIMITED, RBL_LISTED, RBL_UNAVAILABLE, STAGES, AbusePolicy,
                              Refusal, client_ip, parse_ip)
 from tempalias.config import Config, ConfigError, Rate, load_config, parse_listen, parse_rate
 from tempalias.embedded_redis import free_loopback_port
@@ -21,7 +21,7 @@ from tempalias.store import AliasStore, RateLimited, RateLimiter, connect, keys
 
 OFF = dict(create_rate_per_ip=None, create_daily_per_ip=None, create_daily_per_target=None,
            smtp_connections_per_ip=None, smtp_messages_per_ip=None, smtp_concurrent_per_ip=0,
-           alias_message_rate=None)
+           alias_message_rate=None, domain_rate_per_ip=None, domain_daily_aliases=0)
 HOUR_MS = 3_600_000
 
 
@@ -34,9 +34,8 @@ def policy_for(redis_client, dns_server, clock):
     def make(client=None, defaults: tuple[str, ...] = (), **settings) -> AbusePolicy:
         """``defaults``: limits left at the service's default rather than off."""
         off = {name: value for name, value in OFF.items() if name not in defaults}
-        abuse = Config(dns_servers=(parse_listen(dns_server.address),),
-                       **{**off, **settings}).section("abuse")
-        rbl = RblChecker(abuse.rbl_zones, abuse.dns_servers, abuse.rbl_timeout)
+        abuse = Config(**{**off, **settings}).section("abuse")
+        rbl = RblChecker(abuse.rbl_zones, (parse_listen(dns_server.address),), abuse.rbl_timeout)
         limiters.append(RateLimiter(client or redis_client, clock=clock))
         return AbusePolicy(abuse, limiters[-1], rbl)
 
@@ -60,7 +59,7 @@ def test_every_limit_of_a_stage_names_a_setting_and_a_subject():
     for stage, limits in STAGES.items():
         for limit in limits:
             assert hasattr(abuse, limit.setting), (stage, limit)
-            assert limit.per in ("client", "target", "alias"), (stage, limit)
+            assert limit.per in ("client", "target", "alias", "domain"), (stage, limit)
     names = [limit.name for limits in STAGES.values() for limit in limits]
     assert len(names) == len(set(names))
 
@@ -270,6 +269,39 @@ def test_creation_is_limited_per_target_whatever_the_client(policy_for, caplog):
 def test_creation_from_a_listed_client_is_refused(policy_for):
     refusal = policy_for(rbl_zones=("bl.test",)).on_alias_creation("127.0.0.2", "a@example.org")
     assert refusal == Refusal(RBL_LISTED, "bl.test", "127.0.0.2")
+
+
+# --- custom domains: registrations per client, aliases per domain
+
+
+def test_domain_registrations_are_limited_per_client_and_by_block_lists(policy_for, clock):
+    policy = policy_for(domain_rate_per_ip=Rate(2, 86400.0), rbl_zones=("bl.test",))
+    ip = fresh_ip()
+    assert policy.on_domain_registration(ip) is None
+    assert policy.on_domain_registration(ip) is None
+    # one registration a day comes back every 12 hours
+    assert policy.on_domain_registration(ip) == Refusal(RATE_LIMITED, "domain-register", ip,
+                                                        43200)
+    assert policy.on_domain_registration(fresh_ip()) is None
+    clock.advance(43200)
+    assert policy.on_domain_registration(ip) is None
+    assert policy.on_domain_registration("127.0.0.2") == Refusal(RBL_LISTED, "bl.test",
+                                                                 "127.0.0.2")
+    assert policy.on_domain_registration("127.0.0.1") is None  # trusted: never limited
+
+
+def test_a_custom_domain_gets_its_daily_aliases_whoever_asks(policy_for, redis_client):
+    policy = policy_for(domain_daily_aliases=2)
+    domain = f"d{secrets.token_hex(4)}.example.org"
+    assert policy.on_custom_alias(fresh_ip(), domain) is None
+    assert policy.on_custom_alias(fresh_ip(), domain) is None
+    ip = fresh_ip()
+    assert policy.on_custom_alias(ip, domain) == Refusal(RATE_LIMITED, "domain-alias", ip, 43200)
+    assert policy.on_custom_alias(ip, f"other-{domain}") is None
+    # the bucket is the domain's own, in its slot: erased with the domain
+    assert redis_client.exists(keys.limit_key(domain, "domain-alias"))
+    assert "domain-alias" in DOMAIN_LIMITS and "alias-message" in DOMAIN_LIMITS
+    assert policy_for().on_custom_alias(ip, f"off-{domain}") is None  # 0: off
 
 
 def test_ipv6_clients_are_limited_per_64(policy_for):

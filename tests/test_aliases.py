@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 import pytest
 
 from harness.processes import wait_for
 from tempalias.abuse import AbusePolicy
+from tempalias.addresses import domain_to_ascii
 from tempalias.aliases import (
-    AliasNotFound, AliasRules, AliasService, CreationRefused, InvalidOrder, StoreUnavailable)
+    AliasNotFound, AliasRules, AliasService, AliasTaken, CreationRefused, DomainNotFound,
+    InvalidOrder, StoreUnavailable)
 from tempalias.config import Config, Rate
 from tempalias.embedded_redis import free_loopback_port
-from tempalias.store import ENDS_KEY, MS_PER_DAY, AliasStore, RateLimiter, connect
+from tempalias.store import (ENDS_KEY, MS_PER_DAY, AliasStore, DomainStore, RateLimiter,
+                             connect, hash_token, keys)
 
 RULES = AliasRules(domains=("first.test", "second.test"), max_days=30, max_uses=50,
                    default_days=5)
@@ -158,6 +162,127 @@ def test_creation_logs_the_alias_never_the_target(aliases, caplog):
     created = aliases.create(target, client_ip=fresh_ip())
     assert created.view.alias.id in caplog.text
     assert target.split("@")[0] not in caplog.text
+
+
+# --- several domains, and custom domains
+
+
+def active_domain(store, owner_token: str = "owner-token") -> str:
+    """A custom domain of this test alone, verified (as ``domains.py`` does once its records
+    are found), owned by whoever holds ``owner_token``."""
+    domain = f"d{secrets.token_hex(4)}.example.org"
+    domains = DomainStore(store.redis, runner=store.runner)
+    domains.register(domain, hash_token(owner_token), int(time.time() * 1000))
+    domains.activate(domain, hash_token(owner_token), "tempalias-verify=x", int(time.time() * 1000))
+    return domain
+
+
+def test_an_alias_is_at_the_domain_asked_for_and_answers_only_there(aliases, store):
+    created = aliases.create(fresh_target(), client_ip=fresh_ip(), domain="Second.Test")
+    alias_id = created.view.alias.id
+    assert created.view.address == f"{alias_id}@second.test"
+    assert store.reserve(alias_id, domain="second.test").target == created.view.alias.target
+    with pytest.raises(AliasNotFound):
+        store.reserve(alias_id, domain="first.test")
+    first = aliases.create(fresh_target(), client_ip=fresh_ip())
+    assert first.view.alias.domain == "first.test"  # the default is stored too
+
+
+def test_an_alias_made_before_several_domains_shows_the_first(aliases, store, redis_client):
+    made = store.create(fresh_target(), MS_PER_DAY, None)  # no domain in its hash
+    assert aliases.show_as_operator(made.alias.id).address == f"{made.alias.id}@first.test"
+
+
+@pytest.mark.parametrize("domain, local_part, field, words", [
+    ("unknown.example", None, "domain", "not offered here"),
+    ("not a domain", None, "domain", "not a domain name"),
+    (7, None, "domain", "as a string"),
+    ("first.test", "shop", "local_part", "only at your own custom domain"),
+    (None, "shop", "local_part", "only at your own custom domain"),
+])
+def test_a_domain_not_offered_or_a_local_part_chosen_at_ours_is_refused(
+        aliases, redis_client, domain, local_part, field, words):
+    before = redis_client.zcard(ENDS_KEY)
+    with pytest.raises(InvalidOrder) as raised:
+        aliases.create(fresh_target(), client_ip=fresh_ip(), domain=domain,
+                       local_part=local_part, domain_token="whatever")
+    assert raised.value.field == field and words in raised.value.description
+    assert redis_client.zcard(ENDS_KEY) == before
+
+
+def test_the_owner_of_a_custom_domain_makes_aliases_there_with_any_local_part(aliases, store):
+    domain = active_domain(store)
+    random = aliases.create(fresh_target(), client_ip=fresh_ip(), domain=domain.upper(),
+                            domain_token="owner-token")
+    assert random.view.alias.id.endswith(f"@{domain}")
+    chosen = aliases.create(fresh_target(), client_ip=fresh_ip(), domain=domain,
+                            local_part="Shop-News", domain_token="owner-token")
+    assert chosen.view.alias.id == chosen.view.address == f"shop-news@{domain}"
+    assert aliases.show(f"SHOP-NEWS@{domain}", chosen.token) == chosen.view
+    with pytest.raises(AliasTaken):
+        aliases.create(fresh_target(), client_ip=fresh_ip(), domain=domain,
+                       local_part="shop-news", domain_token="owner-token")
+    aliases.revoke(chosen.view.alias.id, chosen.token)
+
+
+def test_without_the_domain_token_nobody_makes_aliases_at_a_custom_domain(aliases, store,
+                                                                           redis_client):
+    domain = active_domain(store)
+    for token in (None, "", "owner-token-not"):
+        with pytest.raises(DomainNotFound):
+            aliases.create(fresh_target(), client_ip=fresh_ip(), domain=domain,
+                           local_part="shop", domain_token=token)
+    assert redis_client.zcard(keys.domain_aliases_key(domain)) == 0
+
+
+@pytest.mark.parametrize("local_part, words", [
+    ("postmaster", "role mailboxes"), ("Abuse", "role mailboxes"), ("admin", "role mailboxes"),
+    ("a" * 65, "at most 64"), ("a..b", "single dots"), (".a", "single dots"),
+    ("a b", "single dots"), ("a@b", "single dots"), ("müller", "single dots"), ("", "single dots"),
+    (5, "a string"),
+])
+def test_a_chosen_local_part_must_be_a_dot_atom_and_no_role_name(aliases, store, local_part,
+                                                                 words):
+    domain = active_domain(store)
+    with pytest.raises(InvalidOrder) as raised:
+        aliases.create(fresh_target(), client_ip=fresh_ip(), domain=domain,
+                       local_part=local_part, domain_token="owner-token")
+    assert raised.value.field == "local_part" and words in raised.value.description
+
+
+def test_a_target_at_a_custom_domain_served_here_would_loop(aliases, store):
+    domain = active_domain(store)
+    with pytest.raises(InvalidOrder) as raised:
+        aliases.create(f"someone@{domain.upper()}", client_ip=fresh_ip())
+    assert raised.value.field == "target" and "loop" in raised.value.description
+    aliases.create(f"someone@sub.{domain}", client_ip=fresh_ip())  # another domain: no loop
+
+
+def test_a_custom_domain_gets_its_daily_aliases_and_no_more(service_with, store):
+    aliases = service_with(domain_daily_aliases=2)
+    domain = active_domain(store)
+    for _ in range(2):
+        aliases.create(fresh_target(), client_ip=fresh_ip(), domain=domain,
+                       domain_token="owner-token")
+    with pytest.raises(CreationRefused) as raised:
+        aliases.create(fresh_target(), client_ip=fresh_ip(), domain=domain,
+                       domain_token="owner-token")
+    assert (raised.value.refusal.limit, raised.value.refusal.retry_after) == (
+        "domain-alias", 43200)
+    aliases.create(fresh_target(), client_ip=fresh_ip())  # our own domains are not capped so
+
+
+def test_an_internationalised_custom_domain_shows_its_u_label(aliases, store):
+    label = f"bücher{secrets.token_hex(3)}"
+    a_label = domain_to_ascii(f"{label}.example")
+    domains = DomainStore(store.redis, runner=store.runner)
+    domains.register(a_label, hash_token("t"), int(time.time() * 1000))
+    domains.activate(a_label, hash_token("t"), "v", int(time.time() * 1000))
+    created = aliases.create(fresh_target(), client_ip=fresh_ip(), domain=f"{label}.example",
+                             local_part="news", domain_token="t")
+    assert created.view.alias.id == f"news@{a_label}"
+    assert created.view.address == f"news@{label}.example"
+    assert aliases.show(f"news@{label}.example", created.token) == created.view
 
 
 # --- show and revoke, for the owner

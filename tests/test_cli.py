@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import smtplib
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
 import requests
 
 from harness.processes import ServiceProcess, wait_for
-from tempalias.store import keys
+from tempalias.store import DomainStore, hash_token, keys
 
 
 def tempalias(*args, env=None, cwd=None):
@@ -66,6 +68,72 @@ def test_purge_reports_what_it_removed(admin_env, store):
     assert re.match(r"purged \d+ ended alias", result.stdout)
     assert int(result.stdout.split()[1]) >= 1
     assert not store.redis.exists(keys.alias_key(ended.alias.id))
+
+
+@pytest.fixture
+def domain_env(admin_env, dns_zone, tmp_path):
+    return {**admin_env, "TEMPALIAS_DNS_SERVERS": dns_zone.address, "TEMPALIAS_DNS_TIMEOUT": "2",
+            "TEMPALIAS_SRS_SECRET": "cli-secret", "TEMPALIAS_MX_HOSTNAME": "mx.cli.example",
+            "TEMPALIAS_DATA_DIR": str(tmp_path)}
+
+
+def test_the_operator_adds_verifies_shows_and_removes_a_custom_domain(domain_env, dns_zone,
+                                                                      redis_client):
+    domain = f"d{secrets.token_hex(4)}.example.org"
+    added = tempalias("domain", "add", domain.upper(), env=domain_env)
+    assert added.returncode == 0, added.stderr
+    token = re.search(r"token:\s+(\S+)", added.stdout).group(1)
+    records = re.findall(r"^  (\S+)\. (MX|TXT) (.+)$", added.stdout, re.MULTILINE)
+    assert [(name, kind) for name, kind, _ in records] == [(domain, "MX"),
+                                                           (f"_tempalias.{domain}", "TXT")]
+    assert records[0][2] == "10 mx.cli.example" and token not in records[1][2]
+
+    early = tempalias("domain", "verify", domain, env=domain_env)
+    assert early.returncode == 1 and "no MX record" in early.stderr and "no TXT" in early.stderr
+    shown = json.loads(tempalias("domain", "show", domain, env=domain_env).stdout)
+    assert (shown["status"], shown["registrations"]) == ("pending", 1)
+
+    for name, kind, value in records:
+        dns_zone.set_records(name, kind, [value])
+    verified = tempalias("domain", "verify", domain, env=domain_env)
+    assert verified.returncode == 0 and verified.stdout.strip() == f"{domain}: active"
+    assert redis_client.hget(keys.domain_key(domain), "token") == hash_token(token)
+    shown = json.loads(tempalias("domain", "show", domain, env=domain_env).stdout)
+    assert (shown["status"], shown["aliases"]) == ("active", 0)
+    assert token not in json.dumps(shown)
+
+    removed = tempalias("domain", "remove", domain, env=domain_env)
+    assert removed.returncode == 0 and "erased" in removed.stdout
+    missing = tempalias("domain", "show", domain, env=domain_env)
+    assert missing.returncode == 1 and "no domain" in missing.stderr
+
+
+def test_the_operator_rechecks_the_domains_that_are_due(domain_env, dns_zone, redis_client,
+                                                       store):
+    domain = f"d{secrets.token_hex(4)}.example.org"
+    domains = DomainStore(redis_client, runner=store.runner)
+    now = int(time.time() * 1000)
+    domains.register(domain, hash_token("owner"), now)
+    domains.activate(domain, hash_token("owner"), "tempalias-verify=x", now)
+    redis_client.zadd(keys.DOMAINS_KEY, {domain: now - 1000}, xx=True)
+    result = tempalias("domain", "recheck", env=domain_env)
+    assert result.returncode == 0, result.stderr
+    assert f"{domain}: suspended" in result.stdout
+    assert redis_client.hget(keys.domain_key(domain), "status") == "suspended"
+
+
+@pytest.mark.parametrize("args, words", [
+    (("domain", "add", "cli.example"), "domain of this service"),
+    (("domain", "add", "intranet"), "fully qualified"),
+    (("domain", "verify", "never-registered.example"), "no domain or registration"),
+    (("domain", "remove", "never-registered.example"), "no domain or registration"),
+    (("domain", "show"), "takes one"),
+    (("domain", "recheck", "a.example"), "takes no DOMAIN"),
+])
+def test_domain_commands_refuse_with_one_line(domain_env, args, words):
+    result = tempalias(*args, env=domain_env)
+    assert result.returncode in (1, 2)
+    assert words in result.stderr and "Traceback" not in result.stderr
 
 
 def test_bad_setting_stops_start_up_with_one_clear_line():

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import email
 import email.policy
+import secrets
 import smtplib
+import time
 
 import pytest
 
 from harness.processes import wait_for
 from test_smtp_forwarding import DAY_MS, alias_address, send, status_of, uses_left
 from tempalias.smtp import replies
+from tempalias.store import DomainStore, hash_token
 
 TARGET = "owner@target.example"
 TARGET_DOMAIN = "target.example"
@@ -138,6 +141,26 @@ def test_delivery_report_reaches_the_original_sender_once_and_names_only_the_ali
     assert f"Final-Recipient: rfc822; {alias_address(new)}" in fields
     assert "Action: failed" in fields and "Status: 5.0.0" in fields
     assert uses_left(store, new.alias.id) == 4  # a report uses nothing
+
+
+def test_a_report_about_an_alias_at_a_custom_domain_names_its_address(bounce_service,
+                                                                      smtp_sink, store):
+    domain = f"d{secrets.token_hex(4)}.example.org"
+    domains = DomainStore(store.redis, runner=store.runner)
+    now = int(time.time() * 1000)
+    domains.register(domain, hash_token("owner"), now)
+    domains.activate(domain, hash_token("owner"), "tempalias-verify=x", now)
+    store.create(TARGET, DAY_MS, 5, domain=domain, custom=True, local_part="shop.news")
+    assert send(bounce_service.smtp_port, "alice@sender.example",
+                [f"shop.news@{domain}"])["data"][0] == 250
+    return_address = smtp_sink.messages[-1].mail_from
+    smtp_sink.reset()
+    result = send(bounce_service.smtp_port, "", [return_address], downstream_bounce(return_address))
+    assert result["data"][0] == 250
+    [report] = smtp_sink.messages
+    assert report.rcpt_tos == ["alice@sender.example"]
+    assert f"Final-Recipient: rfc822; shop.news@{domain}" in report.content.decode()
+    assert TARGET not in every_text(report.content)
 
 
 def test_a_delay_report_is_a_delay_report(bounce_service, smtp_sink, store):

@@ -10,6 +10,7 @@ import secrets
 import smtplib
 import socket
 import threading
+import time
 
 import pytest
 
@@ -17,7 +18,7 @@ from harness.processes import wait_for
 from harness.smtp_peer import RawClient
 from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.smtp import replies
-from tempalias.store import AliasNotFound, AliasStore, connect
+from tempalias.store import AliasNotFound, AliasStore, DomainStore, connect, hash_token
 
 DAY_MS = 86_400_000
 BODY = (b"From: Alice <alice@sender.example>\r\n"
@@ -449,3 +450,98 @@ def test_postmaster_unset_is_refused_with_a_reason(smtp_service, smtp_sink):
 
 def test_the_log_warns_at_start_that_postmaster_is_unset(smtp_service):
     assert "TEMPALIAS_POSTMASTER is unset" in smtp_service.log_text()
+
+
+# --- several domains, and custom domains
+
+
+@pytest.fixture(scope="module")
+def two_domain_service(service_factory, smtp_sink_server):
+    """Our two domains; custom domains are made active in the store by the tests themselves."""
+    return service_factory(env={
+        "TEMPALIAS_DOMAINS": "tempalias.test, second.test",
+        "TEMPALIAS_SMARTHOST": smtp_sink_server.address,
+        "TEMPALIAS_SRS_SECRET": "test-srs-secret",
+        "TEMPALIAS_DOMAIN_GRACE": "72h",
+    })
+
+
+@pytest.fixture
+def domain_store(store):
+    return DomainStore(store.redis, runner=store.runner)
+
+
+def active_domain(domain_store, since_ms: int | None = None) -> str:
+    """A custom domain of this test alone, active; suspended since ``since_ms`` when given."""
+    domain = f"d{secrets.token_hex(4)}.example.org"
+    now = int(time.time() * 1000)
+    domain_store.register(domain, hash_token("owner"), now)
+    domain_store.activate(domain, hash_token("owner"), "tempalias-verify=x", now)
+    if since_ms is not None:
+        domain_store.mark_checked(domain, False, since_ms, 72 * 3600 * 1000)
+    return domain
+
+
+def rcpt_status(port: int, recipient: str) -> str:
+    result = send(port, "alice@sender.example", [recipient])
+    return status_of(result["rcpt"][0])
+
+
+def test_an_alias_answers_only_at_its_domain_and_an_old_one_at_each(two_domain_service,
+                                                                    smtp_sink, store):
+    port = two_domain_service.smtp_port
+    second = store.create("second@target.example", DAY_MS, None, domain="second.test")
+    old = store.create("old@target.example", DAY_MS, None)  # no domain: made before several
+    assert rcpt_status(port, f"{second.alias.id}@tempalias.test") == "550 5.1.1"
+    assert rcpt_status(port, f"{old.alias.id}@second.test") == "250 2.1.5"
+    assert rcpt_status(port, f"{old.alias.id}@tempalias.test") == "250 2.1.5"
+    result = send(port, "alice@sender.example", [f"{second.alias.id}@second.test"])
+    assert result["data"][0] == 250
+    assert {m.rcpt_tos[0] for m in smtp_sink.messages} == {
+        "old@target.example", "second@target.example"}
+
+
+def test_one_local_part_at_two_custom_domains_is_two_aliases(two_domain_service, smtp_sink,
+                                                            store, domain_store):
+    first, second = active_domain(domain_store), active_domain(domain_store)
+    for domain in (first, second):
+        store.create(f"owner@{domain.split('.')[0]}.target.example", DAY_MS, 2, domain=domain,
+                     custom=True, local_part="news")
+    result = send(two_domain_service.smtp_port, "alice@sender.example",
+                  [f"news@{first}", f"NEWS@{second.upper()}"])
+    assert [code for code, _ in result["rcpt"]] == [250, 250] and result["data"][0] == 250
+    [message] = smtp_sink.messages  # one message, two targets
+    assert sorted(message.rcpt_tos) == sorted(
+        f"owner@{d.split('.')[0]}.target.example" for d in (first, second))
+    assert message.mail_from.startswith("SRS0=")  # the return path names an alias, encoded
+    assert uses_left(store, f"news@{first}") == 1 and uses_left(store, f"news@{second}") == 1
+
+
+def test_a_domain_that_is_neither_ours_nor_active_is_refused_as_before(two_domain_service,
+                                                                      smtp_sink, store,
+                                                                      domain_store):
+    pending = f"d{secrets.token_hex(4)}.example.org"
+    domain_store.register(pending, hash_token("owner"), int(time.time() * 1000))
+    port = two_domain_service.smtp_port
+    for recipient in (f"news@{pending}", "someone@elsewhere.example",
+                      f"news@sub.{active_domain(domain_store)}"):
+        assert rcpt_status(port, recipient) == "550 5.7.1"
+    domain = active_domain(domain_store)
+    assert rcpt_status(port, f"nobody@{domain}") == "550 5.1.1"  # active: an unknown alias there
+    assert smtp_sink.connections == 0
+
+
+def test_a_suspended_domain_defers_mail_in_its_grace_period_and_refuses_it_after(
+        two_domain_service, smtp_sink, store, domain_store):
+    now = int(time.time() * 1000)
+    fresh = active_domain(domain_store)
+    store.create("owner@target.example", DAY_MS, 2, domain=fresh, custom=True, local_part="a")
+    domain_store.mark_checked(fresh, False, now - 3600_000, 72 * 3600_000)
+    lapsed = active_domain(domain_store)
+    store.create("owner@target.example", DAY_MS, 2, domain=lapsed, custom=True, local_part="a")
+    domain_store.mark_checked(lapsed, False, now - 73 * 3600_000, 72 * 3600_000)
+    port = two_domain_service.smtp_port
+    assert rcpt_status(port, f"a@{fresh}") == "450 4.7.1"
+    assert rcpt_status(port, f"a@{lapsed}") == "550 5.7.1"
+    assert (replies.DOMAIN_SUSPENDED.code, replies.DOMAIN_LAPSED.code) == (450, 550)
+    assert uses_left(store, f"a@{fresh}") == 2 and smtp_sink.connections == 0

@@ -30,6 +30,21 @@ def test_forward_then_reverse_gives_the_sender_and_the_alias_back():
     assert (back.sender, back.alias) == ("Alice.Smith@Sender.example", "k3x9qa")
 
 
+@pytest.mark.parametrize("alias", ["shop-news@temp.example.org", "a.b+c=d/e@xn--bcher-kva.example"])
+def test_an_alias_at_a_custom_domain_travels_in_the_address_and_comes_back(alias):
+    """Its id has dots, dashes and even '=', the field separator: it travels encoded, in one
+    case, and an MTA that changes the case of the local part loses nothing."""
+    srs = srs_at(NOW)
+    rewritten = srs.forward("someone@sender.example", alias)
+    fields = local_part(rewritten).split("=")
+    assert len(fields) == 6 and "@" not in local_part(rewritten)
+    for spelling in (local_part(rewritten), local_part(rewritten).upper()):
+        back = srs.reverse(spelling)
+        assert (back.sender.lower(), back.alias) == ("someone@sender.example", alias)
+    resent = srs_at(NOW, secret="other").forward(rewritten, alias)  # through us again: SRS1
+    assert srs_at(NOW, secret="other").reverse(local_part(resent)).alias == alias
+
+
 def test_null_sender_stays_null():
     assert srs_at(NOW).forward("", "k3x9qa") == ""
 

@@ -99,6 +99,18 @@ def test_the_first_verification_wins_and_erases_the_other_registrations(domains,
         domains.register(domain, hash_token("d"), now())
 
 
+def test_the_operator_sees_the_registrations_still_waiting(domains, domain, now, clock):
+    assert domains.registrations(domain, now()) == []
+    domains.register(domain, hash_token("first"), now())
+    clock.advance(3600)
+    domains.register(domain, hash_token("second"), now())
+    assert domains.registrations(domain, now()) == [hash_token("first"), hash_token("second")]
+    clock.advance(7 * 86_400 - 1800)  # the first has lapsed, the second waits
+    assert domains.registrations(domain, now()) == [hash_token("second")]
+    domains.activate(domain, hash_token("second"), VALUE, now())
+    assert domains.registrations(domain, now()) == []
+
+
 def test_a_registration_that_never_was_or_was_withdrawn_activates_nothing(domains, domain, now):
     with pytest.raises(DomainNotFound):
         domains.activate(domain, hash_token("stranger"), VALUE, now())

@@ -7,7 +7,11 @@ transaction, the loop guard and a bounce being read. Neither writes into the pro
 a recipient hook answers with a reply and, when accepted, the Recipient for the protocol to add.
 
 A recipient on one of our domains is either an alias (one use reserved in the store, per alias
-per message) or an SRS return address of ours. The next hop's transaction is opened at the first
+per message; an alias made at one of our domains answers only there, one made before several
+domains at each) or an SRS return address of ours. A recipient at any other domain may be an alias
+at a custom domain (``local@DOMAIN``, in that domain's own namespace): the store says in the same
+script whether the domain is active (else it is refused as any domain that is not ours, with no
+DNS look-up), or suspended since when (4xx during the grace period, 5xx after). The next hop's transaction is opened at the first
 accepted alias, so nothing reaches the smarthost for mail that is refused anyway; aliases that
 lead to one target (in any case) get the message once. Every way a transaction ends goes through
 ``Outbound.end``: uses of a delivered message are committed, every other use is released, and one
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
@@ -38,8 +43,8 @@ from tempalias.smtp.reports import NotAReport, read_report, write_report
 from tempalias.smtp.session import Envelope, Recipient, Session
 from tempalias.srs import ReturnPath
 from tempalias.srs import MAX_AGE_DAYS, SRS, InvalidSRS, is_srs
-from tempalias.store import (AliasExhausted, AliasRefused, AliasStore, RateLimited,
-                             StoreUnavailable, normalise_id)
+from tempalias.store import (AliasExhausted, AliasRefused, AliasStore, DomainSuspended,
+                             RateLimited, StoreUnavailable, UnknownDomain, normalise_id)
 
 log = logging.getLogger("tempalias.smtp")
 
@@ -55,9 +60,13 @@ class Forwarder:
     """What decides, shared by every connection (see the module docstring)."""
 
     def __init__(self, settings: SmtpSettings, domains: tuple[str, ...], store: AliasStore,
-                 srs: SRS, delivery: Delivery, policy: AbusePolicy | None = None) -> None:
-        """``settings``: the smtp section of the Config; ``domains``: ours, the first primary."""
+                 srs: SRS, delivery: Delivery, policy: AbusePolicy | None = None,
+                 domain_grace: float = 72 * 3600.0) -> None:
+        """``settings``: the smtp section of the Config; ``domains``: ours, the first primary;
+        ``domain_grace``: seconds mail to a suspended custom domain waits (4xx) before it is
+        refused (the domains section's)."""
         self.domains = frozenset(domains)
+        self.domain_grace_ms = int(domain_grace * 1000)
         self.primary_domain = domains[0]
         self.postmaster = settings.postmaster
         self.banner = settings.banner_hostname or self.primary_domain
@@ -72,6 +81,15 @@ class Forwarder:
         policy, client = self.policy, session.client
         refusal = policy.on_message(client) if policy and client else None
         return refusal_reply(refusal) if refusal else None
+
+    def addresses_of(self, alias_id: str) -> list[str]:
+        """The addresses an alias may be written at, the one it is known by first: an id at a
+        custom domain is its address; another at each of our domains, the first primary."""
+        if "@" in alias_id:
+            return [alias_id]
+        return [f"{alias_id}@{self.primary_domain}",
+                *(f"{alias_id}@{domain}" for domain in self.domains
+                  if domain != self.primary_domain)]
 
     def outbound(self, session: Session, envelope: Envelope) -> "Outbound":
         """The part that acts for the transaction ``envelope`` begins."""
@@ -122,11 +140,15 @@ class Outbound:
     # --- recipients
 
     def recipient(self, address: Address) -> Verdict:
-        forwarder, envelope = self.forwarder, self.envelope
-        if address.domain not in forwarder.domains:
-            return replies.RELAY_DENIED, None
+        ours = address.domain in self.forwarder.domains
         if self.return_path is not None:
-            return replies.RETURN_ADDRESS_ALONE, None
+            return (replies.RETURN_ADDRESS_ALONE if ours else replies.RELAY_DENIED), None
+        if not ours:
+            # perhaps an alias at a custom domain: the store knows, no DNS is asked
+            alias_id = normalise_id(f"{address.local}@{address.domain}")
+            if alias_id is None:
+                return replies.RELAY_DENIED, None
+            return self._alias_recipient(alias_id, address.domain)
         if is_srs(address.local):
             return self._bounce_recipient(address.local)
         if address.local.lower() == "postmaster":
@@ -134,17 +156,28 @@ class Outbound:
         alias_id = normalise_id(address.local)
         if alias_id is None:
             return replies.NO_SUCH_ALIAS, None
+        return self._alias_recipient(alias_id, address.domain)
+
+    def _alias_recipient(self, alias_id: str, domain: str) -> Verdict:
+        """One use of ``alias_id`` reserved for this message, as the recipient at ``domain``."""
+        forwarder, envelope = self.forwarder, self.envelope
         if envelope.has_alias(alias_id):
             return replies.RECIPIENT_OK, None  # the same alias twice in one message is one use
         policy, client = forwarder.policy, self.session.client
         try:
             # the alias's rate limits are taken in the same round trip as its use
             reservation = forwarder.store.reserve(
-                alias_id, policy.alias_limits(client) if policy and client else None)
+                alias_id, policy.alias_limits(client) if policy and client else None, domain)
         except RateLimited as exc:
             return refusal_reply(policy.on_alias_throttled(alias_id, client, exc.throttled)), None
         except AliasExhausted:
             return replies.ALIAS_BUSY, None  # its uses are held by messages in flight
+        except UnknownDomain:
+            return replies.RELAY_DENIED, None  # a custom domain not active: not ours
+        except DomainSuspended as exc:
+            if time.time() * 1000 - exc.since_ms < forwarder.domain_grace_ms:
+                return replies.DOMAIN_SUSPENDED, None
+            return replies.DOMAIN_LAPSED, None
         except AliasRefused:
             return replies.NO_SUCH_ALIAS, None
         except StoreUnavailable as exc:
@@ -217,10 +250,10 @@ class Outbound:
         forwarder, envelope = self.forwarder, self.envelope
         aliases = sorted({r.label for r in envelope.recipients if r.reservation is not None})
         self.loop_guard = LoopGuard(frozenset(
-            f"{alias}@{domain}" for alias in aliases for domain in forwarder.domains))
+            address for alias in aliases for address in forwarder.addresses_of(alias)))
         header = self._received()
         if len(aliases) == 1:
-            header += delivered_to(f"{aliases[0]}@{forwarder.primary_domain}")
+            header += delivered_to(forwarder.addresses_of(aliases[0])[0])
         try:
             self.transaction.start_data(header)
         except DeliveryError as exc:
@@ -289,7 +322,7 @@ class Outbound:
         if not allowed:
             self.end("refused (report budget used up)")
             return replies.REPORTS_USED_UP
-        report = write_report(outcome, f"{return_path.alias}@{forwarder.primary_domain}",
+        report = write_report(outcome, forwarder.addresses_of(return_path.alias)[0],
                               return_path.sender, forwarder.primary_domain)
         try:
             self.transaction, verdict = forwarder.delivery.open(

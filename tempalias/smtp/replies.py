@@ -51,6 +51,8 @@ RETURN_ADDRESS_ALONE = Reply(452, "4.5.3", "a bounce to a return address goes al
                                            "send it in a transaction of its own")
 ALIAS_BUSY = Reply(450, "4.2.1", "every use this alias has left is taken by a message in flight; "
                                  "try again later")
+DOMAIN_SUSPENDED = Reply(450, "4.7.1", "this domain's DNS records for this service are gone; "
+                                       "mail waits until its owner restores them")
 TOO_MANY_BAD_RECIPIENTS = Reply(421, "4.7.0", "too many refused recipients, closing")
 TRANSACTION_TIMEOUT = Reply(421, "4.4.2", "no DATA in time; held uses given back, closing")
 
@@ -74,6 +76,8 @@ TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")
 BARE_LINE_END = Reply(521, "5.5.2", "bare CR or LF received; lines must end with CRLF, closing")
 NO_SUCH_ALIAS = Reply(550, "5.1.1", "no such alias (unknown, expired, used up or revoked)")
 RELAY_DENIED = Reply(550, "5.7.1", "relaying denied")
+DOMAIN_LAPSED = Reply(550, "5.7.1", "this domain is no longer served here: its DNS records for "
+                                    "this service have been gone too long")
 NO_POSTMASTER = Reply(550, "5.1.1", "no postmaster mailbox is configured here")
 BAD_SRS = Reply(550, "5.1.1", "no such address (invalid or expired return address)")
 SRS_NEEDS_NULL_SENDER = Reply(550, "5.7.1", "return addresses accept only bounces (MAIL FROM:<>)")

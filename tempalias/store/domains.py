@@ -283,6 +283,14 @@ class DomainStore:
         return bool(became)
 
     @operation
+    def registrations(self, domain: str, now_ms: int) -> list[str]:
+        """The token hashes of ``domain``'s registrations still waiting at ``now_ms``, oldest
+        first: for the operator, who verifies a domain without its owner's token."""
+        [found] = self.runner.send(("ZRANGEBYSCORE", keys.registrations_key(domain),
+                                    f"({now_ms}", "+inf"))
+        return list(found)
+
+    @operation
     def withdraw(self, domain: str, token_hash: str) -> None:
         """Erase one waiting registration (its owner gives up); DomainNotFound when none
         waits with that token."""

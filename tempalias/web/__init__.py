@@ -1,7 +1,8 @@
-"""The WSGI application: ``create_app(settings, aliases, trusted_proxies)`` builds a fresh app.
+"""The WSGI application: ``create_app(settings, aliases, trusted_proxies, domains)`` builds a
+fresh app.
 
-Routes live in their own modules (api, legacy, frontend) and are adapters: they read a request,
-ask the ``AliasService`` handed to them (never a global), and answer. They get the http settings,
+Routes live in their own modules (api, domains, legacy, frontend) and are adapters: they read a
+request, ask the ``AliasService`` or ``DomainService`` handed to them (never a global), and answer. They get the http settings,
 the proxies whose ``X-Forwarded-For`` names the client, and the rules of an order through the
 service (``aliases.rules``: the domain and limits the page and the OpenAPI document show). Every
 error leaves as JSON through one funnel: ApiError for what a route refuses, the StoreUnavailable
@@ -17,7 +18,8 @@ from bottle import Bottle, request, response
 
 from tempalias.aliases import AliasService, StoreUnavailable
 from tempalias.config import HttpSettings, IPNetwork
-from tempalias.web import api, frontend, legacy
+from tempalias.domains import DomainService
+from tempalias.web import api, domains as domain_routes, frontend, legacy
 from tempalias.web.errors import ApiError, json_error_handler, store_unavailable_error
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,10 @@ def _slow_body_is_408(callback):
 
 
 def create_app(settings: HttpSettings, aliases: AliasService,
-               trusted_proxies: tuple[IPNetwork, ...]) -> Bottle:
-    """``settings``: the http section of the Config; ``trusted_proxies``: the abuse setting."""
+               trusted_proxies: tuple[IPNetwork, ...],
+               domains: DomainService | None = None) -> Bottle:
+    """``settings``: the http section of the Config; ``trusted_proxies``: the abuse setting;
+    ``domains``: the custom-domain use cases (None: only the list of our own domains)."""
     app = Bottle(catchall=True, autojson=False)
     app.default_error_handler = json_error_handler
     app.install(_store_unavailable_is_503)
@@ -70,10 +74,13 @@ def create_app(settings: HttpSettings, aliases: AliasService,
     app.add_hook("after_request", _cors_headers)
 
     @app.route("/api/v1/aliases", method="OPTIONS")
-    @app.route("/api/v1/aliases/<alias_id>", method="OPTIONS")
+    @app.route("/api/v1/aliases/<alias_id:path>", method="OPTIONS")
+    @app.route("/api/v1/domains", method="OPTIONS")
+    @app.route("/api/v1/domains/<domain>", method="OPTIONS")
+    @app.route("/api/v1/domains/<domain>/verify", method="OPTIONS")
     @app.route("/api/openapi.json", method="OPTIONS")
     @app.route("/aliases", method="OPTIONS")
-    def preflight(alias_id: str = ""):
+    def preflight(alias_id: str = "", domain: str = ""):
         response.status = 204
         response.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
         response.set_header("Access-Control-Allow-Headers", "Content-Type, Authorization")
@@ -81,6 +88,7 @@ def create_app(settings: HttpSettings, aliases: AliasService,
         return b""
 
     api.install(app, settings, aliases, trusted_proxies)
+    domain_routes.install(app, settings, aliases.rules, domains, trusted_proxies)
     legacy.install(app, settings, aliases, trusted_proxies)
     frontend.install(app, settings, aliases.rules)
     return app

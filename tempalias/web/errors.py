@@ -21,7 +21,7 @@ STORE_RETRY_AFTER_SECONDS = 5
 class ApiError(HTTPResponse):
     """Raise it anywhere in a route: the client gets ``{"error", "description"}`` and the status."""
 
-    def __init__(self, status: int, error: str, description: str, **extra) -> None:
+    def __init__(self, status: int, error: str, description: str, /, **extra) -> None:
         body = {"error": error, "description": description, **extra}
         super().__init__(json.dumps(body), status=status, headers={"Content-Type": JSON_TYPE})
         self.error = error
@@ -42,6 +42,9 @@ RATE_LIMIT_DESCRIPTIONS = {  # limit name -> the description; {retry} is filled 
     "create": "too many new aliases from your address; try again in {retry} s",
     "create-day": "too many new aliases from your address; try again in {retry} s",
     "create-target": "too many new aliases for this target address; try again in {retry} s",
+    "domain-register": "too many domain registrations from your address; try again in {retry} s",
+    "domain-alias": "this domain has had all the new aliases it may have today; "
+                    "try again in {retry} s",
 }
 RBL_LISTED_DESCRIPTION = "{client} listed in {limit}"
 RBL_UNAVAILABLE_DESCRIPTION = "cannot check {client} against block lists now; try again later"

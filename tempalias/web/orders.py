@@ -24,6 +24,12 @@ class OrderFields:
     target: Any
     days: Any
     uses: Any
+    domain: Any = None
+    local_part: Any = None
+
+
+# What the REST API's order may carry beyond target, days and uses; the legacy API knows none.
+PLACEMENT_FIELDS = ("domain", "local_part")
 
 
 def _number(value: Any, legacy: bool, query: bool) -> Any:
@@ -46,10 +52,11 @@ def _number(value: Any, legacy: bool, query: bool) -> Any:
 
 def read_order(fields: dict[str, Any], *, uses_key: str = "uses", legacy: bool = False,
                query: bool = False) -> OrderFields:
-    """``legacy`` follows the original service: 0 means unset. ``query``: the fields come from a
-    query string (the JSONP door), where every value is text: empty or "0" means unset, digits
-    count. A JSON body takes numbers only, as the OpenAPI document says."""
-    known = {"target", "days", uses_key}
+    """``legacy`` follows the original service: 0 means unset, and every alias is at the first
+    domain. ``query``: the fields come from a query string (the JSONP door), where every value
+    is text: empty or "0" means unset, digits count. A JSON body takes numbers only, as the
+    OpenAPI document says."""
+    known = {"target", "days", uses_key, *(() if legacy else PLACEMENT_FIELDS)}
     for name in fields:
         if name not in known:
             raise InvalidOrder(name, "is not a known field; known fields: "
@@ -57,17 +64,26 @@ def read_order(fields: dict[str, Any], *, uses_key: str = "uses", legacy: bool =
     if "target" not in fields:
         raise InvalidOrder("target", "is required")
     return OrderFields(fields["target"], _number(fields.get("days"), legacy, query),
-                       _number(fields.get(uses_key), legacy, query))
+                       _number(fields.get(uses_key), legacy, query), fields.get("domain"),
+                       fields.get("local_part"))
+
+
+def requesting_client(trusted_proxies: tuple[IPNetwork, ...]):
+    """The client of this request: the peer, or the one a trusted proxy names."""
+    return client_ip(request.environ.get("REMOTE_ADDR"),
+                     request.environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
 
 
 def place_order(aliases: AliasService, fields: dict[str, Any], trusted_proxies: tuple[IPNetwork, ...],
-                *, uses_key: str = "uses", legacy: bool = False, query: bool = False) -> Created:
-    """Create the alias this request orders, for the client it comes from."""
+                *, uses_key: str = "uses", legacy: bool = False, query: bool = False,
+                domain_token: str | None = None) -> Created:
+    """Create the alias this request orders, for the client it comes from; ``domain_token``:
+    the custom domain owner's, when the order names a custom domain."""
     order = read_order(fields, uses_key=uses_key, legacy=legacy, query=query)
-    ip = client_ip(request.environ.get("REMOTE_ADDR"), request.environ.get("HTTP_X_FORWARDED_FOR"),
-                   trusted_proxies)
+    ip = requesting_client(trusted_proxies)
     try:
-        return aliases.create(order.target, order.days, order.uses, ip)
+        return aliases.create(order.target, order.days, order.uses, ip, domain=order.domain,
+                              local_part=order.local_part, domain_token=domain_token)
     except InvalidOrder as exc:
         if exc.field == "uses" and uses_key != "uses":
             raise InvalidOrder(uses_key, exc.reason) from None
