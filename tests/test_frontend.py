@@ -20,6 +20,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from frontend_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, axe_source,
                               third_party_site)
+from harness.processes import wait_for
 from tempalias.store import AliasNotFound
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -60,12 +61,17 @@ def limited_web(service_factory):
 @pytest.fixture(scope="module")
 def domains_web(service_factory, dns_server):
     """tempalias with two domains of its own, looking custom domains up in the test's DNS server
-    (``dns_zone`` writes its records)."""
-    return service_factory(env={
+    (``dns_zone`` writes its records). Its janitor runs every 0.2 s, so a domain's check comes
+    as soon as it is due; stopped with the module, so it sweeps nothing behind later tests."""
+    service = service_factory(env={
         "TEMPALIAS_DOMAINS": ",".join(OFFERED),
         "TEMPALIAS_DNS_SERVERS": dns_server.address,
+        "TEMPALIAS_DNS_TIMEOUT": "2",
         "TEMPALIAS_MX_HOSTNAME": MX_HOST,
+        "TEMPALIAS_PURGE_INTERVAL": "0.2",
     })
+    yield service
+    service.stop()
 
 
 @pytest.fixture(scope="module")
@@ -634,6 +640,49 @@ def test_own_domain_from_registration_to_aliases(browser, domains_web, dns_zone,
             fresh.context.close()
     finally:
         page.context.close()
+
+
+def domain_status(base: str, domain: str, token: str) -> str:
+    request = urllib.request.Request(f"{base}/api/v1/domains/{domain}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)["status"]
+
+
+def test_suspended_domain_says_so_and_check_now_restores_it(page, domains_web, dns_zone,
+                                                            let_domain_time_pass):
+    domain = "lapsed.example.org"
+    records = register_through_page(page, domains_web.http_url, domain)
+    publish(dns_zone, records)
+    check_now(page)
+    expect(page.locator("#domain-state")).to_have_text("Active")
+    _, _, token = domain_link_parts(page)
+
+    # The TXT record goes; a day later the service's own check suspends the domain.
+    dns_zone.set_records(records[1][1], "TXT", [])
+    let_domain_time_pass(domain, 24 * 3600)
+    wait_for(lambda: domain_status(domains_web.http_url, domain, token) == "suspended", 15,
+             "the janitor to suspend the domain")
+    page.reload()
+    page.wait_for_selector("html[data-ready]", state="attached")
+    expect(page.locator("#domain-state")).to_have_text("Suspended: its records are gone")
+    expect(page.locator("#domain-status")).to_contain_text("mail to your aliases is held back")
+    expect(page.locator("#records-title")).to_have_text("Put these records back")
+    expect(page.locator("#domain-alias-form")).to_be_hidden()
+
+    # DNS that does not answer decides nothing.
+    dns_zone.fail(records[1][1], "servfail")
+    check_now(page)
+    expect(page.locator("#check-summary")).to_contain_text("did not answer in time")
+    expect(page.locator("#domain-state")).to_have_text("Suspended: its records are gone")
+
+    dns_zone.clear_records(records[1][1])
+    publish(dns_zone, records)
+    check_now(page)
+    expect(page.locator("#domain-state")).to_have_text("Active")
+    expect(page.locator("#domain-alias-form")).to_be_visible()
+    assert domain_status(domains_web.http_url, domain, token) == "active"
+    assert page.script_errors == []
 
 
 def test_domain_link_with_a_wrong_token_shows_nothing(browser, page, domains_web):
