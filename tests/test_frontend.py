@@ -685,6 +685,24 @@ def test_suspended_domain_says_so_and_check_now_restores_it(page, domains_web, d
     assert page.script_errors == []
 
 
+def test_internationalised_domain_is_shown_in_its_own_letters(browser, page, domains_web):
+    domain = "zürich-läden.example.org"
+    records = register_through_page(page, domains_web.http_url, domain)
+    expect(page.locator("#domain-name")).to_have_text(domain)
+    a_label = domain.encode("idna").decode("ascii")
+    assert [(rtype, name) for rtype, name, _ in records] == [
+        ("MX", a_label), ("TXT", f"_tempalias.{a_label}")]  # what DNS zones hold
+    fresh = new_page(browser)
+    try:
+        open_page(fresh, domains_web.http_url, "#" + urlsplit(
+            page.get_attribute("#domain-link", "href")).fragment)
+        expect(fresh.locator("#domain-state")).to_have_text("Waiting for its DNS records")
+        expect(fresh.locator("#domain-name")).to_have_text(domain)
+        assert shown_records(fresh) == records
+    finally:
+        fresh.context.close()
+
+
 def test_domain_link_with_a_wrong_token_shows_nothing(browser, page, domains_web):
     domain = "wrong-token.example.org"
     records = register_through_page(page, domains_web.http_url, domain)
