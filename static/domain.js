@@ -210,7 +210,8 @@ export class DomainViews {
   }
 
   async open(domain, token) {
-    this.current = { domain, token, view: null };
+    const opened = { domain, token, view: null };
+    this.current = opened;
     $("domain-details").hidden = true;
     $("domain-remove-confirm").hidden = true;
     $("domain-alias-result").hidden = true;
@@ -221,16 +222,19 @@ export class DomainViews {
     $("own-local").value = "";
     for (const name of document.querySelectorAll("[data-domain-name]")) name.textContent = domain;
     $("domain-name").textContent = domain;
+    // The registration just made needs no look: its answer holds all there is to show. Once:
+    // later (back, forward, after a removal) the server says what is true then.
     const fresh = this.registered && this.registered.domain === domain && this.registered.token === token
       ? this.registered : null;
+    this.registered = null;
     this.status(fresh ? "" : "Loading…");
     try {
-      // The registration just made needs no look: its answer holds all there is to show.
       const view = fresh || await fetchDomain(this.api, domain, token);
-      if (this.current.domain !== domain || this.current.token !== token) return; // moved on
+      if (this.current !== opened) return; // another link was opened meanwhile
       this.status("");
       this.show(view);
     } catch (problem) {
+      if (this.current !== opened) return;
       this.status(problem instanceof ApiProblem ? problem.message : "Something went wrong.", { gone: true });
     }
     $("domain-view").focus();
