@@ -49,6 +49,7 @@ SECRET_LABEL = b"tempalias custom-domain verification v1"
 RECHECKS_PER_ROUND = 100  # domains one round of the janitor checks, at most
 CHECKS_AT_ONCE = 8  # of those, how many at the same time (each waits on DNS)
 TRANSIENT_RETRY_MS = 15 * 60 * 1000  # DNS did not answer a scheduled check: try again then
+CLAIM_MS = 5 * 60 * 1000  # a janitor that died while it checked a domain: another tries then
 
 
 def verification_secret(srs_secret: str) -> bytes:
@@ -60,6 +61,10 @@ def verification_secret(srs_secret: str) -> bytes:
 
 def _record_json(record: Record) -> dict[str, str]:
     return {"type": record.type, "name": record.name, "value": record.value}
+
+
+def _aliases(count: int) -> str:
+    return f"{count} live alias{'' if count == 1 else 'es'}"
 
 
 def _iso(ms: int | None) -> str | None:
@@ -286,7 +291,7 @@ class DomainService:
             self.store.withdraw(name, token_hash)
             log.info("domain %s: a registration withdrawn by its owner", name)
             return 0
-        log.info("domain %s erased by its owner with %d live aliases", name, live)
+        log.info("domain %s erased by its owner with %s", name, _aliases(live))
         return live
 
     # --- for the operator, who needs no token
@@ -327,7 +332,7 @@ class DomainService:
         """Erase the domain, its registrations and every alias it had; how many were live."""
         name = self.rules.known(domain)
         live = self.store.erase(name, None, DOMAIN_LIMITS)
-        log.info("domain %s erased by the operator with %d live aliases", name, live)
+        log.info("domain %s erased by the operator with %s", name, _aliases(live))
         return live
 
     # --- upkeep
@@ -338,17 +343,20 @@ class DomainService:
         once): found, it stays or becomes active again; gone, it is suspended; gone for the
         whole grace period, it is erased with its aliases; DNS that does not answer changes
         nothing and the check comes again soon. Returns domain -> what happened
-        (``CheckOutcome`` values, "erased", "dns-unanswered", "gone")."""
+        (``CheckOutcome`` values, "erased", "dns-unanswered", "gone"). A domain another process
+        claimed first (``DomainStore.claim``: several workers each run a janitor) is theirs."""
         now = self._now_ms() if now_ms is None else now_ms
         due = self.store.due(now, limit)
         if not due:
             return {}
         with concurrent.futures.ThreadPoolExecutor(min(CHECKS_AT_ONCE, len(due))) as pool:
             outcomes = list(pool.map(lambda name: self._recheck(name, now), due))
-        return dict(zip(due, outcomes))
+        return {name: outcome for name, outcome in zip(due, outcomes) if outcome is not None}
 
-    def _recheck(self, name: str, now: int) -> str:
+    def _recheck(self, name: str, now: int) -> str | None:
         grace = self.rules.grace_ms
+        if not self.store.claim(name, now, CLAIM_MS):
+            return None
         try:
             found = self.store.get(name, None, now)
         except DomainNotFound:
@@ -375,6 +383,6 @@ class DomainService:
                 live = self.store.erase(name, None, DOMAIN_LIMITS)
             except DomainNotFound:
                 return "gone"
-            log.info("domain %s erased after its grace period with %d live aliases", name, live)
+            log.info("domain %s erased after its grace period with %s", name, _aliases(live))
             return "erased"
         return outcome.value

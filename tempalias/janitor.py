@@ -7,8 +7,8 @@ bytes may linger until Redis reclaims them. Custom domains are checked on their 
 ``RECHECKS_PER_ROUND`` of them, so a round of one interval is a few minutes late at worst, which
 against a schedule of hours and a grace period of days is nothing, and one setting
 (``TEMPALIAS_PURGE_INTERVAL``) times both. Every process runs one; the work is idempotent and
-costs in proportion to what ended or is due, so several running side by side do no harm (a
-domain due in two processes at once is looked up twice, and marked checked twice).
+costs in proportion to what ended or is due, so several running side by side do no harm (of
+the processes that see a domain due at once, the one that claims it first looks it up).
 """
 
 from __future__ import annotations

@@ -343,3 +343,18 @@ def test_a_suspended_owner_who_restores_the_records_is_active_at_once(domains, d
     publish(dns_zone, registration.records)
     assert domains.verify(domain, registration.token).status == ACTIVE
     assert domains.show(domain, registration.token).status == ACTIVE
+
+
+def test_a_domain_another_janitor_is_checking_is_left_to_it(domains, domain, dns_zone, clock,
+                                                           domain_store):
+    registration = domains.register(domain)
+    publish(dns_zone, registration.records)
+    domains.verify(domain, registration.token)
+    clock.advance(24 * HOUR)
+    now = int(clock() * 1000)
+    assert domain_store.claim(domain, now, 60_000)  # another process's janitor, first
+    queries = dns_zone.queries[domain]
+    assert domain not in domains.recheck_due(now)
+    assert dns_zone.queries[domain] == queries
+    clock.advance(61)  # it died meanwhile: the check is ours after its claim lapsed
+    assert domains.recheck_due()[domain] == "active"

@@ -179,6 +179,21 @@ def test_due_lists_the_domains_whose_check_has_come(domains, now, clock):
     assert {early, late} <= set(domains.due(now(), limit=10_000))
 
 
+def test_a_due_check_is_claimed_by_one_caller_until_it_is_done_or_lapses(domains, domain, now,
+                                                                         clock, redis_client):
+    make_active(domains, domain, now())
+    assert domains.claim(domain, now(), 60_000) is False  # not due
+    clock.advance(86_400)
+    assert domains.claim(domain, now(), 60_000) is True
+    assert domains.claim(domain, now(), 60_000) is False  # another janitor saw it due too
+    assert domain not in domains.due(now(), limit=10_000)
+    clock.advance(61)  # the claimant died: the check is due again
+    assert domains.claim(domain, now(), 60_000) is True
+    domains.mark_checked(domain, True, now(), GRACE_MS)
+    assert redis_client.zscore(DOMAINS_KEY, domain) == now() + DAY_MS
+    assert domains.claim(f"unknown-{domain}", now(), 60_000) is False
+
+
 def test_a_check_of_a_domain_gone_meanwhile_takes_it_off_the_schedule(domains, domain, now,
                                                                      redis_client):
     make_active(domains, domain, now())

@@ -197,6 +197,23 @@ return 1
 """)
 
 
+# KEYS[1] - the schedule of checks (ta:domains)
+# ARGV[1] - DOMAIN
+# ARGV[2] - now, ms
+# ARGV[3] - how long the claim holds, ms
+# returns 1 when the domain's check was due and is now this caller's (its next check moved to
+#         now + ARGV[3], in case the caller dies before it says how the check went), else 0
+#         (another process claimed or checked it since, or it left the schedule)
+CLAIM_CHECK = Script("""
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not due or tonumber(due) > tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
+return 1
+""")
+
+
 class CheckOutcome(str, enum.Enum):
     """What a check of an active or suspended domain's records did (``mark_checked``)."""
 
@@ -329,6 +346,15 @@ class DomainStore:
         overdue first, at most ``limit``."""
         [found] = self.runner.send(Call(DUE, [keys.DOMAINS_KEY], [now_ms, limit]))
         return list(found)
+
+    @operation
+    def claim(self, domain: str, now_ms: int, lease_ms: int) -> bool:
+        """Take the check of ``domain`` that ``due`` listed, so that of the processes whose
+        janitors saw it due at once one alone looks its records up; False when another did
+        first. The claim lapses after ``lease_ms`` unless ``mark_checked`` or ``check_later``
+        schedules the next check first."""
+        return bool(self.runner.call(CLAIM_CHECK, [keys.DOMAINS_KEY],
+                                     [domain, now_ms, lease_ms]))
 
     @operation
     def mark_checked(self, domain: str, ok: bool, now_ms: int, grace_ms: int) -> CheckOutcome:
