@@ -391,6 +391,7 @@ def test_every_script_touches_one_cluster_slot(redis_client, clock, monkeypatch)
     domain_store.get(domain, hash_token("owner"))
     domain_store.mark_checked(domain, False, now, HOUR_MS)
     domain_store.due(now + 2 * HOUR_MS, 10)
+    domain_store.claim(domain, now + 2 * HOUR_MS, HOUR_MS)
     domain_store.erase(domain, limits=tuple(limits))
 
     for call in calls:
