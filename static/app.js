@@ -1,95 +1,60 @@
-// The page: the create form, the result, the management view. Views are chosen by the URL
-// fragment, so a management token (#manage/<id>/<token>) never travels to the server.
+// The page: the create form, the result, the management views. Views are chosen by the URL
+// fragment, so a management token (#manage/<id>/<token>, #domain/<domain>/<token>) never
+// travels to the server.
 
 import { settings } from "/config.js";
-import { ApiProblem, createAlias, fetchAlias, revokeAlias } from "/static/api.js";
+import { ApiProblem, createAlias, fetchAlias, offeredDomains, revokeAlias } from "/static/api.js";
 import { bookmarkletHref } from "/static/bookmarklet-link.js";
+import { installCopyButtons } from "/static/copy.js";
+import { DomainViews } from "/static/domain.js";
+import { OrderForm } from "/static/order.js";
 import { recall, remember } from "/static/remember.js";
 import { dateInWords, fateInWords, usesLeftInWords } from "/static/words.js";
 
 const API = ""; // same origin as the page
 const $ = (id) => document.getElementById(id);
-const form = $("create-form");
-const fields = { target: $("target"), days: $("days"), uses: $("uses") };
+const picker = $("alias-domain");
 
 // --- settings the server enforces, shown where the user needs them
 
 for (const element of document.querySelectorAll("[data-setting]")) {
   element.textContent = String(settings[element.dataset.setting]);
 }
-fields.days.max = String(settings.maxDays);
-fields.uses.max = String(settings.maxUses);
 
-// --- field errors: next to the field, announced by its aria-live region
+// --- the operator's domains: a picker when there is a choice
 
-function showFieldError(name, message) {
-  const input = fields[name];
-  $(`${name}-error`).textContent = message;
-  input.setAttribute("aria-invalid", "true");
+let offered = [settings.domain];
+let wanted = recall().domain || null; // the domain to pick once the list is in
+const domainsLoaded = offeredDomains(API).then((domains) => {
+  if (domains.length) offered = domains;
+  if (offered.length > 1) {
+    picker.replaceChildren(...offered.map((domain) => new Option(domain, domain)));
+    pickDomain(wanted);
+    $("field-domain").hidden = false;
+    $("about-domains").textContent = offered.join(", ");
+  }
+}).catch(() => {
+  // a server without the list (or a hiccup): new aliases go to its first domain, no picker
+});
+
+function pickDomain(domain) {
+  wanted = domain || null;
+  if (offered.length > 1) picker.value = offered.includes(wanted) ? wanted : offered[0];
 }
 
-function clearErrors() {
-  for (const name of Object.keys(fields)) {
-    $(`${name}-error`).textContent = "";
-    fields[name].removeAttribute("aria-invalid");
-  }
-  $("form-error").textContent = "";
-}
-
-function wholeNumber(text) {
-  return /^\s*\d+\s*$/.test(text) ? Number.parseInt(text, 10) : NaN;
-}
-
-/** The order as typed, or null after showing what is wrong with it. */
-function readOrder({ show }) {
-  const problems = {};
-  const target = fields.target.value.trim();
-  if (!target) problems.target = "Enter the address the alias should forward to.";
-  else if (fields.target.validity.typeMismatch || !/^[^\s@]+@[^\s@]+$/.test(target)) {
-    problems.target = "That does not look like an email address.";
-  } else {
-    const domain = target.split("@").pop().toLowerCase();
-    if (domain === settings.domain || domain.endsWith("." + settings.domain)) {
-      problems.target = "That is a tempalias address; enter your real one.";
-    }
-  }
-  const days = wholeNumber(fields.days.value);
-  if (!(days >= 1 && days <= settings.maxDays)) {
-    problems.days = `Choose a whole number of days from 1 to ${settings.maxDays}.`;
-  }
-  const usesText = fields.uses.value.trim();
-  const uses = usesText === "" ? null : wholeNumber(usesText);
-  if (uses !== null && !(uses >= 1 && uses <= settings.maxUses)) {
-    problems.uses = `Choose from 1 to ${settings.maxUses} messages, or leave it empty.`;
-  }
-  if (show) {
-    clearErrors();
-    for (const [name, message] of Object.entries(problems)) showFieldError(name, message);
-    const first = Object.keys(fields).find((name) => problems[name]);
-    if (first) fields[first].focus();
-  }
-  return Object.keys(problems).length ? null : { target, days, uses };
-}
-
-function updateSummary() {
-  const days = wholeNumber(fields.days.value);
-  const usesText = fields.uses.value.trim();
-  const uses = usesText === "" ? null : wholeNumber(usesText);
-  const valid = days >= 1 && days <= settings.maxDays && (uses === null || (uses >= 1 && uses <= settings.maxUses));
-  $("order-summary").textContent = valid ? fateInWords(days, uses) : "";
+/** The domain chosen, or null where there is no choice (the server's first is the default). */
+function chosenDomain() {
+  return $("field-domain").hidden ? null : picker.value;
 }
 
 // --- create
 
-function showProblem(problem) {
-  const name = problem.field && fields[problem.field] ? problem.field : null;
-  if (name) {
-    showFieldError(name, problem.message);
-    fields[name].focus();
-  } else {
-    $("form-error").textContent = problem.message;
-  }
-}
+const createForm = new OrderForm({
+  fields: { target: $("target"), domain: picker, days: $("days"), uses: $("uses") },
+  formError: $("form-error"),
+  summary: $("order-summary"),
+  ownDomains: () => offered,
+});
 
 function manageUrl(alias, token) {
   return `${settings.publicUrl}/#manage/${encodeURIComponent(alias.id)}/${encodeURIComponent(token)}`;
@@ -106,34 +71,26 @@ function showResult(alias, order) {
   $("result").focus();
 }
 
-form.addEventListener("submit", async (event) => {
+$("create-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const order = readOrder({ show: true });
-  if (!order) return;
+  const typed = createForm.read({ show: true });
+  if (!typed) return;
   const button = $("create-button");
   button.disabled = true;
   button.textContent = "Creating…";
   try {
+    await domainsLoaded; // so that a remembered domain is picked before it is sent
+    const order = { ...typed, domain: chosenDomain() };
     const alias = await createAlias(API, order);
-    remember(order);
+    remember({ ...order, domain: order.domain ?? undefined }); // no choice: keep the last one
     showResult(alias, order);
   } catch (problem) {
-    showProblem(problem instanceof ApiProblem ? problem : new ApiProblem("Something went wrong. Please try again."));
+    createForm.showProblem(problem);
   } finally {
     button.disabled = false;
     button.textContent = "Create alias";
   }
 });
-
-for (const input of Object.values(fields)) {
-  input.addEventListener("input", () => {
-    if (input.getAttribute("aria-invalid")) {
-      input.removeAttribute("aria-invalid");
-      $(`${input.name}-error`).textContent = "";
-    }
-    updateSummary();
-  });
-}
 
 $("bookmarklet-link").addEventListener("click", (event) => {
   event.preventDefault(); // it works from the bookmarks bar, on other pages, not here
@@ -143,42 +100,10 @@ $("bookmarklet-link").addEventListener("click", (event) => {
 $("another-button").addEventListener("click", () => {
   $("result").hidden = true;
   $("create").hidden = false;
-  fields.target.focus();
+  $("target").focus();
 });
 
-// --- copy to clipboard (the async API where the page is a secure context, else a selection)
-
-async function copyText(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    await navigator.clipboard.writeText(text);
-    return;
-  }
-  const scratch = document.createElement("textarea");
-  scratch.value = text;
-  scratch.setAttribute("readonly", "");
-  scratch.style.position = "fixed";
-  scratch.style.opacity = "0";
-  document.body.append(scratch);
-  scratch.select();
-  const copied = document.execCommand("copy");
-  scratch.remove();
-  if (!copied) throw new Error("copy refused");
-}
-
-for (const button of document.querySelectorAll("[data-copy-from]")) {
-  button.addEventListener("click", async () => {
-    const text = $(button.dataset.copyFrom).textContent;
-    const status = button.closest(".card").querySelector(".copy-status") || $("copy-status");
-    try {
-      await copyText(text);
-      button.textContent = "Copied";
-      status.textContent = `${text} is on your clipboard.`;
-    } catch {
-      status.textContent = "Your browser did not allow copying; select the address and copy it yourself.";
-    }
-    setTimeout(() => { button.textContent = "Copy"; }, 2000);
-  });
-}
+installCopyButtons();
 
 // --- manage: #manage/<id>/<token>
 
@@ -192,8 +117,6 @@ function showManageStatus(text, gone) {
 
 async function openManage(id, token) {
   managed = { id, token };
-  $("create").hidden = true;
-  $("result").hidden = true;
   $("manage").hidden = false;
   $("manage-details").hidden = true;
   $("revoke-confirm").hidden = true;
@@ -234,36 +157,50 @@ $("revoke-yes").addEventListener("click", async () => {
   }
 });
 
+// --- your own domain: #your-domain, #domain/<domain>/<token>
+
+const domains = new DomainViews({ api: API, ownDomains: () => offered });
+
 // --- views by fragment
 
-function fillForm(values) {
-  fields.target.value = values.target ?? "";
-  fields.days.value = values.days ?? settings.defaultDays;
-  fields.uses.value = values.uses ?? "";
-  updateSummary();
+const VIEWS = ["create", "result", "manage", "own", "domain-view"];
+
+function show(...names) {
+  for (const name of VIEWS) $(name).hidden = !names.includes(name);
 }
 
 function route() {
   const hash = window.location.hash;
+  if (hash === "#about" || hash === "#privacy" || hash === "#main") return; // in-page anchors
   const manage = /^#manage\/([^/]+)\/([^/]+)$/.exec(hash);
   if (manage) {
+    show("manage");
     openManage(decodeURIComponent(manage[1]), decodeURIComponent(manage[2]));
     return;
   }
-  if (hash === "#about" || hash === "#privacy" || hash === "#main") return; // in-page anchors
-  $("manage").hidden = true;
-  if (hash.startsWith("#new?")) {
-    const query = new URLSearchParams(hash.slice(5));
-    fillForm({ target: query.get("target"), days: query.get("days"), uses: query.get("uses") });
-    $("fallback-notice").hidden = query.get("blocked") !== "1";
-    $("result").hidden = true;
-    $("create").hidden = false;
+  const domain = /^#domain\/([^/]+)\/([^/]+)$/.exec(hash);
+  if (domain) {
+    show("domain-view");
+    domains.open(decodeURIComponent(domain[1]), decodeURIComponent(domain[2]));
     return;
   }
-  if ($("result").hidden) $("create").hidden = false;
+  if (hash === "#your-domain") {
+    show("own");
+    domains.start();
+    return;
+  }
+  if (hash.startsWith("#new?")) {
+    const query = new URLSearchParams(hash.slice(5));
+    createForm.fill({ target: query.get("target"), days: query.get("days"), uses: query.get("uses") });
+    if (query.get("domain")) pickDomain(query.get("domain"));
+    $("fallback-notice").hidden = query.get("blocked") !== "1";
+    show("create");
+    return;
+  }
+  show($("result").hidden ? "create" : "result");
 }
 
-fillForm(recall());
+createForm.fill(recall());
 window.addEventListener("hashchange", route);
 route();
 document.documentElement.dataset.ready = "true";

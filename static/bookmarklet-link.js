@@ -1,10 +1,13 @@
-// Builds the bookmarklet: a javascript: link carrying the user's settings and our public URL.
+// Builds the bookmarklet: a javascript: link carrying the user's settings (the domain too, when
+// the page offered a choice of domains) and our public URL.
 // It loads /bookmarklet.js once per page; where the page's Content-Security-Policy refuses that
 // script, it opens the tempalias page in a small window with the same settings instead.
 
 /** The page to fall back to: settings in the fragment, so they never reach a server log. */
-export function fallbackUrl(base, { target, days, uses }) {
-  const query = new URLSearchParams({ target, days: String(days), uses: uses === null ? "" : String(uses), blocked: "1" });
+export function fallbackUrl(base, { target, days, uses, domain }) {
+  const query = new URLSearchParams({ target, days: String(days), uses: uses === null ? "" : String(uses) });
+  if (domain) query.set("domain", domain);
+  query.set("blocked", "1");
   return `${base}/#new?${query}`;
 }
 
@@ -18,7 +21,8 @@ function loaderSource(options, fallback) {
     `(d.head||d.documentElement).appendChild(s)})(window,document,${JSON.stringify(options)})`;
 }
 
-export function bookmarkletHref(base, { target, days, uses }) {
+export function bookmarkletHref(base, { target, days, uses, domain = null }) {
   const options = { base, target, days, uses };
+  if (domain) options.domain = domain;
   return "javascript:" + encodeURIComponent(loaderSource(options, fallbackUrl(base, options)));
 }

@@ -1,7 +1,7 @@
 /* tempalias bookmarklet: fills an email field of the page it runs on with a fresh alias.
  *
  * Loaded once per page by the bookmarklet link, which then calls window.__tempalias.run(options)
- * with {base, target, days, uses}. A guest on someone else's page: no libraries, one global name,
+ * with {base, target, days, uses[, domain]}. A guest on someone else's page: no libraries, one global name,
  * its overlay in a shadow root (the page's CSS cannot reach in, ours cannot leak out),
  * Escape cancels, and on any failure the field is left exactly as it was.
  */
@@ -175,10 +175,12 @@
     var self = this;
     var options = this.options;
     this.say("Making a new alias…");
+    var order = { target: options.target, days: options.days, uses: options.uses };
+    if (options.domain) order.domain = options.domain; // else the service's first domain
     fetch(options.base + "/api/v1/aliases", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ target: options.target, days: options.days, uses: options.uses }),
+      body: JSON.stringify(order),
       credentials: "omit",
       referrerPolicy: "no-referrer",
     }).then(function (answer) {

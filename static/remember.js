@@ -1,4 +1,5 @@
-// The last settings, kept in this browser only (the original used a cookie; we send none).
+// The last settings, kept in this browser only (the original used a cookie; we send none):
+// target, days, uses, and the domain picked for new aliases.
 
 const KEY = "tempalias.settings.v1";
 
@@ -11,9 +12,12 @@ export function recall() {
   }
 }
 
-export function remember({ target, days, uses }) {
+/** Keeps the settings given; those not given (undefined) stay as they were. */
+export function remember({ target, days, uses, domain }) {
+  const given = Object.fromEntries(Object.entries({ target, days, uses, domain })
+    .filter(([, value]) => value !== undefined));
   try {
-    window.localStorage.setItem(KEY, JSON.stringify({ target, days, uses }));
+    window.localStorage.setItem(KEY, JSON.stringify({ ...recall(), ...given }));
   } catch {
     // storage disabled (private mode, policy): the page works, it just forgets
   }

@@ -20,11 +20,14 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from frontend_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, axe_source,
                               third_party_site)
+from harness.processes import wait_for
 from tempalias.store import AliasNotFound
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ALIAS_ADDRESS = re.compile(r"^([a-z0-9]{4,32})@tempalias\.test$")
 BROWSER_TIMEOUT_MS = 15_000
+OFFERED = ("tempalias.test", "second.test")
+MX_HOST = "mx.tempalias.test"
 
 
 # --- fixtures
@@ -53,6 +56,22 @@ def limited_web(service_factory):
         "TEMPALIAS_CREATE_DAILY_PER_IP": "0",
         "TEMPALIAS_CREATE_DAILY_PER_TARGET": "1/1d",
     })
+
+
+@pytest.fixture(scope="module")
+def domains_web(service_factory, dns_server):
+    """tempalias with two domains of its own, looking custom domains up in the test's DNS server
+    (``dns_zone`` writes its records). Its janitor runs every 0.2 s, so a domain's check comes
+    as soon as it is due; stopped with the module, so it sweeps nothing behind later tests."""
+    service = service_factory(env={
+        "TEMPALIAS_DOMAINS": ",".join(OFFERED),
+        "TEMPALIAS_DNS_SERVERS": dns_server.address,
+        "TEMPALIAS_DNS_TIMEOUT": "2",
+        "TEMPALIAS_MX_HOSTNAME": MX_HOST,
+        "TEMPALIAS_PURGE_INTERVAL": "0.2",
+    })
+    yield service
+    service.stop()
 
 
 @pytest.fixture(scope="module")
@@ -424,6 +443,297 @@ def test_bookmarklet_blocked_by_csp_falls_back_to_a_window(browser, web, third_p
         page.context.close()
 
 
+# --- several domains, and your own domain
+
+
+def test_domain_picker_makes_the_alias_and_the_bookmarklet_at_the_chosen_domain(
+        browser, domains_web, third_party, store):
+    page = new_page(browser)
+    try:
+        target = unique_target()
+        open_page(page, domains_web.http_url)
+        expect(page.locator("#field-domain")).to_be_visible()
+        picker = page.locator("#alias-domain")
+        assert picker.locator("option").all_text_contents() == list(OFFERED)
+        expect(picker).to_have_value(OFFERED[0])  # the server's default comes first
+        expect(page.locator("#about-domains")).to_have_text(", ".join(OFFERED))
+
+        page.select_option("#alias-domain", "second.test")
+        address = create_through_form(page, target, days="2", uses="4")
+        match = re.fullmatch(r"([a-z0-9]{4,32})@second\.test", address)
+        assert match, address
+        alias = store.lookup(match.group(1))
+        assert (alias.target, alias.domain) == (target, "second.test")
+
+        # The bookmarklet made here makes its aliases at the domain chosen here.
+        href = page.get_attribute("#bookmarklet-link", "href")
+        page.reload()
+        page.wait_for_selector("html[data-ready]", state="attached")
+        expect(page.locator("#alias-domain")).to_have_value("second.test")  # remembered
+        page.goto(third_party + "/signup")
+        page.focus("#email")
+        run_bookmarklet(page, href)
+        email = page.locator("#email")
+        expect(email).to_have_value(re.compile(r"^[a-z0-9]{4,32}@second\.test$"))
+        assert email.input_value() != address
+        assert store.lookup(email.input_value().split("@")[0]).domain == "second.test"
+        assert page.script_errors == []
+    finally:
+        page.context.close()
+
+
+def test_one_domain_shows_no_picker(page, web):
+    open_page(page, web.http_url)
+    page.wait_for_load_state("networkidle")  # the list of domains has come in
+    expect(page.locator("#field-domain")).to_be_hidden()
+    expect(page.locator("#about-domains")).to_have_text("tempalias.test")
+
+
+def shown_records(page: Page) -> list[tuple[str, str, str]]:
+    """The records the page asks the owner to publish: (type, name, value)."""
+    expect(page.locator("#records li")).to_have_count(2)
+    return [(page.locator(f"#records li >> nth={index} >> .record-type").text_content().split()[0],
+             page.locator(f"#record-{index}-name").text_content(),
+             page.locator(f"#record-{index}-value").text_content()) for index in range(2)]
+
+
+def domain_link_parts(page: Page) -> tuple[str, str, str]:
+    """The domain's management link: (URL without fragment, domain, token)."""
+    href = page.get_attribute("#domain-link", "href")
+    match = re.fullmatch(r"domain/([a-z0-9.-]+)/([A-Za-z0-9_-]+)", urlsplit(href).fragment)
+    assert match, href
+    return href.split("#")[0], match.group(1), match.group(2)
+
+
+def register_through_page(page: Page, base: str, domain: str) -> list[tuple[str, str, str]]:
+    open_page(page, base)
+    page.click("nav >> text=Own domain")
+    expect(page.locator("#own")).to_be_visible()
+    expect(page.locator("#create")).to_be_hidden()
+    page.fill("#own-domain", domain)
+    page.click("#own-button")
+    expect(page.locator("#domain-view")).to_be_visible()
+    return shown_records(page)
+
+
+def publish(dns_zone, records: list[tuple[str, str, str]]) -> None:
+    for rtype, name, value in records:
+        dns_zone.set_records(name, rtype, [value])
+
+
+def check_now(page: Page) -> None:
+    with page.expect_response(re.compile(r"/verify$")):
+        page.click("#check-button")
+    expect(page.locator("#check-button")).to_have_text("Check now")
+
+
+def test_own_domain_from_registration_to_aliases(browser, domains_web, dns_zone, store):
+    domain = "temp.example.org"
+    page = new_page(browser)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"],
+                                   origin=domains_web.http_url)
+    try:
+        records = register_through_page(page, domains_web.http_url, domain)
+        assert records[0] == ("MX", domain, f"10 {MX_HOST}")
+        assert records[1][:2] == ("TXT", f"_tempalias.{domain}")
+        assert re.fullmatch(r"tempalias-verify=[a-z2-7]{32}", records[1][2])
+        expect(page.locator("#domain-state")).to_have_text("Waiting for its DNS records")
+        expect(page.locator("#domain-alias-form")).to_be_hidden()
+        link_base, link_domain, token = domain_link_parts(page)
+        assert (link_base, link_domain) == (domains_web.http_url + "/", domain)
+        assert token not in records[1][2]  # the TXT value is not the token
+        assert page.url == page.get_attribute("#domain-link", "href")  # reload keeps the view
+
+        page.click("#records li >> nth=1 >> button[aria-label=\"Copy the TXT record's value\"]")
+        expect(page.locator("#records-copy-status")).to_have_text(
+            "The TXT record's value is on your clipboard.")
+        assert page.evaluate("navigator.clipboard.readText()") == records[1][2]
+
+        # Nothing published yet: the check names both records, in words.
+        check_now(page)
+        problems = page.locator("#check-problems li")
+        expect(problems).to_have_count(2)
+        text = " ".join(problems.all_text_contents())
+        assert "MX" in text and domain in text and MX_HOST in text, text
+        assert f"_tempalias.{domain}" in text, text
+        assert page.get_attribute("#check-result", "aria-live") == "polite"
+
+        # A TXT record is whatever its zone's owner wrote, here markup: it stays text.
+        dns_zone.set_records(f"_tempalias.{domain}", "TXT",
+                             ['<img src=x onerror="window.pwned=1">'])
+        check_now(page)
+        expect(problems).to_have_count(2)
+        expect(page.locator("#check-problems")).to_contain_text("<img src=x")
+        expect(page.locator("#check-problems img")).to_have_count(0)
+        assert page.evaluate("typeof window.pwned") == "undefined"
+
+        publish(dns_zone, records)
+        check_now(page)
+        expect(page.locator("#domain-state")).to_have_text("Active")
+        expect(page.locator("#domain-status")).to_contain_text(f"{domain} is active")
+        expect(page.locator("#check")).to_be_hidden()
+        expect(page.locator("#domain-alias-form")).to_be_visible()
+        assert page.evaluate("document.activeElement.id") == "domain-alias-title"
+
+        target = unique_target()
+        page.fill("#own-local", "Shop-News")
+        page.fill("#own-target", target)
+        page.fill("#own-days", "2")
+        page.fill("#own-uses", "3")
+        page.click("#domain-alias-button")
+        expect(page.locator("#domain-alias-address")).to_have_text(f"shop-news@{domain}")
+        expect(page.locator("#domain-aliases")).to_have_text("1")
+        alias = store.lookup(f"shop-news@{domain}")
+        assert (alias.target, alias.uses_left) == (target, 3)
+        alias_link = urlsplit(page.get_attribute("#domain-alias-link", "href")).fragment
+        assert alias_link.startswith(f"manage/shop-news%40{domain}/")
+
+        # The same name again is refused next to the field; an empty name is a random one.
+        page.click("#domain-alias-another")
+        page.fill("#own-local", "shop-news")
+        page.fill("#own-target", target)
+        page.click("#domain-alias-button")
+        expect(page.locator("#own-local-error")).not_to_be_empty()
+        expect(page.locator("#own-local")).to_have_attribute("aria-invalid", "true")
+        page.fill("#own-local", "")
+        page.click("#domain-alias-button")
+        expect(page.locator("#domain-alias-address")).to_have_text(
+            re.compile(rf"^[a-z0-9]{{4,32}}@{re.escape(domain)}$"))
+        expect(page.locator("#domain-aliases")).to_have_text("2")
+        assert page.script_errors == []
+
+        # Somebody else cannot register it any more.
+        other = new_page(browser)
+        try:
+            open_page(other, domains_web.http_url, "#your-domain")
+            other.fill("#own-domain", domain)
+            other.click("#own-button")
+            expect(other.locator("#own-domain-error")).to_contain_text("already serves this domain")
+        finally:
+            other.context.close()
+
+        # The management link, opened later in a fresh browser.
+        fresh = new_page(browser)
+        try:
+            open_page(fresh, domains_web.http_url, "#" + urlsplit(
+                page.get_attribute("#domain-link", "href")).fragment)
+            expect(fresh.locator("#domain-state")).to_have_text("Active")
+            expect(fresh.locator("#domain-aliases")).to_have_text("2")
+            expect(fresh.locator("#domain-name")).to_have_text(domain)
+            assert shown_records(fresh) == records
+            expect(fresh.locator("#domain-alias-form")).to_be_visible()
+
+            fresh.click("#domain-remove-button")
+            fresh.click("#domain-remove-no")  # changing one's mind keeps it
+            expect(fresh.locator("#domain-remove-confirm")).to_be_hidden()
+            assert store.lookup(f"shop-news@{domain}").target == target
+            fresh.click("#domain-remove-button")
+            fresh.click("#domain-remove-yes")
+            expect(fresh.locator("#domain-status")).to_contain_text("Removed")
+            expect(fresh.locator("#domain-details")).to_be_hidden()
+            with pytest.raises(AliasNotFound):
+                store.lookup(f"shop-news@{domain}")
+            fresh.reload()
+            expect(fresh.locator("#domain-status")).to_contain_text("not registered here")
+            assert fresh.script_errors == []
+        finally:
+            fresh.context.close()
+    finally:
+        page.context.close()
+
+
+def domain_status(base: str, domain: str, token: str) -> str:
+    request = urllib.request.Request(f"{base}/api/v1/domains/{domain}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)["status"]
+
+
+def test_suspended_domain_says_so_and_check_now_restores_it(page, domains_web, dns_zone,
+                                                            let_domain_time_pass):
+    domain = "lapsed.example.org"
+    records = register_through_page(page, domains_web.http_url, domain)
+    publish(dns_zone, records)
+    check_now(page)
+    expect(page.locator("#domain-state")).to_have_text("Active")
+    _, _, token = domain_link_parts(page)
+
+    # The TXT record goes; a day later the service's own check suspends the domain.
+    dns_zone.set_records(records[1][1], "TXT", [])
+    let_domain_time_pass(domain, 24 * 3600)
+    wait_for(lambda: domain_status(domains_web.http_url, domain, token) == "suspended", 15,
+             "the janitor to suspend the domain")
+    page.reload()
+    page.wait_for_selector("html[data-ready]", state="attached")
+    expect(page.locator("#domain-state")).to_have_text("Suspended: its records are gone")
+    expect(page.locator("#domain-status")).to_contain_text("mail to your aliases is held back")
+    expect(page.locator("#records-title")).to_have_text("Put these records back")
+    expect(page.locator("#domain-alias-form")).to_be_hidden()
+
+    # DNS that does not answer decides nothing.
+    dns_zone.fail(records[1][1], "servfail")
+    check_now(page)
+    expect(page.locator("#check-summary")).to_contain_text("did not answer in time")
+    expect(page.locator("#domain-state")).to_have_text("Suspended: its records are gone")
+
+    dns_zone.clear_records(records[1][1])
+    publish(dns_zone, records)
+    check_now(page)
+    expect(page.locator("#domain-state")).to_have_text("Active")
+    expect(page.locator("#domain-alias-form")).to_be_visible()
+    assert domain_status(domains_web.http_url, domain, token) == "active"
+    assert page.script_errors == []
+
+
+def test_internationalised_domain_is_shown_in_its_own_letters(browser, page, domains_web):
+    domain = "zürich-läden.example.org"
+    records = register_through_page(page, domains_web.http_url, domain)
+    expect(page.locator("#domain-name")).to_have_text(domain)
+    a_label = domain.encode("idna").decode("ascii")
+    assert [(rtype, name) for rtype, name, _ in records] == [
+        ("MX", a_label), ("TXT", f"_tempalias.{a_label}")]  # what DNS zones hold
+    fresh = new_page(browser)
+    try:
+        open_page(fresh, domains_web.http_url, "#" + urlsplit(
+            page.get_attribute("#domain-link", "href")).fragment)
+        expect(fresh.locator("#domain-state")).to_have_text("Waiting for its DNS records")
+        expect(fresh.locator("#domain-name")).to_have_text(domain)
+        assert shown_records(fresh) == records
+    finally:
+        fresh.context.close()
+
+
+def test_domain_link_with_a_wrong_token_shows_nothing(browser, page, domains_web):
+    domain = "wrong-token.example.org"
+    records = register_through_page(page, domains_web.http_url, domain)
+    stranger = new_page(browser)
+    try:
+        open_page(stranger, domains_web.http_url, f"#domain/{domain}/not-the-token")
+        expect(stranger.locator("#domain-status")).to_contain_text("not registered here")
+        expect(stranger.locator("#domain-details")).to_be_hidden()
+        assert records[1][2] not in stranger.content()
+    finally:
+        stranger.context.close()
+
+
+def test_domain_registration_errors_are_shown_next_to_the_field(page, domains_web):
+    posts = []
+    page.on("request", lambda request: posts.append(request) if request.method == "POST" else None)
+    open_page(page, domains_web.http_url, "#your-domain")
+    page.click("#own-button")
+    expect(page.locator("#own-domain-error")).to_have_text("Enter the domain you want aliases at.")
+    page.fill("#own-domain", "me@temp.example.org")
+    page.click("#own-button")
+    expect(page.locator("#own-domain-error")).to_have_text(
+        "Enter a domain name only, such as temp.example.org.")
+    page.fill("#own-domain", "mail.second.test")
+    page.click("#own-button")
+    expect(page.locator("#own-domain-error")).to_contain_text("one of tempalias's own domains")
+    assert page.get_attribute("#own-domain", "aria-invalid") == "true"
+    assert page.evaluate("document.activeElement.id") == "own-domain"
+    assert posts == []  # checked before submit: nothing was sent
+
+
 # --- looks, accessibility, size
 
 
@@ -521,6 +831,68 @@ def test_screenshots_and_accessibility(browser, web, scheme, width):
         assert page.script_errors == []
     finally:
         page.context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("width", [1280, 390])
+def test_domain_views_screenshots_and_accessibility(browser, domains_web, dns_zone, scheme, width):
+    """Every state of the picker and of the own-domain views, seen and checked by axe."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    domain = f"{scheme}-{width}.example.org"
+    page = new_page(browser, width=width, scheme=scheme, bypass_csp=True)
+    pages = [page]
+
+    def looks_right(shown: Page, name: str) -> None:
+        assert shown.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scroll
+        assert _axe_violations(shown) == []
+        assert_seen_whole(screenshot(shown, f"frontend-{scheme}-{width}-{name}"), scheme)
+
+    try:
+        open_page(page, domains_web.http_url)
+        expect(page.locator("#field-domain")).to_be_visible()
+        looks_right(page, "picker")
+
+        page.click("nav >> text=Own domain")
+        page.fill("#own-domain", "not a domain")
+        page.click("#own-button")
+        expect(page.locator("#own-domain-error")).not_to_be_empty()
+        looks_right(page, "own-domain")
+
+        page.fill("#own-domain", domain)
+        page.click("#own-button")
+        records = shown_records(page)
+        check_now(page)
+        expect(page.locator("#check-problems li")).to_have_count(2)
+        looks_right(page, "domain-pending")
+
+        publish(dns_zone, records)
+        check_now(page)
+        expect(page.locator("#domain-alias-form")).to_be_visible()
+        page.fill("#own-local", "no spaces please")
+        page.fill("#own-target", "")
+        page.click("#domain-alias-button")
+        expect(page.locator("#own-local-error")).not_to_be_empty()
+        looks_right(page, "domain-active")
+
+        page.fill("#own-local", "newsletters")
+        page.fill("#own-target", unique_target())
+        page.click("#domain-alias-button")
+        expect(page.locator("#domain-alias-result")).to_be_visible()
+        looks_right(page, "domain-alias")
+        assert page.script_errors == []
+
+        fresh = new_page(browser, width=width, scheme=scheme, bypass_csp=True)
+        pages.append(fresh)
+        open_page(fresh, domains_web.http_url,
+                  "#" + urlsplit(page.get_attribute("#domain-link", "href")).fragment)
+        expect(fresh.locator("#domain-aliases")).to_have_text("1")
+        fresh.click("#domain-remove-button")
+        expect(fresh.locator("#domain-remove-confirm")).to_be_visible()
+        looks_right(fresh, "domain-manage")
+        assert fresh.script_errors == []
+    finally:
+        for shown in pages:
+            shown.context.close()
 
 
 def test_focus_is_visible(page, web):
