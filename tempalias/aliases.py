@@ -259,7 +259,6 @@ class AliasService:
         chosen = None if local_part is None else self.rules.local_part(local_part)
         if custom:
             self._check_owner(where, domain_token)
-        self._check_no_loop(order.target)
         if self.policy is not None:
             refusal = self.policy.on_alias_creation(client_ip, order.target)
             if refusal is None and custom:
@@ -288,16 +287,6 @@ class AliasService:
                                          "neither a domain of this service nor a verified "
                                          "custom domain") from None
         raise DomainNotFound(domain)
-
-    def _check_no_loop(self, target: str) -> None:
-        """A target at a custom domain served here would loop back, as one at ours would."""
-        domain = target.rpartition("@")[2]
-        try:
-            self.domains.get(domain, None)
-        except DomainNotFound:
-            return
-        raise InvalidOrder("target", f"may not be an address at {domain_to_unicode(domain)}: "
-                                     "mail to it would loop back here")
 
     def show(self, alias_id: str, token: str) -> AliasView:
         """The alias if ``token`` is its management token; AliasNotFound otherwise."""

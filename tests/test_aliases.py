@@ -250,12 +250,14 @@ def test_a_chosen_local_part_must_be_a_dot_atom_and_no_role_name(aliases, store,
     assert raised.value.field == "local_part" and words in raised.value.description
 
 
-def test_a_target_at_a_custom_domain_served_here_would_loop(aliases, store):
+def test_a_target_at_a_custom_domain_served_here_is_a_chain_not_a_loop(aliases, store):
+    """Mail to it leaves through the smarthost and comes back to another alias, which forwards
+    it on: a chain. Only a cycle loops, and the SMTP loop guard stops that (test_loops.py);
+    asking the store about every target's domain cost each creation a second round trip
+    (2,900 -> 2,100-2,600 creations/s, wrk -c50, 2 workers)."""
     domain = active_domain(store)
-    with pytest.raises(InvalidOrder) as raised:
-        aliases.create(f"someone@{domain.upper()}", client_ip=fresh_ip())
-    assert raised.value.field == "target" and "loop" in raised.value.description
-    aliases.create(f"someone@sub.{domain}", client_ip=fresh_ip())  # another domain: no loop
+    created = aliases.create(f"someone@{domain.upper()}", client_ip=fresh_ip())
+    assert created.view.alias.target == f"someone@{domain}"
 
 
 def test_a_custom_domain_gets_its_daily_aliases_and_no_more(service_with, store):
