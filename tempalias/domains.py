@@ -35,7 +35,8 @@ from tempalias.config import DnsSettings, DomainsSettings
 from tempalias.domaincheck import (MAX_DOMAIN_LENGTH, DomainChecker, Record,
                                    expected_records, verification_value)
 from tempalias.resolver import make_resolver
-from tempalias.store import CheckOutcome, DomainNotFound, DomainStore, DomainTaken, hash_token
+from tempalias.store import (CheckOutcome, Domain, DomainNotFound, DomainStore, DomainTaken,
+                             hash_token)
 from tempalias.store.domains import ACTIVE, SUSPENDED
 
 __all__ = ["DomainRules", "DomainService", "DomainView", "Registration", "Verification",
@@ -243,7 +244,7 @@ class DomainService:
             if refusal:
                 raise CreationRefused(refusal)
         if found is not None:
-            return self._check_again(name, token_hash)
+            return self._check_again(found)
         value = verification_value(self.secret, name, token_hash)
         result = self.checker.check(name, self.rules.mx_host, value)
         if not result.ok:
@@ -258,8 +259,9 @@ class DomainService:
             raise DomainNotFound(name) from None  # another registration was verified first
         return Verification(name, ACTIVE)
 
-    def _check_again(self, name: str, token_hash: str | None) -> Verification:
-        found = self.store.get(name, token_hash)
+    def _check_again(self, found: Domain) -> Verification:
+        """The records of an active or suspended domain (as ``store.get`` gave it) again."""
+        name = found.domain
         result = self.checker.check(name, self.rules.mx_host, found.value)
         if not result.ok:
             return Verification(name, found.status, result.problems, result.transient)
@@ -308,7 +310,7 @@ class DomainService:
         turn, until one's records are found (it wins); DomainNotFound when neither exists."""
         name = self.rules.known(domain)
         try:
-            return self._check_again(name, None)
+            return self._check_again(self.store.get(name, None))
         except DomainNotFound:
             pass
         waiting = self.store.registrations(name, self._now_ms())

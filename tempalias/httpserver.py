@@ -143,12 +143,10 @@ class _TimedHandler(WSGIHandler):
         self._requests = 0
 
     def read_requestline(self):
-        if self.server.closed:
-            return ""  # draining: no further request on this connection
         if self._requests:
             gevent.sleep(0)  # the other connections' turn first (see the module's docstring)
-            if self.server.closed:
-                return ""
+        if self.server.closed:
+            return ""  # draining: no further request on this connection
         self._requests += 1
         self._deadline = gevent.Timeout.start_new(self.server.header_timeout, _ClientTooSlow)
         idle = self.server.idle_handlers

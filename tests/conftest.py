@@ -9,7 +9,6 @@ import pytest
 
 from harness.processes import ServiceProcess
 from harness.smtp_peer import SmtpPeer
-from tempalias.config import Config
 from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.store import AliasStore, connect, keys
 
@@ -148,11 +147,6 @@ def let_domain_time_pass(redis_client):
     """``let_domain_time_pass(domain, seconds)`` for the custom domains of the services on the
     session's Redis."""
     return DomainTime(redis_client)
-
-
-@pytest.fixture
-def config():
-    return Config(domains=("tempalias.test",))
 
 
 @pytest.fixture(scope="session")
