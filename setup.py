@@ -20,6 +20,13 @@ setup(
         "redis[hiredis]>=5.0,<9",
         "dnspython>=2.6,<3",
         "idna>=3.6,<4",
+        # mail authentication: DKIM and ARC (signing, sealing, checking), SPF, DMARC's pieces
+        "dkimpy>=1.1.8,<2",
+        "pyspf>=2.0.14,<3",
+        "authres>=1.2,<2",
+        "publicsuffixlist>=1.0,<2",
+        "cryptography>=42",
+        "pynacl>=1.5,<2",
     ],
     extras_require={
         "test": [

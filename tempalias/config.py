@@ -188,6 +188,14 @@ def _postmaster(raw: str) -> str | None:
         raise ValueError(f"must be an email address: {exc}") from None
 
 
+def _selector(raw: str) -> str:
+    """A DKIM selector (RFC 6376 3.1): dot-separated DNS labels."""
+    value = raw.strip().lower()
+    if not re.fullmatch(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*", value):
+        raise ValueError("must be DNS labels: letters, digits and dashes, separated by dots")
+    return value
+
+
 def _optional_text(raw: str) -> str | None:
     return raw.strip() or None
 
@@ -285,6 +293,7 @@ SECTIONS = {  # the parts of the service, each with the settings it uses
     "abuse": "block lists, trusted networks and rate limits",
     "dns": "the resolver every DNS look-up goes through",
     "domains": "custom domains brought by their owners",
+    "signing": "DKIM keys and ARC seals on the mail that leaves",
 }
 
 
@@ -419,6 +428,17 @@ class Config:
         "open HTTP connections per process; above it 503 and close")
     http_concurrent_per_ip: int = setting(50, _int_between(0, 1_000_000), "http",
         "open HTTP connections per client IP, per process; above it 429 and close; 0: off")
+    reply_rate: Rate | None = setting(Rate(20, 3600.0), parse_rate, "abuse",
+        "replies sent through one alias (N/PERIOD); they use none of its uses; empty: no limit")
+    dkim_key: str | None = setting(None, _optional_text, "signing",
+        "PEM file of the RSA key that signs (DKIM) and seals (ARC); empty: DATA_DIR/dkim.key, "
+        "made on first start")
+    dkim_selector: str = setting("tempalias", _selector, "signing",
+        "DKIM selector: the key is published at SELECTOR._domainkey.DOMAIN")
+    dkim_ed25519: bool = setting(False, _boolean, "signing",
+        "also sign with an Ed25519 key (DATA_DIR/dkim-ed25519.key, selector SELECTOR-ed)")
+    arc: bool = setting(True, _boolean, "signing",
+        "check SPF, DKIM and DMARC of mail received and ARC-seal what is forwarded")
 
     @property
     def primary_domain(self) -> str:
@@ -458,6 +478,7 @@ SmarthostSettings = SECTION_TYPES["smarthost"]
 AbuseSettings = SECTION_TYPES["abuse"]
 DnsSettings = SECTION_TYPES["dns"]
 DomainsSettings = SECTION_TYPES["domains"]
+SigningSettings = SECTION_TYPES["signing"]
 
 
 @dataclass(frozen=True)
