@@ -31,6 +31,12 @@ from tempalias.janitor import Janitor
 from tempalias.listeners import bound_port, make_listener
 from tempalias.smtp.delivery import Delivery
 from tempalias.smtp.forwarder import Forwarder
+from tempalias.smtp.shaping import MessageShaper
+from tempalias.smtp.spool import spool_directory
+from tempalias.dkimkeys import load_or_create_keys
+from tempalias.mailauth import MailAuthenticator
+from tempalias.resolver import make_resolver
+from tempalias.signing import Signer
 from tempalias.smtp.maildir import MaildirDelivery
 from tempalias.smtp.relay import SmarthostDelivery
 from tempalias.smtp.server import SMTPServer
@@ -65,7 +71,8 @@ class Service:
             self.delivery = _delivery(config)
             smtp = config.section("smtp")
             forwarder = Forwarder(smtp, config.domains, store, _srs(config), self.delivery,
-                                  self.policy, config.domain_grace)
+                                  self.policy, config.domain_grace, _shaper(config, store),
+                                  spool_directory(config.data_dir), abuse.reply_rate)
             self.smtp = SMTPServer(self.smtp_socket, smtp, _banner(config), forwarder,
                                    self.policy)
         except BaseException:
@@ -157,6 +164,18 @@ def _secret(config: Config) -> str:
 
 def _srs(config: Config) -> SRS:
     return SRS(_secret(config), config.primary_domain)
+
+
+def _shaper(config: Config, store: AliasStore) -> MessageShaper:
+    """What seals, signs and checks the mail that is not streamed through: the DKIM key (made
+    on first start), our host name in our Authentication-Results, the DNS every check asks."""
+    keys = load_or_create_keys(config.section("signing"), config.data_dir)
+    authserv_id = _banner(config)
+    dns = config.section("dns")
+    authenticator = MailAuthenticator(make_resolver(dns.dns_servers, dns.dns_timeout),
+                                      authserv_id, dns.dns_timeout)
+    return MessageShaper(store, authenticator, Signer(keys, authserv_id), config.primary_domain,
+                         config.arc)
 
 
 def domain_store_of(config: Config, store: AliasStore) -> DomainStore:

@@ -72,6 +72,7 @@ class ReturnPath:
     sender: str  # the original envelope sender (another forwarder's address for SRS1)
     alias: str  # the alias id the message was sent to (or "postmaster")
     hash: str  # the address's hash, lower case: identifies the address (its report budget)
+    reply: bool = False  # the bounce is of a reply through the alias; ``sender`` is its owner
 
 
 def load_or_create_secret(data_dir: str) -> str:
@@ -139,11 +140,14 @@ class SRS:
         # Compared case-insensitively, as libsrs2 does: some MTAs change the case of local parts.
         return hmac.compare_digest(given.lower().encode(), self._hash(*parts).encode())
 
-    def forward(self, sender: str, alias: str) -> str:
-        """The envelope sender for mail from ``sender`` forwarded through ``alias`` (an alias id);
-        the null sender ``""`` stays null."""
+    def forward(self, sender: str, alias: str, domain: str | None = None) -> str:
+        """The envelope sender for mail from ``sender`` forwarded through ``alias`` (an alias id),
+        at ``domain`` (default: ours); the null sender ``""`` stays null. A reply through an
+        alias goes out with the alias's own address as ``sender``: its bounce names nothing but
+        the alias, and is answered to the alias's owner."""
         if not sender:
             return ""
+        at_domain = domain or self.domain
         local, _, domain = sender.rpartition("@")
         if not local:
             raise ValueError("an SRS sender needs local@domain")
@@ -152,7 +156,7 @@ class SRS:
         if upper.startswith("SRS0") and local[4:5] in "=+-":
             opaque = local[4:]  # "=HHHH=TT=host=user": another forwarder's SRS0
             return (f"SRS1={self._hash(alias, domain, opaque)}={alias}={domain}={opaque}"
-                    f"@{self.domain}")
+                    f"@{at_domain}")
         if upper.startswith("SRS1") and local[4:5] in "=+-":
             # SRS1=HHHH=first-hop==opaque: keep the first hop, re-sign it as ours.
             fields = local[5:].split("=")
@@ -161,10 +165,10 @@ class SRS:
                 first_hop, opaque = fields[cut - 1], "=" + "=".join(fields[cut + 1:])
                 if first_hop:
                     return (f"SRS1={self._hash(alias, first_hop, opaque)}={alias}={first_hop}="
-                            f"{opaque}@{self.domain}")
+                            f"{opaque}@{at_domain}")
         stamp = _day_stamp(self._clock())
         return (f"SRS0={self._hash(stamp, alias, domain, local)}={stamp}={alias}={domain}={local}"
-                f"@{self.domain}")
+                f"@{at_domain}")
 
     def reverse(self, local: str) -> ReturnPath:
         """What a bounce to ``local@<our domain>`` is about; raises InvalidSRS."""

@@ -150,18 +150,20 @@ def let_domain_time_pass(redis_client):
 
 
 @pytest.fixture(scope="session")
-def service_factory(tmp_path_factory, redis_server):
+def service_factory(tmp_path_factory, redis_server, dns_server):
     """Start ``tempalias serve`` children; each gets its own directory. All stop at session end.
 
     By default they share the session's Redis; pass ``TEMPALIAS_REDIS_URL=""`` in ``env`` to get
-    the embedded default instead.
+    the embedded default instead. Their DNS is the session's DNS server on loopback (the checks
+    of mail received ask it about every sender), unless ``env`` says otherwise.
     """
     started: list[ServiceProcess] = []
     counter = itertools.count()
 
     def start(env: dict[str, str] | None = None, args: tuple[str, ...] = (),
               workdir=None) -> ServiceProcess:
-        env = {"TEMPALIAS_REDIS_URL": redis_server.url, **(env or {})}
+        env = {"TEMPALIAS_REDIS_URL": redis_server.url,
+               "TEMPALIAS_DNS_SERVERS": dns_server.address, **(env or {})}
         if workdir is None:
             workdir = tmp_path_factory.mktemp(f"service{next(counter)}")
         service = ServiceProcess(workdir, env, args).start()
@@ -219,12 +221,26 @@ def smtp_sink(smtp_sink_server):
 
 @pytest.fixture(scope="session")
 def smtp_service(service_factory, smtp_sink_server):
-    """tempalias relaying to the session's sink; short smarthost timeout for the stall tests."""
+    """tempalias relaying to the session's sink; short smarthost timeout for the stall tests.
+    ARC off: the message streams through as it comes (the sealing path has its own service,
+    ``sealing_service``)."""
     return service_factory(env={
+        "TEMPALIAS_ARC": "no",
         "TEMPALIAS_SMARTHOST": smtp_sink_server.address,
         "TEMPALIAS_SMARTHOST_TIMEOUT": "3",
         "TEMPALIAS_SRS_SECRET": "test-srs-secret",
         "TEMPALIAS_SMTP_MAX_BAD_COMMANDS": "5",
+    })
+
+
+@pytest.fixture(scope="session")
+def sealing_service(service_factory, smtp_sink_server):
+    """tempalias as deployed: ARC on (messages held whole, checked and sealed), replies possible;
+    its DKIM key is made on first start in its data directory."""
+    return service_factory(env={
+        "TEMPALIAS_SMARTHOST": smtp_sink_server.address,
+        "TEMPALIAS_SMARTHOST_TIMEOUT": "3",
+        "TEMPALIAS_SRS_SECRET": "test-srs-secret",
     })
 
 

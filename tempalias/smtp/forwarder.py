@@ -33,7 +33,7 @@ from email.utils import format_datetime
 
 from tempalias.abuse import AbusePolicy
 from tempalias.addresses import Address
-from tempalias.config import SmtpSettings
+from tempalias.config import Rate, SmtpSettings
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import Delivery, DeliveryError, Transaction, dot_stuff, dot_unstuff
 from tempalias.smtp.loops import LoopGuard, delivered_to
@@ -41,10 +41,14 @@ from tempalias.smtp.refusals import refusal_reply
 from tempalias.smtp.replies import Reply
 from tempalias.smtp.reports import NotAReport, read_report, write_report
 from tempalias.smtp.session import Envelope, Recipient, Session
+from tempalias.smtp.shaping import Arrival, MessageShaper, Refused, ReplyContext
+from tempalias.smtp.spool import Spool, stuffed_chunks
+from tempalias.reverse import parse_reverse
 from tempalias.srs import ReturnPath
 from tempalias.srs import MAX_AGE_DAYS, SRS, InvalidSRS, is_srs
-from tempalias.store import (AliasExhausted, AliasRefused, AliasStore, DomainSuspended,
-                             RateLimited, StoreUnavailable, UnknownDomain, normalise_id)
+from tempalias.store import (AliasExhausted, AliasNotFound, AliasRefused, AliasStore,
+                             DomainSuspended, RateLimited, StoreUnavailable, UnknownDomain,
+                             normalise_id)
 
 log = logging.getLogger("tempalias.smtp")
 
@@ -61,10 +65,13 @@ class Forwarder:
 
     def __init__(self, settings: SmtpSettings, domains: tuple[str, ...], store: AliasStore,
                  srs: SRS, delivery: Delivery, policy: AbusePolicy | None = None,
-                 domain_grace: float = 72 * 3600.0) -> None:
+                 domain_grace: float = 72 * 3600.0, shaper: MessageShaper | None = None,
+                 spool_dir: str | None = None, reply_rate: Rate | None = None) -> None:
         """``settings``: the smtp section of the Config; ``domains``: ours, the first primary;
         ``domain_grace``: seconds mail to a suspended custom domain waits (4xx) before it is
-        refused (the domains section's)."""
+        refused (the domains section's); ``shaper``: seals, rewrites and replies (None: every
+        message streams through as it comes, and no alias can reply); ``spool_dir``: where a
+        message held whole beyond memory goes; ``reply_rate``: replies per alias."""
         self.domains = frozenset(domains)
         self.domain_grace_ms = int(domain_grace * 1000)
         self.primary_domain = domains[0]
@@ -75,6 +82,11 @@ class Forwarder:
         self.delivery = delivery
         self.policy = policy
         self.max_reports = settings.srs_max_reports
+        self.shaper = shaper
+        self.spool_dir = spool_dir
+        self.reply_rate = reply_rate
+        if shaper is not None and spool_dir is None:
+            raise ValueError("a shaper holds messages whole: it needs a spool directory")
 
     def sender(self, session: Session) -> Reply | None:
         """MAIL FROM: may this client start one more message now? None: yes."""
@@ -90,6 +102,10 @@ class Forwarder:
         return [f"{alias_id}@{self.primary_domain}",
                 *(f"{alias_id}@{domain}" for domain in self.domains
                   if domain != self.primary_domain)]
+
+    def address_of(self, alias_id: str, domain: str | None) -> str:
+        """The address an alias goes by at ``domain`` (its own; else our primary domain)."""
+        return alias_id if "@" in alias_id else f"{alias_id}@{domain or self.primary_domain}"
 
     def outbound(self, session: Session, envelope: Envelope) -> "Outbound":
         """The part that acts for the transaction ``envelope`` begins."""
@@ -136,6 +152,10 @@ class Outbound:
         self.return_path: ReturnPath | None = None  # a bounce to one of our SRS addresses
         self.report: list[bytes] | None = None  # that bounce as it arrives (read, not passed on)
         self.report_bytes = 0
+        self.replies_alias: tuple[str, str] | None = None  # (id, domain) of an alias that
+        # takes replies: alone in its transaction, its message rewritten
+        self.reply: ReplyContext | None = None  # a reply from an alias's owner, alone too
+        self.spool: Spool | None = None  # the message held whole (sealed, rewritten, a reply)
 
     # --- recipients
 
@@ -143,6 +163,14 @@ class Outbound:
         ours = address.domain in self.forwarder.domains
         if self.return_path is not None:
             return (replies.RETURN_ADDRESS_ALONE if ours else replies.RELAY_DENIED), None
+        if self.reply is not None:
+            return replies.REPLIES_ALONE, None
+        reverse = parse_reverse(address.local, address.domain, ours)
+        if reverse is not None and self.forwarder.shaper is not None:
+            return self._reply_recipient(*reverse, f"{address.local}@{address.domain}")
+        if not ours and is_srs(address.local):
+            # a return address of a reply through an alias at a custom domain
+            return self._bounce_recipient(address.local)
         if not ours:
             # perhaps an alias at a custom domain: the store knows, no DNS is asked
             alias_id = normalise_id(f"{address.local}@{address.domain}")
@@ -183,7 +211,47 @@ class Outbound:
         except StoreUnavailable as exc:
             log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
             return replies.STORE_UNAVAILABLE, None
-        return self._add(Recipient(alias_id, reservation.target, reservation))
+        recipient = Recipient(alias_id, reservation.target, reservation)
+        if self.replies_alias is not None or (reservation.replies and envelope.recipients):
+            forwarder.release(recipient)  # its message differs from the others': alone
+            return replies.REPLIES_ALONE, None
+        verdict = self._add(recipient)
+        if verdict[1] is not None and reservation.replies:
+            self.replies_alias = (alias_id, reservation.domain or domain)
+        return verdict
+
+    def _reply_recipient(self, alias_id: str, random: str, address: str) -> Verdict:
+        """A reverse address: the alias's owner replies to one of its senders. Who sends is
+        judged after DATA (``shaping.py`` says why not here); the reply's own limit is taken."""
+        forwarder, envelope = self.forwarder, self.envelope
+        if envelope.recipients:
+            return replies.REPLIES_ALONE, None
+        if not envelope.sender:
+            return replies.REPLY_NOT_AUTHENTIC, None
+        try:
+            route = forwarder.store.reply_route(alias_id, random, forwarder.reply_rate)
+        except RateLimited:
+            return replies.REPLY_THROTTLED, None
+        except DomainSuspended as exc:
+            if time.time() * 1000 - exc.since_ms < forwarder.domain_grace_ms:
+                return replies.DOMAIN_SUSPENDED, None
+            return replies.DOMAIN_LAPSED, None
+        except AliasNotFound:
+            return replies.NO_SUCH_REVERSE, None
+        except StoreUnavailable as exc:
+            log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
+            return replies.STORE_UNAVAILABLE, None
+        alias_domain = route.domain or address.rpartition("@")[2]
+        alias_address = forwarder.address_of(alias_id, alias_domain)
+        context = ReplyContext(alias_id, alias_address, alias_domain, route.target,
+                               route.sender, address)
+        # bounces of the reply come back to an SRS address that names only the alias; they
+        # are answered to the owner (``_bounce_recipient``)
+        return_address = forwarder.srs.forward(alias_address, alias_id, alias_domain)
+        verdict = self._add(Recipient(f"reply:{alias_id}", route.sender), return_address)
+        if verdict[1] is not None:
+            self.reply = context
+        return verdict
 
     def _postmaster_recipient(self) -> Verdict:
         """RFC 5321 4.5.1: postmaster (any case) at each of our domains reaches a person: the
@@ -205,17 +273,30 @@ class Outbound:
             return replies.SRS_NEEDS_NULL_SENDER, None
         if envelope.recipients:
             return replies.RETURN_ADDRESS_ALONE, None
+        forwarder = self.forwarder
         try:
-            return_path = self.forwarder.srs.reverse(local)
+            return_path = forwarder.srs.reverse(local)
         except InvalidSRS:
             return replies.BAD_SRS, None
+        if return_path.sender.casefold() in map(str.casefold,
+                                                forwarder.addresses_of(return_path.alias)):
+            # a reply's bounce: the report goes to the alias's owner, while the alias lives
+            try:
+                owner = forwarder.store.lookup(return_path.alias).target
+            except AliasNotFound:
+                return replies.BAD_SRS, None
+            except StoreUnavailable as exc:
+                log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
+                return replies.STORE_UNAVAILABLE, None
+            return_path = ReturnPath(owner, return_path.alias, return_path.hash, True)
         if not return_path.sender.isascii() and not envelope.smtputf8:
             return replies.TARGET_NEEDS_SMTPUTF8, None
         self.return_path = return_path
         return replies.RECIPIENT_OK, Recipient("srs", return_path.sender)
 
-    def _add(self, recipient: Recipient) -> Verdict:
-        """At the next hop too; a recipient it refuses gives its use back."""
+    def _add(self, recipient: Recipient, return_address: str | None = None) -> Verdict:
+        """At the next hop too; a recipient it refuses gives its use back. ``return_address``:
+        the envelope sender the next hop gets, if not the SRS form of the client's."""
         forwarder, envelope = self.forwarder, self.envelope
         if not recipient.target.isascii() and not envelope.smtputf8:
             forwarder.release(recipient)
@@ -224,8 +305,10 @@ class Outbound:
             return replies.RECIPIENT_OK, recipient  # the target gets it once; the use counts
         try:
             if self.transaction is None:
+                if return_address is None:
+                    return_address = forwarder.srs.forward(envelope.sender, recipient.label)
                 self.transaction, verdict = forwarder.delivery.open(
-                    forwarder.srs.forward(envelope.sender, recipient.label), recipient.target,
+                    return_address, recipient.target,
                     envelope.smtputf8, envelope.eight_bit, envelope.declared_size)
             else:
                 verdict = self.transaction.add_recipient(recipient.target)
@@ -249,11 +332,19 @@ class Outbound:
             return replies.START_DATA
         forwarder, envelope = self.forwarder, self.envelope
         aliases = sorted({r.label for r in envelope.recipients if r.reservation is not None})
+        if self.reply is not None:
+            aliases = [self.reply.alias_id]
         self.loop_guard = LoopGuard(frozenset(
             address for alias in aliases for address in forwarder.addresses_of(alias)))
-        header = self._received()
-        if len(aliases) == 1:
+        # a reply carries nothing of how it reached us: that would name the owner's provider
+        header = b"" if self.reply is not None else self._received()
+        if len(aliases) == 1 and self.reply is None:
             header += delivered_to(forwarder.addresses_of(aliases[0])[0])
+        if self.reply is not None or self.replies_alias is not None or \
+                (forwarder.shaper is not None and forwarder.shaper.arc):
+            self.spool = Spool(forwarder.spool_dir)  # held whole: see shaping.py
+            self.spool.write(header)
+            return replies.START_DATA
         try:
             self.transaction.start_data(header)
         except DeliveryError as exc:
@@ -275,6 +366,9 @@ class Outbound:
             self.failure = DeliveryError(replies.MAIL_LOOP.with_text(
                 f"{replies.MAIL_LOOP.text}: {guard.loop}"), f"mail loop: {guard.loop}")
             return
+        if self.spool is not None:
+            self.spool.write(dot_unstuff(data))
+            return
         try:
             self.transaction.write(data)
         except DeliveryError as exc:
@@ -287,6 +381,12 @@ class Outbound:
             return problem
         if self.report is not None:
             return self._answer_bounce()
+        if self.spool is not None and self.failure is None:
+            try:
+                self._send_held()
+            except Refused as exc:
+                self.end(f"refused ({exc.reply.code} {exc.reply.status}: {exc.detail})")
+                return exc.reply
         if self.failure is None:
             try:
                 self.queue_id = self.forwarder.delivery.finish(self.transaction)
@@ -302,6 +402,29 @@ class Outbound:
             self.forwarder.commit(recipient)
         self.end("delivered")
         return replies.QUEUED.with_text(f"OK: delivered as {self.queue_id}")
+
+    def _send_held(self) -> None:
+        """The held message, shaped (sealed, rewritten, a reply), to the next hop; raises
+        Refused, or leaves a DeliveryError in ``failure``."""
+        spool, self.spool = self.spool, None
+        try:
+            message = spool.read()
+        finally:
+            spool.close()
+        shaper, session = self.forwarder.shaper, self.session
+        arrival = Arrival(session.peer_ip, session.helo or "", self.envelope.sender)
+        if self.reply is not None:
+            message = shaper.reply(message, arrival, self.reply)
+        elif self.replies_alias is not None:
+            message = shaper.forward_with_replies(message, arrival, *self.replies_alias)
+        else:
+            message = shaper.pass_through(message, arrival)
+        try:
+            self.transaction.start_data(b"")
+            for chunk in stuffed_chunks(message):
+                self.transaction.write(chunk)
+        except DeliveryError as exc:
+            self.failure = exc
 
     def _answer_bounce(self) -> Reply:
         """A bounce came back to a return address: send the original sender our own report."""
@@ -323,7 +446,8 @@ class Outbound:
             self.end("refused (report budget used up)")
             return replies.REPORTS_USED_UP
         report = write_report(outcome, forwarder.addresses_of(return_path.alias)[0],
-                              return_path.sender, forwarder.primary_domain)
+                              return_path.sender, forwarder.primary_domain,
+                              about_reply=return_path.reply)
         try:
             self.transaction, verdict = forwarder.delivery.open(
                 "", return_path.sender, self.envelope.smtputf8, False, len(report))
@@ -358,6 +482,9 @@ class Outbound:
         if self.transaction is not None:
             self.transaction.abort()
             self.transaction = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
         envelope = self.envelope
         for recipient in envelope.recipients:
             self.forwarder.release(recipient)

@@ -53,6 +53,12 @@ ALIAS_BUSY = Reply(450, "4.2.1", "every use this alias has left is taken by a me
                                  "try again later")
 DOMAIN_SUSPENDED = Reply(450, "4.7.1", "this domain's DNS records for this service are gone; "
                                        "mail waits until its owner restores them")
+REPLIES_ALONE = Reply(452, "4.5.3", "mail to an alias that takes replies goes alone: send it "
+                                    "in a transaction of its own")
+REPLY_THROTTLED = Reply(450, "4.7.1", "this alias has sent as many replies as it may for now; "
+                                      "try again later")
+REPLY_UNVERIFIED = Reply(451, "4.7.0", "cannot verify the sender of this reply now (DNS did not "
+                                       "answer); try again later")
 TOO_MANY_BAD_RECIPIENTS = Reply(421, "4.7.0", "too many refused recipients, closing")
 TRANSACTION_TIMEOUT = Reply(421, "4.4.2", "no DATA in time; held uses given back, closing")
 
@@ -84,6 +90,14 @@ SRS_NEEDS_NULL_SENDER = Reply(550, "5.7.1", "return addresses accept only bounce
 NOT_A_REPORT = Reply(550, "5.7.1", "return addresses accept only delivery reports "
                                    "(multipart/report, RFC 3464)")  # text gets what it was instead
 REPORTS_USED_UP = Reply(550, "5.7.1", "this return address has carried all the reports it may")
+NO_SUCH_REVERSE = Reply(550, "5.1.1", "no such address (unknown reply address, or its alias "
+                                     "has ended)")
+REPLY_NOT_AUTHENTIC = Reply(550, "5.7.1", "only the owner of this alias can reply through it, "
+                                          "from their own address, with an SPF pass for this IP "
+                                          "or an aligned DKIM signature")
+REPLY_DISCLOSES = Reply(550, "5.7.1", "a reply through an alias goes to the one sender it "
+                                      "answers: other recipients would learn your address")
+UNPARSABLE = Reply(554, "5.6.0", "the message could not be parsed for rewriting")
 MAIL_LOOP = Reply(554, "5.4.6", "mail loop detected")  # text gets the sign
 SMARTHOST_REFUSED = Reply(550, "5.0.0", "the next hop refused the message")
 NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "non-ASCII address needs the SMTPUTF8 parameter")

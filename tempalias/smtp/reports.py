@@ -33,6 +33,11 @@ _REASONS = {
     "delivered": ("Successful Mail Delivery Report",
                   "was delivered to the mailbox behind the alias"),
 }
+_REPLY_REASONS = {  # the same, for a reply an alias's owner sent through it
+    "failed": "could not be delivered: its recipient's mail system refused it",
+    "delayed": "has not been delivered yet: its recipient's mail system is still trying",
+    "delivered": "was delivered",
+}
 _OUTCOMES = {"relayed": "delivered", "expanded": "delivered"}
 
 
@@ -84,10 +89,14 @@ def _status_blocks(part) -> list:
 
 
 def write_report(outcome: Outcome, alias_address: str, recipient: str, reporting_host: str,
-                 now: datetime | None = None) -> bytes:
-    """Our own delivery report to ``recipient`` about the alias: CRLF lines, not dot-stuffed."""
+                 now: datetime | None = None, about_reply: bool = False) -> bytes:
+    """Our own delivery report to ``recipient`` about the alias: CRLF lines, not dot-stuffed.
+    ``about_reply``: the report goes to the alias's owner about a reply sent through it (whose
+    recipient the owner knows; the bounce's own text is still not passed on)."""
     now = now or datetime.now(timezone.utc)
     subject, what = _REASONS[outcome.action]
+    if about_reply:
+        what = _REPLY_REASONS[outcome.action]
     boundary = f"report-{secrets.token_hex(12)}"
     status = f"{outcome.status_class}.0.0"
     lines = [
@@ -108,9 +117,13 @@ def write_report(outcome: Outcome, alias_address: str, recipient: str, reporting
         "",
         f"This is the mail system at {reporting_host}.",
         "",
-        f"Your message to <{alias_address}> {what}.",
-        "",
-        "The address is a temporary alias; the mailbox behind it is not disclosed.",
+        *((f"Your reply sent through the alias <{alias_address}> {what}.",
+           "",
+           "The report of the server that refused it is not passed on: it could name you.")
+          if about_reply else
+          (f"Your message to <{alias_address}> {what}.",
+           "",
+           "The address is a temporary alias; the mailbox behind it is not disclosed.")),
         "",
         f"--{boundary}",
         "Content-Type: message/delivery-status",
