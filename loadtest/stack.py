@@ -17,6 +17,7 @@ import signal
 import tempfile
 from pathlib import Path
 
+from harness.dns_server import TestDnsServer
 from harness.processes import PROJECT_ROOT, ChildFailed, ServiceProcess, python_child
 
 DOMAIN = "tempalias.test"
@@ -87,6 +88,10 @@ class Stack:
         self.sink: SinkProcess | None = None
         self.service: ServiceProcess | None = None
         self.sink_counts: dict | None = None
+        # Every DNS look-up (the checks of mail received, ARC) stays on loopback: a DNS server of
+        # the stack's own, answering for no sender domain, as for mail from a domain that
+        # publishes nothing.
+        self.dns: TestDnsServer | None = None
 
     def start(self) -> "Stack":
         try:
@@ -94,8 +99,10 @@ class Stack:
             if smarthost is None:
                 self.sink = SinkProcess(self.workdir).start()
                 smarthost = f"127.0.0.1:{self.sink.port}"
+            self.dns = TestDnsServer().start()
+            env = {"TEMPALIAS_DNS_SERVERS": self.dns.address, **self.extra_env}
             self.service = ServiceProcess(
-                self.workdir, tempalias_env(self.workdir / "data", smarthost, self.extra_env),
+                self.workdir, tempalias_env(self.workdir / "data", smarthost, env),
                 test_settings=False, serve_args=("--workers", str(self.workers)),
                 name="tempalias").start()
         except BaseException:
@@ -124,6 +131,9 @@ class Stack:
             if self.sink is not None:
                 sink, self.sink = self.sink, None
                 self.sink_counts = sink.stop()
+            if self.dns is not None:
+                dns, self.dns = self.dns, None
+                dns.stop()
 
     def cleanup(self) -> None:
         if self._own_dir is not None:

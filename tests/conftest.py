@@ -184,8 +184,8 @@ def service(service_factory):
 @pytest.fixture(scope="session")
 def dns_server():
     """A real DNS server on a loopback UDP port: test block lists and a zone tests write
-    (tests/dns_server.py)."""
-    from dns_server import TestDnsServer
+    (harness/dns_server.py)."""
+    from harness.dns_server import TestDnsServer
 
     server = TestDnsServer().start()
     yield server
@@ -195,7 +195,7 @@ def dns_server():
 @pytest.fixture
 def dns_zone(dns_server):
     """The session's DNS server with the test's own zone empty at the start and at the end: the
-    test publishes records with ``set_records`` (tests/dns_server.py)."""
+    test publishes records with ``set_records`` (harness/dns_server.py)."""
     dns_server.reset()
     yield dns_server
     dns_server.reset()

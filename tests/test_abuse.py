@@ -1,6 +1,6 @@
 """The abuse policy's decisions, called the way the SMTP server and the API call them.
 
-Real Redis (the session's) and a real DNS server (tests/dns_server.py); no SMTP server is involved:
+Real Redis (the session's) and a real DNS server (harness/dns_server.py); no SMTP server is involved:
 these are the functions it calls, and what they answer is what its client will read.
 """
 

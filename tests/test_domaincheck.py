@@ -1,4 +1,4 @@
-"""Custom-domain DNS checks against a real DNS server on loopback (tests/dns_server.py)."""
+"""Custom-domain DNS checks against a real DNS server on loopback (harness/dns_server.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RBL look-ups against a real DNS server on loopback (tests/dns_server.py)."""
+"""RBL look-ups against a real DNS server on loopback (harness/dns_server.py)."""
 
 from __future__ import annotations
 

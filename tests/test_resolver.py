@@ -1,4 +1,4 @@
-"""The one resolver of every look-up, against a real DNS server on loopback (tests/dns_server.py)."""
+"""The one resolver of every look-up, against a real DNS server on loopback (harness/dns_server.py)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,9 @@
   smtp-source opens a new connection per message, its default and the way the reference figures
   of issue 7 (docs/performance-notes.md) were taken; the 2 KiB, 20 sessions cases run once more
   with each session's connection kept (``-d``). Only messages the sink counted count. Added
-  latency from a probe sending single messages.
+  latency from a probe sending single messages. The tempalias cases run as deployed (ARC on:
+  each message held, checked and sealed); beside them an alias that takes replies (rewritten and
+  DKIM-signed as well) and the same service with ARC off (streamed through).
 - capacity: idle SMTP connections one tempalias process holds; its RSS at 1,000 and 10,000.
 - erasure: 1,000,000 aliases in a private Redis, 1% ended: ``tempalias purge`` time and a check
   that the other 99% are untouched.
@@ -49,9 +51,9 @@ LOOKUP = "GET /api/v1/aliases/ID (token)"
 LEGACY_JSONP = "GET /aliases?callback (legacy JSONP)"
 
 
-def create_alias(http_url: str) -> dict:
-    response = requests.post(f"{http_url}/api/v1/aliases", json={"target": TARGET, "days": 30},
-                             timeout=30)
+def create_alias(http_url: str, replies: bool = False) -> dict:
+    order = {"target": TARGET, "days": 30, **({"replies": True} if replies else {})}
+    response = requests.post(f"{http_url}/api/v1/aliases", json=order, timeout=30)
     response.raise_for_status()
     return response.json()
 
@@ -167,6 +169,12 @@ UNTRUSTED_LIMITS_ON = {
     "TEMPALIAS_ALIAS_MESSAGE_RATE": "100000000/1h",
 }
 UNTRUSTED_SHAPES = {"2 KiB, 20 sessions", "2 KiB, 20 sessions, kept connections"}
+# Issue 14: by default (ARC on) every forward is held whole, checked (SPF, DKIM, DMARC) and
+# sealed; an alias that takes replies also has its From rewritten and a DKIM signature added.
+# Beside them, the stream-through path the service takes with ARC off.
+REPLIES = "tempalias (alias with replies: rewrite + DKIM + ARC) -> sink"
+ARC_OFF = "tempalias (ARC off: streamed as it comes) -> sink"
+SIGNING_SHAPES = {"2 KiB, 20 sessions", "100 KiB, 20 sessions"}
 
 
 def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
@@ -174,9 +182,13 @@ def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
     with PostfixSink(workdir) as sink:
         with Stack(workdir / "stack-smtp", workers=workers, smarthost=sink.address) as stack, \
                 Stack(workdir / "stack-smtp-untrusted", workers=workers, smarthost=sink.address,
-                      env=UNTRUSTED_LIMITS_ON) as untrusted:
+                      env=UNTRUSTED_LIMITS_ON) as untrusted, \
+                Stack(workdir / "stack-smtp-arc-off", workers=workers, smarthost=sink.address,
+                      env={"TEMPALIAS_ARC": "no"}) as streamed:
             alias = create_alias(stack.http_url)["address"]
+            replies_alias = create_alias(stack.http_url, replies=True)["address"]
             untrusted_alias = create_alias(untrusted.http_url)["address"]
+            streamed_alias = create_alias(streamed.http_url)["address"]
             tempalias = f"127.0.0.1:{stack.smtp_port}"
             for name, size, sessions, messages, keep in SMTP_SHAPES:
                 messages = max(50, int(messages * scale))
@@ -191,6 +203,12 @@ def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
                     samples[f"{UNTRUSTED}, {name}"] = smtp_case(
                         sink, f"127.0.0.1:{untrusted.smtp_port}", untrusted_alias, messages,
                         sessions, size, keep, probe_port=untrusted.smtp_port if probe else None)
+                if name in SIGNING_SHAPES:
+                    samples[f"{REPLIES}, {name}"] = smtp_case(
+                        sink, tempalias, replies_alias, messages, sessions, size, keep)
+                    samples[f"{ARC_OFF}, {name}"] = smtp_case(
+                        sink, f"127.0.0.1:{streamed.smtp_port}", streamed_alias, messages,
+                        sessions, size, keep)
         for keep, path in ((True, MINIRELAY_KEPT), (False, MINIRELAY_PER_MESSAGE)):
             with MiniRelay(workdir, workers, sink.address, keep) as relay:
                 for name, size, sessions, messages, keep_client in SMTP_SHAPES:

@@ -11,8 +11,9 @@ import math
 import statistics
 from typing import Any
 
-from loadtest.bench.cases import (CREATE, DIRECT, HELLO_WORLD, LOOKUP, MAIN_SHAPE, MINIRELAY_KEPT,
-                                  POSTFIX, TEMPALIAS, UNTRUSTED)
+from loadtest.bench.cases import (ARC_OFF, CREATE, DIRECT, HELLO_WORLD, LOOKUP, MAIN_SHAPE,
+                                  MINIRELAY_KEPT, POSTFIX, REPLIES, SIGNING_SHAPES, TEMPALIAS,
+                                  UNTRUSTED)
 from loadtest.bench.tools import WRK_CONNECTIONS, Sample
 
 # The key figures (``key_figures``); the targets (targets.py) name the one each reads.
@@ -87,6 +88,12 @@ def derive_smtp(smtp: dict[str, dict]) -> None:
     if untrusted is not None:
         untrusted["ratio_to_limits_off"] = _ratio(_median(untrusted, "msg_per_s"),
                                                   _median(main, "msg_per_s"))
+    for path in (REPLIES, ARC_OFF):
+        for shape in SIGNING_SHAPES:
+            case, plain = smtp.get(f"{path}, {shape}"), smtp.get(f"{TEMPALIAS}, {shape}")
+            if case is not None and plain is not None:
+                case["ratio_to_plain_forwarding"] = _ratio(_median(case, "msg_per_s"),
+                                                           _median(plain, "msg_per_s"))
     main["ratio_to_minirelay"] = _ratio(_median(main, "msg_per_s"),
                                         _median(smtp.get(f"{MINIRELAY_KEPT}, {MAIN_SHAPE}"),
                                                 "msg_per_s"))
@@ -110,7 +117,7 @@ def key_figures(result: dict[str, Any]) -> dict[str, float]:
     if smtp:
         figures[SMTP_LOST] = sum(abs(sample["lost_or_duplicated"])
                                  for name, case in smtp.items()
-                                 if name.startswith((TEMPALIAS, UNTRUSTED))
+                                 if name.startswith((TEMPALIAS, UNTRUSTED, REPLIES, ARC_OFF))
                                  for sample in case["samples"])
         main = smtp.get(f"{TEMPALIAS}, {MAIN_SHAPE}", {})
         figures[SMTP_TO_CEILING] = main.get("ratio_to_ceiling")
@@ -177,6 +184,13 @@ def smtp_lines(smtp: dict[str, dict], workers: int) -> list[str]:
         lines.append(f"tempalias reaches {main['ratio_to_minirelay']:.2f} of the minimal gevent "
                      f"relay with kept smarthost connections ({MAIN_SHAPE}), which itself reaches "
                      f"{_share(floor.get('ratio_to_ceiling'))} of the ceiling")
+    for path, what in ((REPLIES, "an alias with replies (rewritten, DKIM-signed, sealed)"),
+                       (ARC_OFF, "ARC off (streamed through, nothing held or sealed)")):
+        for shape in sorted(SIGNING_SHAPES):
+            ratio = smtp.get(f"{path}, {shape}", {}).get("ratio_to_plain_forwarding")
+            if ratio is not None:
+                lines.append(f"{what}: {ratio:.2f} of plain forwarding as deployed (ARC on), "
+                             f"{shape}")
     if main.get("added_p99_ms") is not None:
         lines.append(f"tempalias's added latency under load (probe through tempalias minus probe "
                      f"straight to the sink): p50 {main['added_p50_ms']:.1f} ms, "
