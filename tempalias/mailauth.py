@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 CACHE_ENTRIES = 2048  # DNS answers the authenticator keeps (each until its TTL ends)
 MIN_KEY_BITS = 1024  # shorter RSA keys do not verify (RFC 8301)
+# Each signature and ARC set costs a pass over the body: a message cannot make us verify more
+# (RFC 6376 6.1 lets a verifier limit them; real mail carries one to three, a chain a few sets).
+MAX_SIGNATURES = 5  # DKIM-Signatures verified, top first; those below are "policy" (RFC 8601)
+MAX_ARC_SETS = 10  # a longer chain is "fail" unverified
 DMARC_POLICIES = ("none", "quarantine", "reject")
 HEADER_NAME = "Authentication-Results"
 FOLD = "\r\n\t"  # each result on a line of its own
@@ -66,7 +70,8 @@ class Authenticity(enum.Enum):
 
 @dataclass(frozen=True)
 class DkimResult:
-    """One DKIM-Signature's outcome: ``result`` is pass, fail, permerror or temperror (RFC 8601);
+    """One DKIM-Signature's outcome: ``result`` is pass, fail, permerror or temperror (RFC 8601),
+    or policy for one below the MAX_SIGNATURES we verify;
     ``domain`` and ``selector`` its d= and s= (empty when the signature could not be read)."""
 
     domain: str
@@ -257,10 +262,10 @@ class MailAuthenticator:
         and ``MAIL FROM:<mail_from>`` ("" for the null sender)."""
         lookups = self._lookups()
         spf_result = self._spf(lookups, peer_ip, helo, mail_from)
-        headers = _headers(message)
-        signatures = self._dkim(lookups, message, headers)
-        arc = self._arc(lookups, message) if headers is not None else "none"
-        from_domain, from_problem = _from_domain(headers)
+        parsed = _parsed(message)
+        signatures = self._dkim(lookups, parsed)
+        arc = self._arc(lookups, message, parsed)
+        from_domain, from_problem = _from_domain(parsed)
         spf_domain = _spf_domain(mail_from, helo)
         if from_problem:
             dmarc, policy = "permerror", None
@@ -289,11 +294,11 @@ class MailAuthenticator:
         spf_result = self._spf(lookups, peer_ip, helo, mail_from)
         if spf_result == "pass":
             return Authenticity.AUTHENTIC
-        headers = _headers(message)
-        from_domain, _ = _from_domain(headers)
+        parsed = _parsed(message)
+        from_domain, _ = _from_domain(parsed)
         signatures: tuple[DkimResult, ...] = ()
         if from_domain is not None and aligned(from_domain, owner_domain):
-            signatures = self._dkim(lookups, message, headers,
+            signatures = self._dkim(lookups, parsed,
                                     wanted=lambda domain: aligned(domain, owner_domain))
         if any(signature.result == "pass" for signature in signatures):
             return Authenticity.AUTHENTIC
@@ -312,28 +317,32 @@ class MailAuthenticator:
             log.debug("mailauth: spf could not be evaluated (%s)", exc.__class__.__name__)
             return "permerror"
 
-    def _dkim(self, lookups: _Lookups, message: bytes, headers: list | None,
+    def _dkim(self, lookups: _Lookups, parsed: dkim.DKIM | None,
               wanted=None) -> tuple[DkimResult, ...]:
         """Every DKIM-Signature, top first (only those whose d= ``wanted`` accepts)."""
-        if not headers:
+        if parsed is None:
             return ()
-        values = [value for name, value in headers if name.lower() == b"dkim-signature"]
-        if not values:
-            return ()
-        try:
-            verifier = dkim.DKIM(message, logger=_DKIMPY_LOG, minkey=MIN_KEY_BITS)
-        except Exception:  # noqa: BLE001 - the headers were read above; never a traceback
-            return tuple(DkimResult(*_signature_names(value), "permerror") for value in values)
+        values = [value for name, value in parsed.headers if name.lower() == b"dkim-signature"]
         results = []
+        verified = 0
         for index, value in enumerate(values):
             domain, selector = _signature_names(value)
             if wanted is not None and not wanted(domain):
                 continue
-            results.append(DkimResult(domain, selector,
-                                      _verify_one(verifier, index, lookups)))
+            if verified == MAX_SIGNATURES:
+                results.append(DkimResult(domain, selector, "policy"))
+                continue
+            verified += 1
+            results.append(DkimResult(domain, selector, _verify_one(parsed, index, lookups)))
         return tuple(results)
 
-    def _arc(self, lookups: _Lookups, message: bytes) -> str:
+    def _arc(self, lookups: _Lookups, message: bytes, parsed: dkim.DKIM | None) -> str:
+        """The incoming ARC chain; without ARC fields (most mail) dkimpy is not asked."""
+        names = [name.lower() for name, _ in parsed.headers] if parsed is not None else []
+        if not any(name in dkim.ARC.ARC_HEADERS for name in names):
+            return "none"
+        if names.count(b"arc-seal") > MAX_ARC_SETS:
+            return "fail"
         try:
             cv, _, _ = dkim.arc_verify(message, logger=_DKIMPY_LOG, dnsfunc=lookups.dkim_txt,
                                        minkey=MIN_KEY_BITS)
@@ -381,21 +390,21 @@ def _caching_copy(resolver: dns.resolver.Resolver) -> dns.resolver.Resolver:
     return own
 
 
-def _headers(message: bytes) -> list | None:
-    """The message's header fields as dkimpy reads them ([name, value] pairs), None when it
-    cannot read them."""
+def _parsed(message: bytes) -> dkim.DKIM | None:
+    """The message as dkimpy reads it (its ``headers``: [name, value] pairs), read once for the
+    signatures and the From; None when dkimpy cannot read it."""
     try:
-        return dkim.rfc822_parse(message)[0]
+        return dkim.DKIM(message, logger=_DKIMPY_LOG, minkey=MIN_KEY_BITS)
     except Exception:  # noqa: BLE001 - MessageFormatError, or a continuation line first
         return None
 
 
-def _from_domain(headers: list | None) -> tuple[str | None, bool]:
+def _from_domain(parsed: dkim.DKIM | None) -> tuple[str | None, bool]:
     """The RFC5322.From domain, and whether the From makes DMARC impossible (several From
     fields, several domains, no domain): (None, False) when there is no From at all."""
-    if not headers:
+    if parsed is None:
         return None, False
-    values = [value for name, value in headers if name.lower() == b"from"]
+    values = [value for name, value in parsed.headers if name.lower() == b"from"]
     if not values:
         return None, False
     if len(values) > 1:

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tempalias.config import parse_listen
 from tempalias.mailauth import (
+    MAX_ARC_SETS,
+    MAX_SIGNATURES,
     Authenticity,
     AuthResults,
     DkimResult,
@@ -103,10 +105,12 @@ def signed(message: bytes, key: Key, domain: str, selector: str = "sel") -> byte
 
 def sealed(message: bytes, key: Key, domain: str, selector: str = "arc") -> bytes:
     """``message`` as a hop at ``domain`` passes it on: its Authentication-Results, then ARC."""
-    ours = f"Authentication-Results: {domain}; spf=pass smtp.mailfrom=sender.example\r\n"
+    chain = "; arc=pass" if b"\nARC-Seal:" in b"\n" + message else ""
+    ours = f"Authentication-Results: {domain}; spf=pass smtp.mailfrom=sender.example{chain}\r\n"
     message = ours.encode() + message
-    return b"".join(dkim.arc_sign(message, selector.encode(), domain.encode(), key.pem,
-                                  domain.encode())) + message
+    seal = dkim.arc_sign(message, selector.encode(), domain.encode(), key.pem, domain.encode())
+    assert seal, "dkimpy did not seal"
+    return b"".join(seal) + message
 
 
 def from_(address: str, message: bytes = MESSAGE) -> bytes:
@@ -190,6 +194,18 @@ def test_every_signature_has_its_result(dns_zone, authenticator, key, other_key)
                      "sender.example")
     assert authenticator.check(message, OTHER_IP, HELO, SENDER).dkim == (
         DkimResult("sender.example", "sel", "pass"), DkimResult("esp.example", "s2", "pass"))
+
+
+def test_signatures_beyond_the_limit_are_not_verified(dns_zone, authenticator, key):
+    """Each signature costs a pass over the body: a message cannot make us verify more."""
+    publish_key(dns_zone, key, "sender.example")
+    message = MESSAGE
+    for _ in range(MAX_SIGNATURES + 2):
+        message = signed(message, key, "sender.example")
+    results = authenticator.check(message, OTHER_IP, HELO, SENDER)
+    assert [signature.result for signature in results.dkim] == \
+        ["pass"] * MAX_SIGNATURES + ["policy"] * 2
+    assert dns_zone.queries["sel._domainkey.sender.example"] == 1
 
 
 def test_no_signature_is_no_dkim_result(authenticator):
@@ -285,6 +301,15 @@ def test_a_chain_broken_after_the_seal_fails(dns_zone, authenticator, key):
     publish_key(dns_zone, key, "hop.example", selector="arc")
     message = sealed(MESSAGE, key, "hop.example").replace(b"Hello there.", b"Pay me.")
     assert authenticator.check(message, OTHER_IP, HELO, SENDER).arc == "fail"
+
+
+def test_a_chain_longer_than_the_limit_fails_unverified(dns_zone, authenticator, key):
+    publish_key(dns_zone, key, "hop.example", selector="arc")
+    message = MESSAGE
+    for _ in range(MAX_ARC_SETS + 1):
+        message = sealed(message, key, "hop.example")
+    assert authenticator.check(message, OTHER_IP, HELO, SENDER).arc == "fail"
+    assert dns_zone.queries["arc._domainkey.hop.example"] == 0
 
 
 def test_a_message_without_arc_has_none(authenticator):
