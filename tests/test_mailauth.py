@@ -1,5 +1,5 @@
 """SPF, DKIM, ARC and DMARC of received mail, and the owner check of replies, against a real DNS
-server on loopback (tests/dns_server.py), with keys made here and messages signed by dkimpy."""
+server on loopback (harness/dns_server.py), with keys made here and messages signed by dkimpy."""
 
 from __future__ import annotations
 
