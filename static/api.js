@@ -74,6 +74,7 @@ async function problemFrom(answer, subject) {
       const text = String(body.description || "")
         .replace(/^target (is|must|may)\b/, "this address $1")
         .replace(/^local_part (is|must|may)\b/, "this name $1")
+        .replace(/^replies (is|must|may)\b/, "the reply choice $1")
         .replace(/^domain (is|must|may)\b/, "this domain $1");
       return new ApiProblem(sentence(text) || "Please check what you entered.", options);
     }
@@ -123,12 +124,12 @@ async function call(base, path, { method = "GET", token = null, body = undefined
 }
 
 /**
- * @param order {target, days, uses} and, when chosen, domain; at a custom domain also
+ * @param order {target, days, uses, replies} and, when chosen, domain; at a custom domain also
  *   local_part (null: a random one) and the domain's token
  * @returns the new alias with its management token
  */
-export function createAlias(base, { target, days, uses, domain = null, localPart = null, domainToken = null }) {
-  const body = { target, days, uses };
+export function createAlias(base, { target, days, uses, replies = false, domain = null, localPart = null, domainToken = null }) {
+  const body = { target, days, uses, replies: Boolean(replies) };
   if (domain) body.domain = domain;
   if (localPart) body.local_part = localPart;
   const subject = domainToken ? "domain-alias" : "alias";

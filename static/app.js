@@ -9,7 +9,7 @@ import { installCopyButtons } from "/static/copy.js";
 import { DomainViews } from "/static/domain.js";
 import { OrderForm } from "/static/order.js";
 import { recall, remember } from "/static/remember.js";
-import { dateInWords, fateInWords, usesLeftInWords } from "/static/words.js";
+import { dateInWords, fateInWords, repliesInWords, usesLeftInWords } from "/static/words.js";
 
 const API = ""; // same origin as the page
 const $ = (id) => document.getElementById(id);
@@ -50,7 +50,7 @@ function chosenDomain() {
 // --- create
 
 const createForm = new OrderForm({
-  fields: { target: $("target"), domain: picker, days: $("days"), uses: $("uses") },
+  fields: { target: $("target"), domain: picker, days: $("days"), uses: $("uses"), replies: $("replies") },
   formError: $("form-error"),
   summary: $("order-summary"),
   ownDomains: () => offered,
@@ -63,6 +63,7 @@ function manageUrl(alias, token) {
 function showResult(alias, order) {
   $("result-address").textContent = alias.address;
   $("result-fate").textContent = fateInWords(order.days, order.uses);
+  $("result-replies").textContent = repliesInWords(alias.replies);
   $("manage-link").href = manageUrl(alias, alias.token);
   $("bookmarklet-link").href = bookmarkletHref(settings.publicUrl, order);
   $("copy-status").textContent = "";
@@ -129,6 +130,7 @@ async function openManage(id, token) {
     $("manage-uses").textContent = usesLeftInWords(alias.uses_left);
     $("manage-delivered").textContent = String(alias.delivered);
     $("manage-expires").textContent = dateInWords(alias.expires_at);
+    $("manage-replies").textContent = alias.replies === true ? "on" : "off";
     showManageStatus(alias.active ? "" : "This alias has used up its messages and takes no more mail.", !alias.active);
     $("manage-details").hidden = false;
   } catch (problem) {
@@ -191,7 +193,10 @@ function route() {
   }
   if (hash.startsWith("#new?")) {
     const query = new URLSearchParams(hash.slice(5));
-    createForm.fill({ target: query.get("target"), days: query.get("days"), uses: query.get("uses") });
+    createForm.fill({
+      target: query.get("target"), days: query.get("days"), uses: query.get("uses"),
+      replies: query.get("replies") === "1",
+    });
     if (query.get("domain")) pickDomain(query.get("domain"));
     $("fallback-notice").hidden = query.get("blocked") !== "1";
     show("create");

@@ -4,9 +4,10 @@
 // script, it opens the tempalias page in a small window with the same settings instead.
 
 /** The page to fall back to: settings in the fragment, so they never reach a server log. */
-export function fallbackUrl(base, { target, days, uses, domain }) {
+export function fallbackUrl(base, { target, days, uses, domain, replies }) {
   const query = new URLSearchParams({ target, days: String(days), uses: uses === null ? "" : String(uses) });
   if (domain) query.set("domain", domain);
+  if (replies) query.set("replies", "1");
   query.set("blocked", "1");
   return `${base}/#new?${query}`;
 }
@@ -21,8 +22,9 @@ function loaderSource(options, fallback) {
     `(d.head||d.documentElement).appendChild(s)})(window,document,${JSON.stringify(options)})`;
 }
 
-export function bookmarkletHref(base, { target, days, uses, domain = null }) {
+export function bookmarkletHref(base, { target, days, uses, domain = null, replies = false }) {
   const options = { base, target, days, uses };
   if (domain) options.domain = domain;
+  if (replies) options.replies = true;
   return "javascript:" + encodeURIComponent(loaderSource(options, fallbackUrl(base, options)));
 }

@@ -177,6 +177,7 @@
     this.say("Making a new alias…");
     var order = { target: options.target, days: options.days, uses: options.uses };
     if (options.domain) order.domain = options.domain; // else the service's first domain
+    if (options.replies) order.replies = true;
     fetch(options.base + "/api/v1/aliases", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json" },

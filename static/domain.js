@@ -11,7 +11,7 @@ import {
 } from "/static/api.js";
 import { OrderForm } from "/static/order.js";
 import { recall, remember } from "/static/remember.js";
-import { dateInWords, fateInWords } from "/static/words.js";
+import { dateInWords, fateInWords, repliesInWords } from "/static/words.js";
 
 const $ = (id) => document.getElementById(id);
 const PENDING = "pending";
@@ -118,7 +118,10 @@ export class DomainViews {
     this.current = null; // {domain, token, view}: the domain the management view shows
     this.registered = null; // the answer to the registration just made, records and all
     this.aliasForm = new OrderForm({
-      fields: { local_part: $("own-local"), target: $("own-target"), days: $("own-days"), uses: $("own-uses") },
+      fields: {
+        local_part: $("own-local"), target: $("own-target"), days: $("own-days"), uses: $("own-uses"),
+        replies: $("own-replies"),
+      },
       formError: $("domain-alias-error"),
       summary: $("own-summary"),
       ownDomains: () => [...this.ownDomains(), ...(this.current ? [this.current.domain] : [])],
@@ -335,9 +338,10 @@ export class DomainViews {
     button.textContent = "Creating…";
     try {
       const alias = await createAlias(this.api, { ...order, domain, domainToken: token });
-      remember({ target: order.target, days: order.days, uses: order.uses });
+      remember({ target: order.target, days: order.days, uses: order.uses, replies: order.replies });
       $("domain-alias-address").textContent = alias.address;
       $("domain-alias-fate").textContent = fateInWords(order.days, order.uses);
+      $("domain-alias-replies").textContent = repliesInWords(alias.replies);
       $("domain-alias-link").href = aliasLink(alias);
       $("domain-alias-form").hidden = true;
       $("domain-alias-result").hidden = false;

@@ -1,5 +1,5 @@
-// An order form: the fields of a new alias (target, days, uses; at a custom domain also the
-// local part), checked as the server will check them, with each error next to its field and
+// An order form: the fields of a new alias (target, days, uses, whether its owner may reply
+// through it; at a custom domain also the local part), checked as the server will check them, with each error next to its field and
 // announced by that field's aria-live region (its id is the input's id + "-error").
 
 import { settings } from "/config.js";
@@ -20,7 +20,8 @@ function ours(domain, ownDomains) {
 
 export class OrderForm {
   /**
-   * @param fields the inputs by the API's field names: {target, days, uses[, local_part][, domain]}
+   * @param fields the inputs by the API's field names:
+   *   {target, days, uses[, replies (a checkbox)][, local_part][, domain]}
    * @param formError where a problem that concerns no field is shown
    * @param summary where the order's fate is said as it is typed (optional)
    * @param ownDomains () => the domains a target may not be at (ours: forwarding there loops)
@@ -65,6 +66,7 @@ export class OrderForm {
     this.fields.target.value = values.target ?? "";
     this.fields.days.value = values.days ?? settings.defaultDays;
     this.fields.uses.value = values.uses ?? "";
+    if (this.fields.replies) this.fields.replies.checked = values.replies === true;
     this.updateSummary();
   }
 
@@ -103,7 +105,7 @@ export class OrderForm {
       problems.target = "That is a tempalias address; enter your real one.";
     }
     const { days, uses } = this.limits();
-    Object.assign(order, { days, uses });
+    Object.assign(order, { days, uses, replies: Boolean(this.fields.replies && this.fields.replies.checked) });
     if (!(days >= 1 && days <= settings.maxDays)) {
       problems.days = `Choose a whole number of days from 1 to ${settings.maxDays}.`;
     }

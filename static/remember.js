@@ -1,5 +1,5 @@
 // The last settings, kept in this browser only (the original used a cookie; we send none):
-// target, days, uses, and the domain picked for new aliases.
+// target, days, uses, whether replies go through the alias, and the domain picked for new aliases.
 
 const KEY = "tempalias.settings.v1";
 
@@ -13,8 +13,8 @@ export function recall() {
 }
 
 /** Keeps the settings given; those not given (undefined) stay as they were. */
-export function remember({ target, days, uses, domain }) {
-  const given = Object.fromEntries(Object.entries({ target, days, uses, domain })
+export function remember({ target, days, uses, replies, domain }) {
+  const given = Object.fromEntries(Object.entries({ target, days, uses, replies, domain })
     .filter(([, value]) => value !== undefined));
   try {
     window.localStorage.setItem(KEY, JSON.stringify({ ...recall(), ...given }));

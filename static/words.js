@@ -29,3 +29,8 @@ export function dateInWords(iso) {
 export function usesLeftInWords(usesLeft) {
   return usesLeft === null || usesLeft === undefined ? "No limit" : String(usesLeft);
 }
+
+/** "Replies through this alias: on" (or off), as the alias says. */
+export function repliesInWords(replies) {
+  return `Replies through this alias: ${replies === true ? "on" : "off"}`;
+}

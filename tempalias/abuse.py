@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from tempalias.addresses import InvalidAddress, parse_address
 from tempalias.config import AbuseSettings, IPNetwork, Listen, Rate
 from tempalias.rbl import RblChecker
-from tempalias.store import Lease, RateLimiter, StoreUnavailable, Throttled
+from tempalias.store import REPLY_LIMIT, Lease, RateLimiter, StoreUnavailable, Throttled
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ STAGES: dict[str, tuple[Limit, ...]] = {
     "smtp-connection": (Limit("smtp-connect", "smtp_connections_per_ip", CLIENT),),
     "smtp-message": (Limit("smtp-message", "smtp_messages_per_ip", CLIENT),),
     "alias-delivery": (Limit("alias-message", "alias_message_rate", ALIAS),),
+    "alias-reply": (Limit(REPLY_LIMIT, "reply_rate", ALIAS),),  # the owner's replies through it
     "domain-registration": (Limit("domain-register", "domain_rate_per_ip", CLIENT),),
     "custom-alias": (Limit("domain-alias", "domain_daily_aliases", DOMAIN, daily=True),),
     "domain-check": (Limit("domain-verify", "domain_verify_rate", REGISTRATION),),
@@ -355,6 +356,10 @@ class AbusePolicy:
     def alias_limits(self, client: SmtpClient) -> dict[str, Rate]:
         """What the store takes with each use it reserves for ``client`` (none when trusted)."""
         return {} if client.subject is None else self.rates["alias-delivery"][ALIAS]
+
+    def reply_limit(self) -> Rate | None:
+        """The rate of the owner's replies through one alias (``AliasStore.reply_route``)."""
+        return self.rates["alias-reply"][ALIAS].get(REPLY_LIMIT)
 
     def on_alias_throttled(self, alias_id: str, client: SmtpClient,
                            throttled: Throttled) -> Refusal:

@@ -14,6 +14,9 @@ there) and ``DomainSuspended`` (its DNS records are gone).
 An alias has an address at one domain: one of the operator's (``TEMPALIAS_DOMAINS``, the first
 by default) with a random id, or a custom domain its owner proved in DNS (``domains.py``), with a
 random or chosen local part, in that domain's own namespace (its id is ``local@DOMAIN``).
+An order may ask for ``replies``: its owner may then reply through the alias, from reverse
+addresses (``tempalias/reverse.py``) whose local parts start with ``r=``, so no chosen local part
+may.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from tempalias.abuse import AbusePolicy, IPAddress, Refusal
 from tempalias.addresses import (InvalidAddress, domain_to_ascii, domain_to_unicode,
                                  parse_address, parse_domain_name)
 from tempalias.config import AliasesSettings
+from tempalias.reverse import PREFIX as REVERSE_PREFIX, is_reverse
 from tempalias.store import (MS_PER_DAY, RESERVED_IDS, Alias, AliasNotFound, AliasStore,
                              AliasTaken, DomainNotFound, DomainStore, DomainSuspended,
                              StoreUnavailable, hash_token, keys)
@@ -53,8 +57,8 @@ ROLE_NAMES = RESERVED_IDS | frozenset({"admin", "administrator", "root", "noc", 
 
 
 class InvalidOrder(ValueError):
-    """An order the service will not take: ``field`` ("target", "days", "uses", "domain" or
-    "local_part") and ``reason``,
+    """An order the service will not take: ``field`` ("target", "days", "uses", "replies",
+    "domain" or "local_part") and ``reason``,
     a predicate after the field's name, so that a door can name the field as its clients do."""
 
     def __init__(self, field: str, reason: str) -> None:
@@ -98,6 +102,7 @@ class AliasView:
             "created_at": iso_utc(alias.created_ms),
             "expires_at": iso_utc(alias.expires_ms),
             "uses_left": alias.uses_left,
+            "replies": alias.replies,
         }
 
 
@@ -133,13 +138,22 @@ def domain_field(value: Any) -> str:
     return name
 
 
+def _flag(field: str, value: Any) -> bool:
+    """A yes or no: JSON's ``true`` or ``false`` only, never a number or a string."""
+    if not isinstance(value, bool):
+        raise InvalidOrder(field, "must be true or false")
+    return value
+
+
 @dataclass(frozen=True)
 class Order:
-    """A valid order: the target in its canonical spelling, the days, the uses (None: unlimited)."""
+    """A valid order: the target in its canonical spelling, the days, the uses (None: unlimited),
+    and whether its owner may reply through it."""
 
     target: str
     days: int
     uses: int | None
+    replies: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,15 +174,17 @@ class AliasRules:
     def primary_domain(self) -> str:
         return self.domains[0]
 
-    def order(self, target: Any, days: int | None = None, uses: int | None = None) -> Order:
-        """The order, or InvalidOrder. ``days`` None: the default; ``uses`` None: unlimited.
-        Needs no store: the CLI checks its arguments before it starts one."""
+    def order(self, target: Any, days: int | None = None, uses: int | None = None,
+              replies: Any = False) -> Order:
+        """The order, or InvalidOrder. ``days`` None: the default; ``uses`` None: unlimited;
+        ``replies``: True or False. Needs no store: the CLI checks its arguments before it
+        starts one."""
         target = self._target(target)
         days = self.default_days if days is None else _whole_number(
             "days", days, MIN_DAYS, self.max_days)
         if uses is not None:
             uses = _whole_number("uses", uses, MIN_USES, self.max_uses)
-        return Order(target, days, uses)
+        return Order(target, days, uses, _flag("replies", replies))
 
     def _target(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -193,7 +209,7 @@ class AliasRules:
     @staticmethod
     def local_part(value: Any) -> str:
         """A chosen local part, lower-cased; InvalidOrder unless it is a dot-atom of at most 64
-        characters and no role name."""
+        characters, no role name, and not in the reply addresses' namespace (``r=...``)."""
         if not isinstance(value, str):
             raise InvalidOrder("local_part", "must be a string")
         local = value.lower()
@@ -205,6 +221,9 @@ class AliasRules:
         if local in ROLE_NAMES:
             raise InvalidOrder("local_part", f"may not be {local}: role mailboxes such as "
                                              "postmaster and abuse are not handed out")
+        if is_reverse(local):
+            raise InvalidOrder("local_part", f"may not start with {REVERSE_PREFIX}: such names "
+                                             "are reserved for reply addresses")
         return local
 
     def address(self, alias: Alias) -> str:
@@ -242,7 +261,8 @@ class AliasService:
 
     def create(self, target: Any, days: int | None = None, uses: int | None = None,
                client_ip: str | IPAddress | None = None, domain: Any = None,
-               local_part: Any = None, domain_token: str | None = None) -> Created:
+               local_part: Any = None, domain_token: str | None = None,
+               replies: Any = False) -> Created:
         """Validate (``AliasRules.order``), ask the policy on behalf of ``client_ip``, store.
         Nothing is stored, and no limit is spent, for an invalid order; nothing is stored when
         the policy refuses.
@@ -250,8 +270,9 @@ class AliasService:
         ``domain``: one of ours (default the first), or a custom domain, which takes
         ``domain_token``, its owner's (DomainNotFound when it is missing or wrong), and its own
         daily cap, and where ``local_part`` may be chosen (AliasTaken when it is, or was, an
-        alias there). A domain that is neither is InvalidOrder on "domain"."""
-        order = self.rules.order(target, days, uses)
+        alias there). A domain that is neither is InvalidOrder on "domain". ``replies``: its
+        owner may reply through it (True or False, else InvalidOrder on "replies")."""
+        order = self.rules.order(target, days, uses, replies)
         where = self.rules.domain(domain)
         custom = not self.rules.is_ours(where)
         if local_part is not None and not custom:
@@ -266,8 +287,10 @@ class AliasService:
             if refusal:
                 raise CreationRefused(refusal)
         created = self.store.create(order.target, order.days * MS_PER_DAY, order.uses,
-                                    domain=where, custom=custom, local_part=chosen)
-        log.info("alias %s created (days=%d uses=%s)", created.alias.id, order.days, order.uses)
+                                    domain=where, custom=custom, local_part=chosen,
+                                    replies=order.replies)
+        log.info("alias %s created (days=%d uses=%s replies=%s)", created.alias.id, order.days,
+                 order.uses, "on" if order.replies else "off")
         return Created(self._view(created.alias), created.token, order.days)
 
     def _check_owner(self, domain: str, token: str | None) -> None:

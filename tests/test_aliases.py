@@ -106,6 +106,30 @@ def test_an_invalid_order_names_its_field_and_creates_nothing(aliases, redis_cli
     assert redis_client.zcard(ENDS_KEY) == before
 
 
+@pytest.mark.parametrize("replies", [None, 1, 0, "true", "yes", [True]])
+def test_replies_is_true_or_false_and_nothing_else(aliases, redis_client, replies):
+    before = redis_client.zcard(ENDS_KEY)
+    with pytest.raises(InvalidOrder) as raised:
+        aliases.create(fresh_target(), client_ip=fresh_ip(), replies=replies)
+    assert raised.value.field == "replies"
+    assert raised.value.description == "replies must be true or false"
+    assert redis_client.zcard(ENDS_KEY) == before
+
+
+def test_an_alias_takes_replies_when_ordered_and_says_so(aliases, store):
+    replying = aliases.create(fresh_target(), client_ip=fresh_ip(), replies=True)
+    silent = aliases.create(fresh_target(), client_ip=fresh_ip())
+    assert replying.view.summary()["replies"] is True
+    assert silent.view.summary()["replies"] is False
+    assert aliases.show(replying.view.alias.id, replying.token).alias.replies
+    assert store.reserve(replying.view.alias.id).replies
+    assert not store.reserve(silent.view.alias.id).replies
+    domain = active_domain(store)
+    custom = aliases.create(fresh_target(), client_ip=fresh_ip(), domain=domain,
+                            local_part="replying", domain_token="owner-token", replies=True)
+    assert aliases.show(custom.view.alias.id, custom.token).summary()["replies"] is True
+
+
 def test_a_range_error_says_the_range():
     with pytest.raises(InvalidOrder) as raised:
         RULES.order("a@example.org", uses=RULES.max_uses + 1)
@@ -239,7 +263,8 @@ def test_without_the_domain_token_nobody_makes_aliases_at_a_custom_domain(aliase
     ("postmaster", "role mailboxes"), ("Abuse", "role mailboxes"), ("admin", "role mailboxes"),
     ("a" * 65, "at most 64"), ("a..b", "single dots"), (".a", "single dots"),
     ("a b", "single dots"), ("a@b", "single dots"), ("müller", "single dots"), ("", "single dots"),
-    (5, "a string"),
+    (5, "a string"), ("r=shop", "reserved for reply addresses"),
+    ("R=abcdefghijklmnop=k3x9qa", "reserved for reply addresses"),
 ])
 def test_a_chosen_local_part_must_be_a_dot_atom_and_no_role_name(aliases, store, local_part,
                                                                  words):

@@ -37,7 +37,9 @@ def test_create_returns_alias_with_token_and_location(service):
     answer = create(service, target="Owner@Example.org", days=3, uses=5)
     assert answer.status_code == 201
     body = answer.json()
-    assert set(body) == {"id", "address", "target", "created_at", "expires_at", "uses_left", "token"}
+    assert set(body) == {"id", "address", "target", "created_at", "expires_at", "uses_left",
+                         "replies", "token"}
+    assert body["replies"] is False
     assert body["address"] == f"{body['id']}@tempalias.test"
     assert body["target"] == "Owner@example.org"  # the domain is normalised, the mailbox kept
     assert body["uses_left"] == 5
@@ -156,6 +158,10 @@ def test_body_that_is_not_an_object_is_422(service, body):
     ({"target": "a@example.org", "uses": 1e300}, "uses"),
     ({"target": "a@example.org", "max-usage": 3}, "max-usage"),
     ({"target": "a@example.org", "admin": True}, "admin"),
+    ({"target": "a@example.org", "replies": "true"}, "replies"),
+    ({"target": "a@example.org", "replies": 1}, "replies"),
+    ({"target": "a@example.org", "replies": None}, "replies"),
+    ({"target": "a@example.org", "replies": [True]}, "replies"),
 ])
 def test_invalid_field_is_422_naming_it_and_creates_nothing(service, redis_client, fields, field):
     before = redis_client.zcard(keys.ENDS_KEY)
@@ -163,6 +169,19 @@ def test_invalid_field_is_422_naming_it_and_creates_nothing(service, redis_clien
         f"{service.http_url}/api/v1/aliases", data=b"{}", headers=JSON, timeout=10)
     assert_json_error(answer, 422, "invalid-field", field)
     assert redis_client.zcard(keys.ENDS_KEY) == before
+
+
+def test_an_alias_that_takes_replies_says_so_in_its_answer_and_to_its_owner(service, store):
+    answer = create(service, target="a@example.org", replies=True)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["replies"] is True
+    shown = requests.get(f"{service.http_url}/api/v1/aliases/{body['id']}",
+                         headers=bearer(body["token"]), timeout=10).json()
+    assert shown["replies"] is True
+    assert store.get(body["id"], body["token"]).replies  # what the forwarder will read
+    off = create(service, target="a@example.org", replies=False).json()
+    assert off["replies"] is False and not store.get(off["id"], off["token"]).replies
 
 
 def test_whole_number_floats_are_integers_as_json_schema_says(service):

@@ -355,6 +355,26 @@ def test_the_owner_makes_aliases_with_a_chosen_local_part_named_local_at_domain(
     assert random["id"].endswith(f"@{domain}") and random["id"] != f"shop-news@{domain}"
 
 
+def test_the_owner_makes_an_alias_that_takes_replies_and_no_name_of_reply_addresses(web,
+                                                                                   dns_zone):
+    domain = fresh_domain()
+    token = active(web, dns_zone, domain)
+    answer = call(web, "POST", "/api/v1/aliases", {"target": "me@example.net", "domain": domain,
+                                                   "local_part": "shop", "replies": True},
+                  token=token)
+    assert answer.status == 201, answer.body
+    alias = answer.json()
+    assert alias["replies"] is True
+    shown = call(web, "GET", f"/api/v1/aliases/shop@{domain}", token=alias["token"])
+    assert shown.json()["replies"] is True
+    for local_part in ("r=shop", "R=abcdefghijklmnop=onug64a"):
+        refused = call(web, "POST", "/api/v1/aliases", {
+            "target": "me@example.net", "domain": domain, "local_part": local_part},
+            token=token)
+        body = error_of(refused, 422, "invalid-field")
+        assert body["field"] == "local_part" and "reply addresses" in body["description"]
+
+
 def test_a_local_part_with_a_slash_is_reached_through_its_encoded_path(web, dns_zone):
     domain = fresh_domain()
     token = active(web, dns_zone, domain)

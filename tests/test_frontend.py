@@ -229,6 +229,56 @@ def test_manage_link_shows_counts_and_revokes(page, web, store):
     assert page.script_errors == []
 
 
+REPLIES_LABEL = "Let me reply through this alias (my address stays hidden)"
+
+
+def test_the_replies_checkbox_makes_an_alias_that_takes_replies(browser, web, third_party, store):
+    page = new_page(browser)
+    try:
+        open_page(page, web.http_url)
+        box = page.locator("#replies")
+        expect(box).to_have_accessible_name(REPLIES_LABEL)
+        expect(box).not_to_be_checked()  # off unless asked for
+        label = page.locator("label[for=replies]")
+        expect(label).to_have_text(REPLIES_LABEL)
+        assert label.bounding_box()["height"] < 40  # one line, the box beside it
+        box.check()
+        target = unique_target()
+        address = create_through_form(page, target, days="2", uses="4")
+        expect(page.locator("#result-replies")).to_have_text("Replies through this alias: on")
+        _, alias_id, token = manage_parts(page)
+        assert store.get(alias_id, token).replies
+        href = page.get_attribute("#bookmarklet-link", "href")
+
+        # The choice is remembered with the other settings, and the manage view tells it.
+        page.reload()
+        page.wait_for_selector("html[data-ready]", state="attached")
+        expect(page.locator("#replies")).to_be_checked()
+        open_page(page, web.http_url, f"#manage/{alias_id}/{token}")
+        expect(page.locator("#manage-address")).to_have_text(address)
+        expect(page.locator("#manage-replies")).to_have_text("on")
+
+        open_page(page, web.http_url)
+        page.locator("#replies").uncheck()
+        create_through_form(page, target)
+        expect(page.locator("#result-replies")).to_have_text("Replies through this alias: off")
+        _, off_id, off_token = manage_parts(page)
+        assert not store.get(off_id, off_token).replies
+        open_page(page, web.http_url, f"#manage/{off_id}/{off_token}")
+        expect(page.locator("#manage-replies")).to_have_text("off")
+        assert page.script_errors == []
+
+        # The bookmarklet made with replies on makes aliases that take replies too.
+        page.goto(third_party + "/signup")
+        run_bookmarklet(page, href)
+        page.click("#email")
+        expect(page.locator("#email")).to_have_value(ALIAS_ADDRESS)
+        made = ALIAS_ADDRESS.fullmatch(page.locator("#email").input_value()).group(1)
+        assert store.lookup(made).replies
+    finally:
+        page.context.close()
+
+
 def test_wrong_token_shows_nothing_private(page, web):
     created = api_create(web.http_url, unique_target(), days=1, uses=None)
     open_page(page, web.http_url, f"#manage/{created['id']}/not-the-token")
@@ -818,7 +868,9 @@ def test_screenshots_and_accessibility(browser, web, scheme, width):
         assert _axe_violations(page) == []
         assert_seen_whole(screenshot(page, f"frontend-{scheme}-{width}-errors"), scheme)
 
+        page.locator("#replies").check()
         create_through_form(page, unique_target())
+        expect(page.locator("#result-replies")).to_have_text("Replies through this alias: on")
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         assert _axe_violations(page) == []
         assert_seen_whole(screenshot(page, f"frontend-{scheme}-{width}-result"), scheme)
@@ -826,6 +878,7 @@ def test_screenshots_and_accessibility(browser, web, scheme, width):
         _, alias_id, token = manage_parts(page)
         open_page(page, web.http_url, f"#manage/{alias_id}/{token}")
         expect(page.locator("#manage-details")).to_be_visible()
+        expect(page.locator("#manage-replies")).to_have_text("on")
         assert _axe_violations(page) == []
         assert_seen_whole(screenshot(page, f"frontend-{scheme}-{width}-manage"), scheme)
         assert page.script_errors == []
@@ -835,7 +888,8 @@ def test_screenshots_and_accessibility(browser, web, scheme, width):
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("width", [1280, 390])
-def test_domain_views_screenshots_and_accessibility(browser, domains_web, dns_zone, scheme, width):
+def test_domain_views_screenshots_and_accessibility(browser, domains_web, dns_zone, store, scheme,
+                                                    width):
     """Every state of the picker and of the own-domain views, seen and checked by axe."""
     ARTIFACTS.mkdir(exist_ok=True)
     domain = f"{scheme}-{width}.example.org"
@@ -876,8 +930,13 @@ def test_domain_views_screenshots_and_accessibility(browser, domains_web, dns_zo
 
         page.fill("#own-local", "newsletters")
         page.fill("#own-target", unique_target())
+        expect(page.locator("#own-replies")).to_have_accessible_name(REPLIES_LABEL)
+        page.locator("#own-replies").check()  # the own-domain form's own checkbox
         page.click("#domain-alias-button")
         expect(page.locator("#domain-alias-result")).to_be_visible()
+        expect(page.locator("#domain-alias-replies")).to_have_text(
+            "Replies through this alias: on")
+        assert store.lookup(f"newsletters@{domain}").replies
         looks_right(page, "domain-alias")
         assert page.script_errors == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import secrets
 import signal
 import smtplib
@@ -17,9 +18,10 @@ from redis.crc import key_slot
 from harness.processes import wait_for
 from tempalias.config import Rate
 from tempalias.embedded_redis import RedisServer, free_loopback_port
-from tempalias.store import (ENDS_KEY, IDLEN_KEY, AliasExhausted, AliasNotFound, AliasStore,
-                             DomainStore, RateLimited, RateLimiter, StoreUnavailable, Throttled,
-                             aliases, connect, domains, hash_token, keys, random_id, ratelimits)
+from tempalias.store import (ENDS_KEY, IDLEN_KEY, REPLY_LIMIT, AliasExhausted, AliasNotFound,
+                             AliasStore, DomainStore, RateLimited, RateLimiter, ReplyRoute,
+                             StoreUnavailable, Throttled, aliases, connect, domains, hash_token,
+                             keys, random_id, ratelimits)
 from tempalias.store.runner import Call, Script
 
 HOUR_MS = 3_600_000
@@ -332,7 +334,8 @@ def test_every_key_of_one_alias_is_in_one_cluster_slot(store):
     for any_id in (alias_id, f"shop@{domain}"):
         slots = {key_slot(key.encode()) for key in (
             keys.id_key(any_id), keys.alias_key(any_id), keys.held_key(any_id),
-            keys.alias_limit_key(any_id, "alias-message"))}
+            keys.revs_key(any_id), keys.alias_limit_key(any_id, "alias-message"),
+            keys.alias_limit_key(any_id, REPLY_LIMIT))}
         assert len(slots) == 1
     # a custom domain's aliases share every key of the domain's slot
     slots = {key_slot(key.encode()) for key in (
@@ -373,10 +376,13 @@ def test_every_script_touches_one_cluster_slot(redis_client, clock, monkeypatch)
     domain_store.activate(domain, hash_token("owner"), "tempalias-verify=x", now)
     limits = {"alias-message": Rate(10, 60.0)}
     for made in (store.create("a@example.org", HOUR_MS, 2),
-                 store.create("a@example.org", HOUR_MS, 2, domain="tempalias.test"),
+                 store.create("a@example.org", HOUR_MS, 2, domain="tempalias.test", replies=True),
                  store.create("a@example.org", HOUR_MS, 2, domain=domain, custom=True),
                  store.create("a@example.org", HOUR_MS, 2, domain=domain, custom=True,
-                              local_part="shop")):
+                              local_part="shop", replies=True)):
+        if made.alias.replies:
+            randoms = store.reverse_addresses(made.alias.id, ["b@example.org"])
+            store.reply_route(made.alias.id, randoms["b@example.org"], Rate(5, 60.0))
         store.commit(store.reserve(made.alias.id, limits, domain=made.alias.domain))
         store.release(store.reserve(made.alias.id))
         store.revoke(made.alias.id, made.token)
@@ -532,3 +538,152 @@ def test_a_hung_redis_costs_each_request_one_budget(service_factory, tmp_path):
         service.stop()
     finally:
         redis.stop()
+
+
+# --- replies through an alias: reverse addresses, the reply route, its bucket
+
+
+REVERSE_RANDOM = re.compile(r"[a-z2-7]{16}")
+
+
+def test_an_alias_says_whether_it_takes_replies_with_its_reservation(store):
+    replying = store.create("a@example.org", HOUR_MS, None, domain="tempalias.test", replies=True)
+    silent = store.create("a@example.org", HOUR_MS, None, domain="tempalias.test")
+    assert replying.alias.replies and not silent.alias.replies
+    assert store.get(replying.alias.id, replying.token).replies is True
+    assert store.get(silent.alias.id, silent.token).replies is False
+    reservation = store.reserve(replying.alias.id, domain="tempalias.test")
+    assert (reservation.target, reservation.replies, reservation.domain) == (
+        "a@example.org", True, "tempalias.test")
+    store.release(reservation)
+    reservation = store.reserve(silent.alias.id)
+    assert (reservation.replies, reservation.domain) == (False, "tempalias.test")
+    store.release(reservation)
+    older = store.create("a@example.org", HOUR_MS, None)  # no domain stored
+    assert store.reserve(older.alias.id).domain is None
+
+
+def test_reverse_addresses_are_stable_per_sender_and_distinct_between_senders(store,
+                                                                              redis_client):
+    made = store.create("owner@example.org", HOUR_MS, 5, domain="tempalias.test", replies=True)
+    alias_id = made.alias.id
+    first = store.reverse_addresses(alias_id, ["Alice@Example.org", "bob@example.org"])
+    assert set(first) == {"alice@example.org", "bob@example.org"}
+    assert all(REVERSE_RANDOM.fullmatch(random) for random in first.values())
+    assert first["alice@example.org"] != first["bob@example.org"]
+    again = store.reverse_addresses(alias_id.upper(), ["ALICE@example.org", "carol@example.org",
+                                                       "carol@example.org"])
+    assert again["alice@example.org"] == first["alice@example.org"]
+    assert again["carol@example.org"] not in first.values()
+    route = store.reply_route(alias_id, first["alice@example.org"].upper(), None)
+    # the sender as first written; the owner alone may send through it
+    assert route == ReplyRoute(alias_id, "owner@example.org", "Alice@Example.org",
+                               "tempalias.test")
+    revs = keys.revs_key(alias_id)
+    assert 0 < redis_client.pttl(revs) <= redis_client.pttl(keys.alias_key(alias_id))
+    # a reply spends no use of the alias
+    assert store.get(alias_id, made.token).uses_left == 5
+
+
+def test_no_reverse_address_for_an_alias_without_replies_or_gone(store, redis_client):
+    silent = store.create("a@example.org", HOUR_MS, None)
+    with pytest.raises(AliasNotFound):
+        store.reverse_addresses(silent.alias.id, ["b@example.org"])
+    assert redis_client.exists(keys.revs_key(silent.alias.id)) == 0
+    revoked = store.create("a@example.org", HOUR_MS, None, replies=True)
+    store.revoke(revoked.alias.id, revoked.token)
+    for alias_id in (revoked.alias.id, "zzzzzzzzzzzz", "not an id"):
+        with pytest.raises(AliasNotFound):
+            store.reverse_addresses(alias_id, ["b@example.org"])
+    assert redis_client.exists(keys.revs_key(revoked.alias.id)) == 0
+
+
+def test_reply_route_refuses_what_is_no_live_reverse_address(redis_client, clock):
+    store = AliasStore(redis_client, clock=clock)
+    made = store.create("a@example.org", HOUR_MS, None, replies=True)
+    other = store.create("a@example.org", HOUR_MS, None, replies=True)
+    random = store.reverse_addresses(made.alias.id, ["b@example.org"])["b@example.org"]
+    refused = [
+        (made.alias.id, "a" * 16),  # well formed, never given
+        (made.alias.id, random[:-1]),  # malformed
+        (made.alias.id, random[:-1] + "1"),  # not of base32's alphabet
+        (other.alias.id, random),  # another alias's
+        ("no such id", random),
+    ]
+    for alias_id, candidate in refused:
+        with pytest.raises(AliasNotFound):
+            store.reply_route(alias_id, candidate, None)
+    assert store.reply_route(made.alias.id, random, None).sender == "b@example.org"
+    clock.advance(HOUR_MS / 1000)  # the alias's time is up, though Redis has not erased it yet
+    with pytest.raises(AliasNotFound):
+        store.reply_route(made.alias.id, random, None)
+    with pytest.raises(AliasNotFound):
+        store.reverse_addresses(made.alias.id, ["b@example.org"])
+
+
+def test_reply_route_refuses_an_alias_whose_replies_are_off(store, redis_client):
+    """An alias stored with replies, then without (as the operator would switch them off):
+    its reverse addresses lead nowhere."""
+    made = store.create("a@example.org", HOUR_MS, None, replies=True)
+    random = store.reverse_addresses(made.alias.id, ["b@example.org"])["b@example.org"]
+    redis_client.hdel(keys.alias_key(made.alias.id), "replies")
+    with pytest.raises(AliasNotFound):
+        store.reply_route(made.alias.id, random, None)
+
+
+def test_replies_take_tokens_from_the_alias_reply_bucket_only(redis_client, clock):
+    store = AliasStore(redis_client, clock=clock)
+    made = store.create("a@example.org", HOUR_MS, None, replies=True)
+    alias_id = made.alias.id
+    random = store.reverse_addresses(alias_id, ["b@example.org"])["b@example.org"]
+    limit = Rate(2, 60.0)
+    store.reply_route(alias_id, random, limit)
+    store.reply_route(alias_id, random, limit)
+    with pytest.raises(RateLimited) as refused:
+        store.reply_route(alias_id, random, limit)
+    assert refused.value.throttled == Throttled(REPLY_LIMIT, 30_000)
+    assert redis_client.exists(keys.alias_limit_key(alias_id, REPLY_LIMIT)) == 1
+    # the alias's deliveries have their own bucket, untouched by replies
+    store.release(store.reserve(alias_id, {"alias-message": Rate(1, 60.0)}))
+    store.reply_route(alias_id, random, None)  # unlimited: no bucket is asked
+    clock.advance(30.0)
+    assert store.reply_route(alias_id, random, limit).target == "a@example.org"
+
+
+def _reverse_made(store, lifetime_ms: int = HOUR_MS, uses: int | None = None):
+    made = store.create("a@example.org", lifetime_ms, uses, replies=True)
+    store.reverse_addresses(made.alias.id, ["b@example.org"])
+    return made
+
+
+def _gone(redis_client, alias_id: str) -> bool:
+    return keys_of(redis_client, alias_id) == {keys.id_key(alias_id)}
+
+
+def test_revoke_erases_the_reverse_addresses(store, redis_client):
+    made = _reverse_made(store)
+    assert redis_client.exists(keys.revs_key(made.alias.id)) == 1
+    store.revoke(made.alias.id, made.token)
+    assert _gone(redis_client, made.alias.id)
+
+
+def test_the_last_use_erases_the_reverse_addresses(store, redis_client):
+    made = _reverse_made(store, uses=1)
+    assert store.commit(store.reserve(made.alias.id)) == 0
+    assert _gone(redis_client, made.alias.id)
+
+
+def test_purge_and_an_ended_alias_erase_the_reverse_addresses(redis_client, clock):
+    store = AliasStore(redis_client, clock=clock)
+    purged, reserved = _reverse_made(store, 1000), _reverse_made(store, 1000)
+    clock.advance(1.0)
+    with pytest.raises(AliasNotFound):
+        store.reserve(reserved.alias.id)  # finds it ended: erases it there and then
+    assert _gone(redis_client, reserved.alias.id)
+    assert store.purge() >= 1
+    assert _gone(redis_client, purged.alias.id)
+
+
+def test_the_reverse_addresses_expire_with_the_alias(store, redis_client):
+    made = _reverse_made(store, 300)
+    wait_for(lambda: _gone(redis_client, made.alias.id), 10, "the alias's keys to expire")

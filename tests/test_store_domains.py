@@ -9,11 +9,12 @@ import time
 import pytest
 from redis.crc import key_slot
 
+from tempalias.abuse import DOMAIN_LIMITS
 from tempalias.config import Rate
-from tempalias.store import (DOMAINS_KEY, ENDS_KEY, IDLEN_KEY, AliasNotFound, AliasStore,
-                             AliasTaken, CheckOutcome, DomainNotFound, DomainStore,
-                             DomainSuspended, DomainTaken, RateLimiter, UnknownDomain, hash_token,
-                             keys)
+from tempalias.store import (DOMAINS_KEY, ENDS_KEY, IDLEN_KEY, REPLY_LIMIT, AliasNotFound,
+                             AliasStore, AliasTaken, CheckOutcome, DomainNotFound, DomainStore,
+                             DomainSuspended, DomainTaken, RateLimiter, ReplyRoute, UnknownDomain,
+                             hash_token, keys)
 from tempalias.store.errors import AliasExhausted, RateLimited
 
 HOUR_MS = 3_600_000
@@ -439,3 +440,28 @@ def test_erasing_a_domain_that_is_only_registered_erases_its_registrations(domai
     assert keys_of_domain(redis_client, domain) == set()
     with pytest.raises(DomainNotFound):
         domains.pending(domain, hash_token("a"))
+
+
+def test_replies_at_a_custom_domain_follow_the_domain_and_end_with_it(aliases, domains, domain,
+                                                                     now, redis_client):
+    make_active(domains, domain, now())
+    shop = aliases.create("owner@example.net", HOUR_MS, None, domain=domain, custom=True,
+                          local_part="shop", replies=True)
+    random = aliases.reverse_addresses(shop.alias.id, ["b@example.org"])["b@example.org"]
+    limit = Rate(10, 60.0)
+    assert aliases.reply_route(shop.alias.id, random, limit) == ReplyRoute(
+        shop.alias.id, "owner@example.net", "b@example.org", domain)
+    assert aliases.reserve(shop.alias.id).domain == domain
+
+    domains.mark_checked(domain, False, now(), GRACE_MS)
+    with pytest.raises(DomainSuspended):
+        aliases.reply_route(shop.alias.id, random, limit)
+    domains.mark_checked(domain, True, now(), GRACE_MS)
+    assert aliases.reply_route(shop.alias.id, random, limit).sender == "b@example.org"
+
+    assert redis_client.exists(keys.revs_key(shop.alias.id),
+                               keys.alias_limit_key(shop.alias.id, REPLY_LIMIT)) == 2
+    domains.erase(domain, limits=DOMAIN_LIMITS)
+    assert keys_of_domain(redis_client, domain) == set()
+    with pytest.raises(UnknownDomain):
+        aliases.reply_route(shop.alias.id, random, limit)

@@ -4,14 +4,16 @@
 - ``runner.py``: the script runner: EVALSHA, NOSCRIPT then load once, a script's refusal as a
   domain exception, connection trouble as ``StoreUnavailable``, each operation within its budget.
 - ``connections.py``: the bounded redis-py client, and the direct path the runner sends on.
-- ``aliases.py``: ``AliasStore``: create, read, reserve/commit/release, revoke, purge.
+- ``aliases.py``: ``AliasStore``: create, read, reserve/commit/release, revoke, purge, and the
+  reverse addresses of an alias that takes replies.
 - ``domains.py``: ``DomainStore``: custom domains registered, activated, read, checked, erased.
 - ``ratelimits.py``: ``RateLimiter``: token buckets and connection leases (tempalias/abuse.py).
 - ``errors.py``: what the store raises.
 """
 
-from tempalias.store.aliases import (ID_ALPHABET, MS_PER_DAY, RESERVED_IDS, Alias, AliasStore,
-                                     NewAlias, Reservation, hash_token, normalise_id, random_id)
+from tempalias.store.aliases import (ID_ALPHABET, MS_PER_DAY, REPLY_LIMIT, RESERVED_IDS, Alias,
+                                     AliasStore, NewAlias, ReplyRoute, Reservation, hash_token,
+                                     normalise_id, random_id)
 from tempalias.store.connections import connect
 from tempalias.store.domains import CheckOutcome, Domain, DomainStore, PendingDomain
 from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused, AliasTaken,
@@ -22,7 +24,8 @@ from tempalias.store.keys import DOMAINS_KEY, ENDS_KEY, IDLEN_KEY
 from tempalias.store.ratelimits import Lease, RateLimiter
 
 __all__ = [
-    "ID_ALPHABET", "MS_PER_DAY", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias", "Reservation",
+    "ID_ALPHABET", "MS_PER_DAY", "REPLY_LIMIT", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias",
+    "ReplyRoute", "Reservation",
     "hash_token", "normalise_id", "random_id", "connect", "CheckOutcome", "Domain",
     "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
     "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",

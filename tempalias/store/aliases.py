@@ -10,6 +10,12 @@ An alias at one of the operator's domains has an id like ``k3x9qa``; one at a cu
 ``local@DOMAIN``, in the domain's own namespace: its scripts also read the domain's record (only an
 active domain takes new aliases and mail; a suspended one says since when) and keep the domain's
 set of live aliases right, in the same slot (see ``keys.py``).
+
+An alias made with ``replies`` lets its owner reply through it (``tempalias/reverse.py``): each
+sender of a forwarded message gets a reverse address, kept in the alias's ``revs`` hash
+(REVERSE_ADDRESSES), and a reply to one finds its sender, with a token from the alias's reply
+bucket (REPLY_ROUTE). ``revs`` ends with the alias on every path: revoke, last use, purge, the
+custom domain erased, and its own TTL.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Callable
 
 import redis
 
+from tempalias.reverse import RANDOM_SHAPE, new_random
 from tempalias.store import keys
 from tempalias.store.errors import AliasNotFound, AliasTaken
 from tempalias.store.ratelimits import BUCKETS_LUA, bucket_args
@@ -44,6 +51,7 @@ MAX_DOMAIN = 253
 # Role mailboxes (RFC 2142, RFC 5321 4.5.1) are never handed out as alias ids.
 RESERVED_IDS = frozenset({"postmaster", "abuse", "hostmaster", "webmaster", "mailer-daemon"})
 MS_PER_DAY = 86_400_000
+REPLY_LIMIT = "reply"  # the name of an alias's bucket of replies (``keys.alias_limit_key``)
 
 # Lua of the scripts that read a custom domain's record (ta:dom:{DOMAIN}): nil when it is active,
 # else the error reply for it: DOMAIN-UNKNOWN (never verified, or erased) or DOMAIN-SUSPENDED
@@ -59,6 +67,15 @@ local function domain_refusal(key)
     end
     return nil
 end
+
+-- Where the buckets start in KEYS, and the refusal of the alias's custom domain: KEYS[at] is
+-- that domain when flag (an ARGV) is '1', and the buckets follow it; else they start at it.
+local function custom_domain(flag, at)
+    if flag == '' then
+        return at, nil
+    end
+    return at + 1, domain_refusal(KEYS[at])
+end
 """
 
 # KEYS[1] - the id's reservation key (ta:{id}id)
@@ -73,6 +90,7 @@ end
 # ARGV[5] - uses allowed, or '' for an alias limited by time only
 # ARGV[6] - the domain in the alias's address, or '' (it then answers at every configured domain)
 # ARGV[7] - the alias's local part at the custom domain of KEYS[3] (else unused)
+# ARGV[8] - '1' when its owner may reply through it (tempalias/reverse.py), else ''
 # returns 1, or 0 when the id was ever taken before (nothing is written then); error
 #         DOMAIN-UNKNOWN or DOMAIN-SUSPENDED <since ms> when the domain of KEYS[3] is not active
 CREATE_ALIAS = Script(DOMAIN_LUA + """
@@ -94,6 +112,10 @@ end
 if ARGV[6] ~= '' then
     table.insert(fields, 'domain')
     table.insert(fields, ARGV[6])
+end
+if ARGV[8] == '1' then
+    table.insert(fields, 'replies')
+    table.insert(fields, '1')
 end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('PEXPIREAT', KEYS[2], ARGV[4])
@@ -119,35 +141,33 @@ return current
 
 # KEYS[1]   - the alias hash (ta:{id}alias)
 # KEYS[2]   - its reservations (ta:{id}held)
-# KEYS[3]   - for an alias at a custom domain (ARGV[5] is '1'): the domain (ta:dom:{DOMAIN})
+# KEYS[3]   - its reverse addresses (ta:{id}revs), erased with an alias found ended
+# KEYS[4]   - for an alias at a custom domain (ARGV[5] is '1'): the domain (ta:dom:{DOMAIN})
 # KEYS[..]  - then the alias's buckets (ta:rl:{id}NAME): the use comes with a token from each
 # ARGV[1]   - a fresh random reservation id
 # ARGV[2]   - how long the reservation may be held, ms
 # ARGV[3]   - now, ms, or '' for Redis's clock
 # ARGV[4]   - the recipient's domain: an alias whose hash names another domain is unknown there;
 #             '' or a hash that names none (made before several domains): any
-# ARGV[5]   - '1' when KEYS[3] is the alias's custom domain, else ''
+# ARGV[5]   - '1' when KEYS[4] is the alias's custom domain, else ''
 # ARGV[6..] - interval and burst tolerance of each bucket in turn, ms
-# returns the target; error DOMAIN-UNKNOWN (the custom domain is neither active nor suspended),
+# returns {target, '1' when its owner may reply through it else '', the domain in its address
+#         or ''}; error DOMAIN-UNKNOWN (the custom domain is neither active nor suspended),
 #         DOMAIN-SUSPENDED <since ms>, ALIAS-UNKNOWN (never existed, revoked, expired, or made at
 #         another domain), ALIAS-EXHAUSTED, or THROTTLED <ms> <key> (nothing is reserved nor
 #         taken then)
 RESERVE_USE = Script(BUCKETS_LUA + DOMAIN_LUA + """
-local first = 3
-if ARGV[5] ~= '' then
-    first = 4
-    local refusal = domain_refusal(KEYS[3])
-    if refusal then
-        return refusal
-    end
+local first, refusal = custom_domain(ARGV[5], 4)
+if refusal then
+    return refusal
 end
-local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'uses', 'domain')
+local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'uses', 'domain', 'replies')
 if not alias[1] or (alias[4] and ARGV[4] ~= '' and alias[4] ~= ARGV[4]) then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 local now = now_ms(ARGV[3])
 if tonumber(alias[2]) <= now then
-    redis.call('DEL', KEYS[1], KEYS[2])
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -161,16 +181,17 @@ end
 put_buckets(first, #KEYS, tats, now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIREAT', KEYS[2], alias[2])
-return alias[1]
+return {alias[1], alias[5] or '', alias[4] or ''}
 """)
 
 # KEYS[1] - the alias hash (ta:{id}alias)
 # KEYS[2] - its reservations (ta:{id}held)
-# KEYS[3] - for an alias at a custom domain: the domain's live aliases (ta:dom:{DOMAIN}:aliases)
+# KEYS[3] - its reverse addresses (ta:{id}revs)
+# KEYS[4] - for an alias at a custom domain: the domain's live aliases (ta:dom:{DOMAIN}:aliases)
 # ARGV[1] - the reservation id RESERVE_USE was given
 # ARGV[2] - the alias's local part at the custom domain (else unused)
 # returns {'counted', uses_left or -1 when unlimited} | {'erased', 0} when that was the last use
-#         (it leaves KEYS[3] too) | {'unknown'} when the alias ended while the message was under
+#         (KEYS[1..3] are erased, and it leaves KEYS[4] too) | {'unknown'} when the alias ended while the message was under
 #         way
 COMMIT_USE = Script("""
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -184,9 +205,9 @@ if not uses then
 end
 local left = tonumber(uses) - 1
 if left <= 0 then
-    redis.call('DEL', KEYS[1], KEYS[2])
-    if KEYS[3] then
-        redis.call('ZREM', KEYS[3], ARGV[2])
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+    if KEYS[4] then
+        redis.call('ZREM', KEYS[4], ARGV[2])
     end
     return {'erased', 0}
 end
@@ -196,21 +217,22 @@ return {'counted', left}
 
 # KEYS[1] - the alias hash (ta:{id}alias)
 # KEYS[2] - its reservations (ta:{id}held)
-# KEYS[3] - for an alias at a custom domain: the domain's live aliases (ta:dom:{DOMAIN}:aliases)
+# KEYS[3] - its reverse addresses (ta:{id}revs)
+# KEYS[4] - for an alias at a custom domain: the domain's live aliases (ta:dom:{DOMAIN}:aliases)
 # ARGV[1] - SHA-256 hex of the management token offered, or '' for the operator, who needs none
 #           (hashes are compared, so the comparison's timing tells nothing about the token)
 # ARGV[2] - the alias's local part at the custom domain (else unused)
-# returns 1 once both are erased and the alias left KEYS[3] (the caller then takes the id out of
-#         ta:ends); error ALIAS-UNKNOWN when no live alias has that id and token (nothing is
+# returns 1 once KEYS[1..3] are erased and the alias left KEYS[4] (the caller then takes the id
+#         out of ta:ends); error ALIAS-UNKNOWN when no live alias has that id and token (nothing is
 #         erased then)
 REVOKE_ALIAS = Script("""
 local token = redis.call('HGET', KEYS[1], 'token')
 if not token or (ARGV[1] ~= '' and token ~= ARGV[1]) then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
-redis.call('UNLINK', KEYS[1], KEYS[2])
-if KEYS[3] then
-    redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
+if KEYS[4] then
+    redis.call('ZREM', KEYS[4], ARGV[2])
 end
 return 1
 """)
@@ -240,6 +262,66 @@ end
 return 1
 """)
 
+# KEYS[1]   - the alias hash (ta:{id}alias)
+# KEYS[2]   - its reverse addresses (ta:{id}revs)
+# ARGV[1]   - now, ms, or '' for Redis's clock
+# ARGV[2..] - three per sender: the sender in lower case, the sender as written, and a fresh
+#             RANDOM for it, used only when it has none yet
+# returns each sender's RANDOM, in order (one made before is kept: a sender's reverse address is
+#         stable for the alias's life); error ALIAS-UNKNOWN when the alias has ended or takes no
+#         replies (nothing is written then)
+REVERSE_ADDRESSES = Script(NOW_LUA + """
+local alias = redis.call('HMGET', KEYS[1], 'expires', 'replies')
+if not alias[1] or tonumber(alias[1]) <= now_ms(ARGV[1]) or alias[2] ~= '1' then
+    return redis.error_reply('ALIAS-UNKNOWN')
+end
+local found = {}
+for i = 2, #ARGV, 3 do
+    local random = redis.call('HGET', KEYS[2], 's:' .. ARGV[i])
+    if not random then
+        random = ARGV[i + 2]
+        redis.call('HSET', KEYS[2], 's:' .. ARGV[i], random, 'r:' .. random, ARGV[i + 1])
+    end
+    table.insert(found, random)
+end
+redis.call('PEXPIREAT', KEYS[2], alias[1])
+return found
+""")
+
+# KEYS[1]   - the alias hash (ta:{id}alias)
+# KEYS[2]   - its reverse addresses (ta:{id}revs)
+# KEYS[3]   - for an alias at a custom domain (ARGV[3] is '1'): the domain (ta:dom:{DOMAIN})
+# KEYS[..]  - then the alias's reply bucket (ta:rl:{id}reply), when replies are limited
+# ARGV[1]   - the RANDOM of the reverse address
+# ARGV[2]   - now, ms, or '' for Redis's clock
+# ARGV[3]   - '1' when KEYS[3] is the alias's custom domain, else ''
+# ARGV[4..] - interval and burst tolerance of the bucket, ms
+# returns {target, the sender as first written, the domain in the alias's address or ''}; error
+#         DOMAIN-UNKNOWN or DOMAIN-SUSPENDED <since ms> as RESERVE_USE, ALIAS-UNKNOWN (no such
+#         reverse address, the alias ended, or it takes no replies), or THROTTLED <ms> <key>
+#         (no token is taken then)
+REPLY_ROUTE = Script(BUCKETS_LUA + DOMAIN_LUA + """
+local first, refusal = custom_domain(ARGV[3], 3)
+if refusal then
+    return refusal
+end
+local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'replies', 'domain')
+local now = now_ms(ARGV[2])
+if not alias[1] or tonumber(alias[2]) <= now or alias[3] ~= '1' then
+    return redis.error_reply('ALIAS-UNKNOWN')
+end
+local sender = redis.call('HGET', KEYS[2], 'r:' .. ARGV[1])
+if not sender then
+    return redis.error_reply('ALIAS-UNKNOWN')
+end
+local wait, worst, tats = check_buckets(first, #KEYS, 4, now)
+if worst then
+    return throttled(wait, worst)
+end
+put_buckets(first, #KEYS, tats, now)
+return {alias[1], sender, alias[4] or ''}
+""")
+
 
 @dataclass(frozen=True)
 class Alias:
@@ -252,6 +334,7 @@ class Alias:
     # the domain in its address; None for an alias made before several domains (it answers at
     # each configured domain). A custom domain's alias has it in its id too (``local@DOMAIN``).
     domain: str | None = None
+    replies: bool = False  # its owner may reply through it (``tempalias/reverse.py``)
 
 
 @dataclass(frozen=True)
@@ -265,6 +348,20 @@ class Reservation:
     alias_id: str
     target: str
     reservation_id: str
+    replies: bool = False  # its owner may reply through it: the forward needs reverse addresses
+    domain: str | None = None  # the domain in the alias's address, if stored
+
+
+@dataclass(frozen=True)
+class ReplyRoute:
+    """Where the owner's reply to a reverse address goes: from ``alias_id`` (at ``domain``, the
+    domain in its address, if stored) to ``sender``; ``target`` is the owner, who alone may send
+    it."""
+
+    alias_id: str
+    target: str
+    sender: str
+    domain: str | None
 
 
 def random_id(alphabet: str, length: int) -> str:
@@ -298,13 +395,14 @@ def normalise_id(alias_id: str) -> str | None:
     return None
 
 
-def _in_domain(alias_id: str) -> tuple[list[str], list[str]]:
-    """The KEYS and ARGV that COMMIT_USE and REVOKE_ALIAS take beyond the alias's own for an
-    alias at a custom domain (its domain's live aliases, its local part there); none for others."""
+def _ending(alias_id: str) -> tuple[list[str], list[str]]:
+    """The KEYS and ARGV of COMMIT_USE and REVOKE_ALIAS, which may end the alias: its own keys,
+    and for an alias at a custom domain its domain's live aliases and its local part there."""
+    own = [keys.alias_key(alias_id), keys.held_key(alias_id), keys.revs_key(alias_id)]
     local, domain = keys.split_id(alias_id)
     if domain is None:
-        return [], []
-    return [keys.domain_aliases_key(domain)], [local]
+        return own, []
+    return [*own, keys.domain_aliases_key(domain)], [local]
 
 
 @dataclass(frozen=True)
@@ -316,20 +414,22 @@ class _Order:
     lifetime_ms: int
     uses: int | None
     domain: str  # '' when the alias answers at every configured domain
+    replies: bool
 
     def call(self, alias_id: str, clock: Callable[[], float] | None) -> tuple[Alias, Call]:
         """The alias under ``alias_id``, created now, and the CREATE_ALIAS call that stores it."""
         created_ms = int((clock or time.time)() * 1000)
         expires_ms = created_ms + self.lifetime_ms
         alias = Alias(alias_id, self.target, created_ms, expires_ms, self.uses, 0,
-                      self.domain or None)
+                      self.domain or None, self.replies)
         local, domain = keys.split_id(alias_id)
         where = [] if domain is None else [
             keys.domain_key(domain), keys.domain_aliases_key(domain), keys.domain_ids_key(domain)]
         return alias, Call(
             CREATE_ALIAS, [keys.id_key(alias_id), keys.alias_key(alias_id), *where],
             [self.target, self.token_hash, created_ms, expires_ms,
-             "" if self.uses is None else self.uses, self.domain, local])
+             "" if self.uses is None else self.uses, self.domain, local,
+             "1" if self.replies else ""])
 
 
 class AliasStore:
@@ -363,7 +463,8 @@ class AliasStore:
 
     @operation
     def create(self, target: str, lifetime_ms: int, uses: int | None, domain: str | None = None,
-               custom: bool = False, local_part: str | None = None) -> NewAlias:
+               custom: bool = False, local_part: str | None = None,
+               replies: bool = False) -> NewAlias:
         """Store a new alias under a never-used id; raise the id length on every collision.
 
         ``domain``: the domain in the alias's address, stored with it (RESERVE answers only
@@ -372,6 +473,7 @@ class AliasStore:
         (else DomainNotFound, as ``UnknownDomain``, or DomainSuspended): the alias is
         ``local@domain`` in the domain's own namespace, its local part ``local_part`` when given
         (AliasTaken when it is, or ever was in the domain's life, an alias there), else random.
+        ``replies``: its owner may reply through it (``reverse_addresses``, ``reply_route``).
 
         One round trip at a configured domain: the script and the ``ta:ends`` entry travel in
         one write. ``ZADD NX`` cannot touch a live alias's entry on a collision (ids are never
@@ -386,7 +488,7 @@ class AliasStore:
         if custom and not (len(domain) <= MAX_DOMAIN and _DOMAIN_SHAPE.fullmatch(domain)):
             raise ValueError(f"{domain!r} is not a domain's A-label")
         token = secrets.token_urlsafe(24)
-        order = _Order(target, hash_token(token), lifetime_ms, uses, domain)
+        order = _Order(target, hash_token(token), lifetime_ms, uses, domain, replies)
         if custom:
             return NewAlias(self._create_custom(order, local_part), token)
         if self._id_length_seen is None:
@@ -457,9 +559,8 @@ class AliasStore:
         normal = normalise_id(alias_id)
         if normal is None:
             raise AliasNotFound(alias_id)
-        more_keys, more_args = _in_domain(normal)
-        self.runner.call(REVOKE_ALIAS, [keys.alias_key(normal), keys.held_key(normal), *more_keys],
-                         [offered, *more_args], subject=alias_id)
+        ending, local = _ending(normal)
+        self.runner.call(REVOKE_ALIAS, ending, [offered, *local], subject=alias_id)
         self.runner.send(("ZREM", keys.ENDS_KEY, normal))
 
     @operation
@@ -486,6 +587,7 @@ class AliasStore:
             uses_left=int(fields["uses"]) if "uses" in fields else None,
             delivered=int(fields["delivered"]),
             domain=fields.get("domain"),
+            replies=fields.get("replies") == "1",
         )
         return alias, fields["token"]
 
@@ -502,7 +604,8 @@ class AliasStore:
         there (one made before several domains answers at any). An id ``local@DOMAIN`` is at a
         custom domain, whose record is read in the same script: UnknownDomain (an AliasNotFound
         and a DomainNotFound) when it is neither active nor suspended, DomainSuspended (with
-        since when) when suspended."""
+        since when) when suspended. The Reservation says whether the alias takes replies, and
+        the domain in its address, from the same script."""
         normal = normalise_id(alias_id)
         if normal is None:
             raise AliasNotFound(alias_id)
@@ -512,23 +615,21 @@ class AliasStore:
             raise AliasNotFound(alias_id)
         limits = limits or {}
         reservation_id = secrets.token_hex(8)
-        target = self.runner.call(
-            RESERVE_USE, [keys.alias_key(normal), keys.held_key(normal),
+        target, replies, stored_domain = self.runner.call(
+            RESERVE_USE, [keys.alias_key(normal), keys.held_key(normal), keys.revs_key(normal),
                           *([] if custom is None else [keys.domain_key(custom)]),
                           *(keys.alias_limit_key(normal, name) for name in limits)],
             [reservation_id, self.reservation_ms, clock_arg(self.clock), recipient,
              "" if custom is None else "1", *bucket_args(limits)],
             subject=normal)
-        return Reservation(normal, target, reservation_id)
+        return Reservation(normal, target, reservation_id, replies == "1", stored_domain or None)
 
     @operation
     def commit(self, reservation: Reservation) -> int | None:
         """Count the delivery; returns the uses left (None when unlimited, 0 when now erased)."""
         alias_id = reservation.alias_id
-        more_keys, more_args = _in_domain(alias_id)
-        result = self.runner.call(
-            COMMIT_USE, [keys.alias_key(alias_id), keys.held_key(alias_id), *more_keys],
-            [reservation.reservation_id, *more_args])
+        ending, local = _ending(alias_id)
+        result = self.runner.call(COMMIT_USE, ending, [reservation.reservation_id, *local])
         if result[0] == "erased":
             self.runner.send(("ZREM", keys.ENDS_KEY, alias_id))
             return 0
@@ -541,6 +642,44 @@ class AliasStore:
     def release(self, reservation: Reservation) -> None:
         """Give the held use back: the delivery did not happen."""
         self.runner.send(("ZREM", keys.held_key(reservation.alias_id), reservation.reservation_id))
+
+    # --- replies through an alias (``tempalias/reverse.py``)
+
+    @operation
+    def reverse_addresses(self, alias_id: str, senders: list[str]) -> dict[str, str]:
+        """The RANDOM of each sender's reverse address at the alias (sender in lower case ->
+        RANDOM): the one it was given before, else a fresh one, kept until the alias ends. One
+        round trip. AliasNotFound when the alias is gone or takes no replies."""
+        normal = normalise_id(alias_id)
+        if normal is None:
+            raise AliasNotFound(alias_id)
+        lowered = [sender.lower() for sender in senders]
+        args = [value for sender, lower in zip(senders, lowered)
+                for value in (lower, sender, new_random())]
+        found = self.runner.call(REVERSE_ADDRESSES, [keys.alias_key(normal), keys.revs_key(normal)],
+                                 [clock_arg(self.clock), *args], subject=normal)
+        return dict(zip(lowered, found))
+
+    @operation
+    def reply_route(self, alias_id: str, random: str, limit: Rate | None) -> ReplyRoute:
+        """Where the owner's reply to the reverse address ``random`` of ``alias_id`` goes, with a
+        token from the alias's reply bucket (``limit``; None: unlimited). One round trip.
+        AliasNotFound when there is no such reverse address, the alias ended or takes no
+        replies; RateLimited when the bucket is empty; at a custom domain UnknownDomain and
+        DomainSuspended as ``reserve``."""
+        normal = normalise_id(alias_id)
+        random = random.lower()
+        if normal is None or not RANDOM_SHAPE.fullmatch(random):
+            raise AliasNotFound(alias_id)
+        custom = keys.split_id(normal)[1]
+        limits = {} if limit is None else {REPLY_LIMIT: limit}
+        target, sender, domain = self.runner.call(
+            REPLY_ROUTE, [keys.alias_key(normal), keys.revs_key(normal),
+                          *([] if custom is None else [keys.domain_key(custom)]),
+                          *(keys.alias_limit_key(normal, name) for name in limits)],
+            [random, clock_arg(self.clock), "" if custom is None else "1", *bucket_args(limits)],
+            subject=normal)
+        return ReplyRoute(normal, target, sender, domain or None)
 
     @operation
     def take_report(self, return_hash: str, limit: int, lifetime_ms: int) -> bool:
@@ -571,7 +710,8 @@ class AliasStore:
             return 0
         erase: list[tuple] = []
         for alias_id in ended:
-            erase.append(("UNLINK", keys.alias_key(alias_id), keys.held_key(alias_id)))
+            erase.append(("UNLINK", keys.alias_key(alias_id), keys.held_key(alias_id),
+                          keys.revs_key(alias_id)))
             local, domain = keys.split_id(alias_id)
             if domain is not None:
                 erase.append(("ZREM", keys.domain_aliases_key(domain), local))

@@ -10,14 +10,20 @@ Below, ``{id}`` stands for ``{k3x9qa}:`` or ``{DOMAIN}local:`` (DOMAIN: the A-la
                      (at a custom domain: until the domain is erased, so its next owner starts
                      afresh).
 - ``ta:{id}alias``   hash: target, token (SHA-256 of the management token), created, expires
-                     (epoch ms), delivered, uses (left) when the alias is limited by count, and
+                     (epoch ms), delivered, uses (left) when the alias is limited by count,
                      domain, the domain in its address (absent in aliases made before several
-                     domains, which answer at every configured domain). Its Redis TTL is the
-                     alias's lifetime, so expiry erases it by itself.
+                     domains, which answer at every configured domain), and replies (``1``)
+                     when its owner may reply through it. Its Redis TTL is the alias's
+                     lifetime, so expiry erases it by itself.
 - ``ta:{id}held``    sorted set of in-flight delivery reservations, scored by the moment they
                      lapse, so a reservation whose holder died frees its use by itself.
-- ``ta:rl:{id}NAME`` the alias's rate-limit buckets (``alias-message``): the alias's hash tag too,
-                     so the delivery script takes their tokens in the same slot; like every bucket
+- ``ta:{id}revs``    hash, the reverse addresses of an alias that takes replies
+                     (``tempalias/reverse.py``): ``s:<sender, lower case>`` -> RANDOM and
+                     ``r:<RANDOM>`` -> the sender as first written. Its PEXPIREAT is the alias's
+                     expiry, and every path that erases the alias erases it too.
+- ``ta:rl:{id}NAME`` the alias's rate-limit buckets (``alias-message``; ``reply``, the owner's
+                     replies through it): the alias's hash tag too, so the delivery and reply
+                     scripts take their tokens in the same slot; like every bucket
                      they expire by themselves, and hold a moment in time, nothing of the alias.
 
 A custom domain (tag ``{DOMAIN}``, shared with its aliases above):
@@ -84,6 +90,10 @@ def alias_key(alias_id: str) -> str:
 
 def held_key(alias_id: str) -> str:
     return f"ta:{_alias_base(alias_id)}held"
+
+
+def revs_key(alias_id: str) -> str:
+    return f"ta:{_alias_base(alias_id)}revs"
 
 
 def alias_pattern(alias_id: str) -> str:
@@ -166,6 +176,6 @@ def alias_key_templates(domain: str, limits: tuple[str, ...] = ()) -> list[str]:
     ``limits``): each key of local part L is prefix .. L .. suffix, for a script that erases the
     aliases it finds in ``domain_ids_key``."""
     alias_id = f"{_MARK}@{domain}"
-    made = [id_key(alias_id), alias_key(alias_id), held_key(alias_id),
+    made = [id_key(alias_id), alias_key(alias_id), held_key(alias_id), revs_key(alias_id),
             *(alias_limit_key(alias_id, name) for name in limits)]
     return [part for key in made for part in _template(key)]

@@ -118,6 +118,9 @@ def openapi_document(rules: AliasRules) -> dict[str, Any]:
         "created_at": iso,
         "expires_at": iso,
         "uses_left": uses_left,
+        "replies": {"type": "boolean",
+                    "description": "its owner may reply through it, from reply addresses at the "
+                                   "alias's domain, the owner's address hidden"},
     }
     new_alias = {
         "type": "object",
@@ -151,7 +154,13 @@ def openapi_document(rules: AliasRules) -> dict[str, Any]:
                            "pattern": LOCAL_PART_PATTERN,
                            "description": "at your custom domain only (else a 422): the part "
                                           "before the @, lower-cased; role names such as "
-                                          "postmaster are refused; default random"},
+                                          "postmaster are refused, and so is any name "
+                                          "starting with r= (reply addresses); default random"},
+            "replies": {"type": "boolean", "default": False,
+                        "description": "let the owner reply through the alias: each sender is "
+                                       "shown as a reply address at the alias's domain, and "
+                                       "a reply to it leaves from the alias, the owner's "
+                                       "address hidden; default false"},
         },
     }
     legacy_order = {

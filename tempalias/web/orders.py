@@ -26,10 +26,11 @@ class OrderFields:
     uses: Any
     domain: Any = None
     local_part: Any = None
+    replies: Any = False
 
 
 # What the REST API's order may carry beyond target, days and uses; the legacy API knows none.
-PLACEMENT_FIELDS = ("domain", "local_part")
+REST_FIELDS = ("domain", "local_part", "replies")
 
 
 def _number(value: Any, legacy: bool, query: bool) -> Any:
@@ -56,7 +57,7 @@ def read_order(fields: dict[str, Any], *, uses_key: str = "uses", legacy: bool =
     domain. ``query``: the fields come from a query string (the JSONP door), where every value
     is text: empty or "0" means unset, digits count. A JSON body takes numbers only, as the
     OpenAPI document says."""
-    known = {"target", "days", uses_key, *(() if legacy else PLACEMENT_FIELDS)}
+    known = {"target", "days", uses_key, *(() if legacy else REST_FIELDS)}
     for name in fields:
         if name not in known:
             raise InvalidOrder(name, "is not a known field; known fields: "
@@ -65,7 +66,7 @@ def read_order(fields: dict[str, Any], *, uses_key: str = "uses", legacy: bool =
         raise InvalidOrder("target", "is required")
     return OrderFields(fields["target"], _number(fields.get("days"), legacy, query),
                        _number(fields.get(uses_key), legacy, query), fields.get("domain"),
-                       fields.get("local_part"))
+                       fields.get("local_part"), fields.get("replies", False))
 
 
 def requesting_client(trusted_proxies: tuple[IPNetwork, ...]):
@@ -83,7 +84,8 @@ def place_order(aliases: AliasService, fields: dict[str, Any], trusted_proxies: 
     ip = requesting_client(trusted_proxies)
     try:
         return aliases.create(order.target, order.days, order.uses, ip, domain=order.domain,
-                              local_part=order.local_part, domain_token=domain_token)
+                              local_part=order.local_part, domain_token=domain_token,
+                              replies=order.replies)
     except InvalidOrder as exc:
         if exc.field == "uses" and uses_key != "uses":
             raise InvalidOrder(uses_key, exc.reason) from None
