@@ -163,23 +163,25 @@ def _status(record: Record, published: tuple[str, ...] | None) -> Status:
 
 
 def _same(ours: str, theirs: str) -> bool:
-    if _version(ours) == "v=spf1":
+    kind = _version(ours)
+    if kind == "v=spf1":
         return ours.lower().split() == theirs.lower().split()
-    wanted, found = _tags(ours), _tags(theirs)
-    if _version(ours) == "v=dkim1":
+    dkim = kind == "v=dkim1"
+    wanted, found = _tags(ours, dkim), _tags(theirs, dkim)
+    if dkim:
         found.setdefault("k", "rsa")  # RFC 6376 3.6.1: k= defaults to rsa
     return all(found.get(tag) == value for tag, value in wanted.items())
 
 
-def _tags(text: str) -> dict[str, str]:
-    """A tag=value list (DKIM, DMARC) with the spacing gone; values in lower case but p= (the
-    key in base64, where case matters)."""
+def _tags(text: str, dkim: bool) -> dict[str, str]:
+    """A tag=value list (DKIM, DMARC) with the spacing gone, values in lower case but a DKIM
+    key's p= (base64, where case matters)."""
     tags = {}
     for item in text.split(";"):
         tag, separator, value = item.partition("=")
         if separator:
             tag, value = tag.strip().lower(), "".join(value.split())
-            tags[tag] = value if tag == "p" else value.lower()
+            tags[tag] = value if dkim and tag == "p" else value.lower()
     return tags
 
 

@@ -90,6 +90,15 @@ def headers_to_sign(message: bytes) -> list[bytes]:
     return signed + list(OVERSIGNED_HEADERS)
 
 
+def _reason(exc: Exception) -> str:
+    """Why dkimpy failed. Besides its DKIMException (a header line without a colon), its parser
+    fails on some input in Python's own words (TypeError on an empty message, IndexError on a
+    folded first line): any of them means this message cannot be signed, never a crash."""
+    if isinstance(exc, (dkim.DKIMException, SigningError)):
+        return str(exc)
+    return f"dkimpy cannot parse it ({exc.__class__.__name__}: {exc})"
+
+
 def _ascii(domain: str) -> bytes:
     try:
         return domain.encode("ascii")
@@ -119,8 +128,8 @@ class Signer:
                 lines.append(dkim.sign(message, selector.encode("ascii"), _ascii(domain), key,
                                        canonicalize=CANONICALIZATION,
                                        signature_algorithm=algorithm, include_headers=include))
-            except dkim.DKIMException as exc:
-                raise SigningError(f"cannot DKIM-sign the message: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - see _reason
+                raise SigningError(f"cannot DKIM-sign the message: {_reason(exc)}") from None
         return b"".join(lines)
 
     def seal(self, message: bytes, domain: str) -> bytes:
@@ -135,8 +144,8 @@ class Signer:
             lines = dkim.arc_sign(message, self.keys.selector.encode("ascii"), _ascii(domain),
                                   self.keys.rsa_pem, self.authserv_id.encode("ascii"),
                                   include_headers=headers_to_sign(message))
-        except dkim.DKIMException as exc:
-            raise SigningError(f"cannot ARC-seal the message: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - see _reason
+            raise SigningError(f"cannot ARC-seal the message: {_reason(exc)}") from None
         if not lines:
             log.debug("signing: no ARC set: no Authentication-Results of %s, or a chain ended",
                       self.authserv_id)
