@@ -16,7 +16,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from typing import Iterator  # noqa: E402
 
-from tempalias.addresses import InvalidAddress, domain_to_unicode, parse_domain_name  # noqa: E402
+from tempalias.addresses import domain_to_unicode, parse_domain_name  # noqa: E402
 from tempalias.aliases import (  # noqa: E402
     AliasNotFound, AliasRules, AliasService, InvalidOrder, StoreUnavailable, iso_utc)
 from tempalias.domains import DomainNotFound, DomainService, DomainTaken  # noqa: E402
@@ -136,9 +136,10 @@ def cmd_dns_records(config: Config, args: argparse.Namespace) -> int:
 
     try:
         domain = parse_domain_name(args.domain)
-        spf_include = parse_domain_name(args.spf_include) if args.spf_include else None
+        spf_include = (dnsrecords.spf_include_name(args.spf_include) if args.spf_include
+                       else None)
         keys = load_or_create_keys(config.section("signing"), config.data_dir)
-    except (InvalidAddress, DkimKeyError) as exc:
+    except (ValueError, DkimKeyError) as exc:  # InvalidAddress is a ValueError
         print(f"tempalias: {exc}", file=sys.stderr)
         return 2
     # the host our MX names: as for custom domains (service.domain_service), the banner's

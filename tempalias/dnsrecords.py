@@ -22,6 +22,7 @@ its host, whatever its preference.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ DIFFERENT = "different"
 UNKNOWN = "unknown"  # DNS did not answer
 TXT_STRING_BYTES = 255  # the longest character-string of a TXT record (RFC 1035 3.3)
 DMARC_VALUE = "v=DMARC1; p=quarantine; adkim=r; aspf=r"
+_SPF_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,16 @@ class Status:
 
     state: str
     found: tuple[str, ...] = ()
+
+
+def spf_include_name(text: str) -> str:
+    """The name an SPF ``include:`` takes (``_spf.provider.example``: DNS labels, underscores
+    allowed), lower case; raises ValueError."""
+    name = _name(text.strip())
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_SPF_LABEL.match(label) for label in labels):
+        raise ValueError(f"{text!r} is not a DNS name for an SPF include")
+    return name
 
 
 def expected(domain: str, keys: SigningKeys, mx_host: str,
