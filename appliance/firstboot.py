@@ -7,6 +7,11 @@ tempalias starts:
 
 - makes the SRS secret (``srs_secret`` in /etc/tempalias/tempalias.ini) if there is none, and the
   SSH host keys if there are none;
+- makes the DKIM key in the data directory if there is none (as the tempalias user, whose key it
+  is), and shows the DNS records each configured domain publishes (``tempalias dns-records
+  --no-check DOMAIN``: MX, SPF, DKIM, DMARC) on the console and in /etc/motd, where the operator
+  sees them at the first login; without network here, ``tempalias dns-records DOMAIN`` checks
+  them later;
 - reads the operator's settings, a ``[tempalias]`` INI section with the same keys as
   tempalias.ini (domains, smarthost, public_url, ...), from the first of these that exists:
     1. qemu's firmware config: ``-fw_cfg name=opt/tempalias/tempalias.ini,file=PATH``
@@ -41,6 +46,8 @@ CONFIG_DRIVE_LABEL = "TEMPALIAS"
 FW_CFG_DIR = "/sys/firmware/qemu_fw_cfg/by_name/opt/tempalias"
 # The config drive is the operator's or anyone's who can attach a disk: only its files are read.
 CONFIG_DRIVE_MOUNT_OPTIONS = "ro,nosuid,nodev,noexec"
+MOTD_START = "=== tempalias: DNS records to publish (check: tempalias dns-records DOMAIN) ==="
+MOTD_END = "=== end of tempalias's DNS records ==="
 _KEY_LINE = re.compile(r"^\s*[;#]?\s*([a-z][a-z0-9_]*)\s*[=:]")
 
 
@@ -199,6 +206,48 @@ def make_host_keys(ssh_config_dir: str) -> bool:
     return True
 
 
+def dns_records(python: str, config: str, domains: list[str], user: str | None) -> str:
+    """What ``tempalias dns-records --no-check`` prints for each domain, run as ``user`` (None:
+    as we are) so that the DKIM key it makes on the first boot is the service's own."""
+    shown = []
+    for domain in domains:
+        result = subprocess.run(
+            [python, "-m", "tempalias", "--config", config, "dns-records", "--no-check", domain],
+            capture_output=True, text=True, timeout=120, check=False,
+            **({"user": user, "group": user, "extra_groups": []} if user else {}))
+        if result.returncode != 0:
+            raise FirstBootError(f"DNS records of {domain}: "
+                                 f"{result.stderr.strip() or 'tempalias dns-records failed'}")
+        shown.append(f"; {domain}\n{result.stdout.rstrip()}\n")
+    return "\n".join(shown)
+
+
+def with_motd_block(motd: str, block: str) -> str:
+    """``motd`` with our block in place of the one an earlier boot wrote (or appended)."""
+    lines = motd.splitlines()
+    if MOTD_START in lines and MOTD_END in lines[lines.index(MOTD_START):]:
+        start = lines.index(MOTD_START)
+        end = lines.index(MOTD_END, start)
+        del lines[start:end + 1]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    ours = [MOTD_START, *block.rstrip().splitlines(), MOTD_END]
+    return "\n".join(lines + ([""] if lines else []) + ours) + "\n"
+
+
+def show_dns_records(args: argparse.Namespace, config_text: str) -> None:
+    """The records on the console and in the motd; nothing for an unconfigured (local) one."""
+    domains = [domain.strip() for domain in (active_value(config_text, "domains") or "").split(",")
+               if domain.strip()]
+    if not domains or not os.path.exists(args.check_with):
+        return
+    block = dns_records(args.check_with, args.config, domains, args.service_user or None)
+    print(f"tempalias-firstboot: the DNS records to publish\n{block}", flush=True)
+    motd = _read(args.motd) or ""
+    with open(args.motd, "w", encoding="utf-8") as handle:  # in place: a bind-mounted file
+        handle.write(with_motd_block(motd, block))
+
+
 def run(args: argparse.Namespace) -> int:
     current = _read(args.config)
     if current is None:
@@ -221,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tempalias-firstboot: installed root's authorized_keys from {where}", flush=True)
     if args.ssh_host_keys and make_host_keys(args.ssh_config):
         print("tempalias-firstboot: made SSH host keys", flush=True)
+    show_dns_records(args, _read(args.config) or "")
     return 0
 
 
@@ -235,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root-ssh", default="/root/.ssh")
     parser.add_argument("--ssh-config", default="/etc/ssh")
     parser.add_argument("--no-ssh-host-keys", dest="ssh_host_keys", action="store_false")
+    parser.add_argument("--motd", default="/etc/motd")
+    parser.add_argument("--service-user", default="tempalias",
+                        help="who makes the DKIM key (empty: this process's user)")
     return parser
 
 

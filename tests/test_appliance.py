@@ -257,6 +257,11 @@ def test_redis_conf_keeps_every_alias(tmp_path):
 
 
 def _firstboot(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    """First boot with the test's paths; the data directory (the DKIM key) is the test's by the
+    environment, which wins over the ini's /var/lib/tempalias."""
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith("TEMPALIAS_")}
+    environment["TEMPALIAS_DATA_DIR"] = str(tmp_path / "data")
     return run(["/usr/bin/python3", str(APPLIANCE / "firstboot.py"),
                 "--config", str(tmp_path / "etc" / "tempalias.ini"),
                 "--fw-cfg", str(tmp_path / "fw_cfg"),
@@ -264,7 +269,9 @@ def _firstboot(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
                 "--cmdline", str(tmp_path / "cmdline"),
                 "--check-with", sys.executable,
                 "--root-ssh", str(tmp_path / "root-ssh"),
-                "--no-ssh-host-keys", *extra], cwd=REPO)
+                "--motd", str(tmp_path / "motd"),
+                "--service-user", "",
+                "--no-ssh-host-keys", *extra], cwd=REPO, env=environment)
 
 
 @pytest.fixture
@@ -305,6 +312,32 @@ def test_first_boot_makes_a_secret_once_and_applies_operator_settings(firstboot_
     second = _firstboot(firstboot_dir)
     assert second.returncode == 0, second.stderr
     assert load_config(str(ini), environ={}).srs_secret == config.srs_secret
+
+
+def test_first_boot_makes_the_dkim_key_and_shows_the_dns_records(firstboot_dir):
+    _fw_cfg_file(firstboot_dir, "tempalias.ini",
+                 "[tempalias]\ndomains = mail.example.org, example.net\n"
+                 "mx_hostname = mx.example.org\n")
+    motd = firstboot_dir / "motd"
+    motd.write_text("Debian GNU/Linux comes with ABSOLUTELY NO WARRANTY.\n")
+
+    first = _firstboot(firstboot_dir)
+    assert first.returncode == 0, first.stderr
+    key_file = firstboot_dir / "data" / "dkim.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    shown = first.stdout.split("the DNS records to publish\n", 1)[1]
+    for domain in ("mail.example.org", "example.net"):
+        assert f"{domain}. IN MX 10 mx.example.org." in shown
+        assert f'tempalias._domainkey.{domain}. IN TXT "v=DKIM1; k=rsa; p=' in shown
+        assert f'_dmarc.{domain}. IN TXT "v=DMARC1;' in shown
+    text = motd.read_text()
+    assert text.startswith("Debian GNU/Linux comes with ABSOLUTELY NO WARRANTY.\n")
+    assert shown.strip() in text and "tempalias dns-records DOMAIN" in text
+
+    second = _firstboot(firstboot_dir)  # a later boot: the same key, the block replaced
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split("the DNS records to publish\n", 1)[1] == shown
+    assert motd.read_text() == text
 
 
 def test_first_boot_reads_the_kernel_command_line_without_fw_cfg(firstboot_dir):
