@@ -7,11 +7,12 @@ tempalias starts:
 
 - makes the SRS secret (``srs_secret`` in /etc/tempalias/tempalias.ini) if there is none, and the
   SSH host keys if there are none;
-- makes the DKIM key in the data directory if there is none (as the tempalias user, whose key it
-  is), and shows the DNS records each configured domain publishes (``tempalias dns-records
-  --no-check DOMAIN``: MX, SPF, DKIM, DMARC) on the console and in /etc/motd, where the operator
-  sees them at the first login; without network here, ``tempalias dns-records DOMAIN`` checks
-  them later;
+- with ``--dns-records PATH`` (tempalias-dns-records.service, as the tempalias user, after the
+  settings are in place) instead: makes the DKIM key in the data directory if there is none and
+  prints the DNS records each configured domain publishes (``tempalias dns-records --no-check
+  DOMAIN``: MX, SPF, DKIM, DMARC) on the console and into PATH; with ``--motd-from PATH`` (the
+  same unit's root step) puts them into /etc/motd, where the operator sees them at login.
+  Without network there, ``tempalias dns-records DOMAIN`` checks them later;
 - reads the operator's settings, a ``[tempalias]`` INI section with the same keys as
   tempalias.ini (domains, smarthost, public_url, ...), from the first of these that exists:
     1. qemu's firmware config: ``-fw_cfg name=opt/tempalias/tempalias.ini,file=PATH``
@@ -206,15 +207,14 @@ def make_host_keys(ssh_config_dir: str) -> bool:
     return True
 
 
-def dns_records(python: str, config: str, domains: list[str], user: str | None) -> str:
-    """What ``tempalias dns-records --no-check`` prints for each domain, run as ``user`` (None:
-    as we are) so that the DKIM key it makes on the first boot is the service's own."""
+def dns_records(python: str, config: str, domains: list[str]) -> str:
+    """What ``tempalias dns-records --no-check`` prints for each domain; run as the service's
+    user, so that the DKIM key it makes on the first boot is the service's own."""
     shown = []
     for domain in domains:
         result = subprocess.run(
             [python, "-m", "tempalias", "--config", config, "dns-records", "--no-check", domain],
-            capture_output=True, text=True, timeout=120, check=False,
-            **({"user": user, "group": user, "extra_groups": []} if user else {}))
+            capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
             raise FirstBootError(f"DNS records of {domain}: "
                                  f"{result.stderr.strip() or 'tempalias dns-records failed'}")
@@ -222,30 +222,49 @@ def dns_records(python: str, config: str, domains: list[str], user: str | None) 
     return "\n".join(shown)
 
 
-def with_motd_block(motd: str, block: str) -> str:
-    """``motd`` with our block in place of the one an earlier boot wrote (or appended)."""
+def without_motd_block(motd: str) -> str:
+    """``motd`` without the block an earlier boot wrote, and without its trailing blank lines."""
     lines = motd.splitlines()
     if MOTD_START in lines and MOTD_END in lines[lines.index(MOTD_START):]:
         start = lines.index(MOTD_START)
-        end = lines.index(MOTD_END, start)
-        del lines[start:end + 1]
+        del lines[start:lines.index(MOTD_END, start) + 1]
     while lines and not lines[-1].strip():
         lines.pop()
-    ours = [MOTD_START, *block.rstrip().splitlines(), MOTD_END]
-    return "\n".join(lines + ([""] if lines else []) + ours) + "\n"
+    return "\n".join(lines) + "\n" if lines else ""
 
 
-def show_dns_records(args: argparse.Namespace, config_text: str) -> None:
-    """The records on the console and in the motd; nothing for an unconfigured (local) one."""
-    domains = [domain.strip() for domain in (active_value(config_text, "domains") or "").split(",")
+def with_motd_block(motd: str, block: str) -> str:
+    """``motd`` with our block in place of the one an earlier boot wrote (or appended)."""
+    kept = without_motd_block(motd)
+    return kept + ("\n" if kept else "") + "\n".join(
+        [MOTD_START, *block.rstrip().splitlines(), MOTD_END]) + "\n"
+
+
+def show_dns_records(args: argparse.Namespace) -> int:
+    """The records on the console and into ``args.dns_records`` (empty for the local-only
+    default domain, which publishes nothing)."""
+    domains = [domain.strip()
+               for domain in (active_value(_read(args.config) or "", "domains") or "").split(",")
                if domain.strip()]
-    if not domains or not os.path.exists(args.check_with):
-        return
-    block = dns_records(args.check_with, args.config, domains, args.service_user or None)
-    print(f"tempalias-firstboot: the DNS records to publish\n{block}", flush=True)
+    if domains and not os.path.exists(args.check_with):
+        raise FirstBootError(f"{args.check_with} is missing: run provision.sh first")
+    block = dns_records(args.check_with, args.config, domains) if domains else ""
+    if block:
+        print(f"tempalias-firstboot: the DNS records to publish\n{block}", flush=True)
+    with open(args.dns_records, "w", encoding="utf-8") as handle:
+        handle.write(block)
+    return 0
+
+
+def motd_from(args: argparse.Namespace) -> int:
+    """The records ``show_dns_records`` wrote, in place of the motd's earlier block."""
+    block = _read(args.motd_from) or ""
     motd = _read(args.motd) or ""
-    with open(args.motd, "w", encoding="utf-8") as handle:  # in place: a bind-mounted file
-        handle.write(with_motd_block(motd, block))
+    updated = with_motd_block(motd, block) if block.strip() else without_motd_block(motd)
+    if updated != motd:
+        with open(args.motd, "w", encoding="utf-8") as handle:  # in place: a bind-mounted file
+            handle.write(updated)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -270,7 +289,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"tempalias-firstboot: installed root's authorized_keys from {where}", flush=True)
     if args.ssh_host_keys and make_host_keys(args.ssh_config):
         print("tempalias-firstboot: made SSH host keys", flush=True)
-    show_dns_records(args, _read(args.config) or "")
     return 0
 
 
@@ -285,15 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root-ssh", default="/root/.ssh")
     parser.add_argument("--ssh-config", default="/etc/ssh")
     parser.add_argument("--no-ssh-host-keys", dest="ssh_host_keys", action="store_false")
+    parser.add_argument("--dns-records", metavar="PATH",
+                        help="instead: make the DKIM key, print the DNS records, write them here")
+    parser.add_argument("--motd-from", metavar="PATH",
+                        help="instead: put the DNS records written by --dns-records into --motd")
     parser.add_argument("--motd", default="/etc/motd")
-    parser.add_argument("--service-user", default="tempalias",
-                        help="who makes the DKIM key (empty: this process's user)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.dns_records:
+            return show_dns_records(args)
+        if args.motd_from:
+            return motd_from(args)
         return run(args)
     except FirstBootError as exc:
         print(f"tempalias-firstboot: {exc}", file=sys.stderr, flush=True)
