@@ -7,8 +7,9 @@ know Ed25519 ignore its signature and check the RSA one, so both are sent togeth
 
 A key made here is made by ``secretfile.create_once`` (mode 0600, written whole, then linked
 into place): worker processes starting at the same moment all end up with the one key that won,
-and a restart keeps it (the published DNS record names it). Keys are held in the forms dkimpy signs with: the RSA key as a PKCS#1 PEM
-(an operator's PKCS#8 file is converted), the Ed25519 key as the base64 of its 32-byte seed.
+and a restart keeps it (the published DNS record names it). Keys are held in the forms dkimpy
+signs with: the RSA key as a PKCS#1 PEM (an operator's PKCS#8 file is converted), the Ed25519
+key as the base64 of its 32-byte seed.
 """
 
 from __future__ import annotations
