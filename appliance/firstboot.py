@@ -7,6 +7,12 @@ tempalias starts:
 
 - makes the SRS secret (``srs_secret`` in /etc/tempalias/tempalias.ini) if there is none, and the
   SSH host keys if there are none;
+- with ``--dns-records PATH`` (tempalias-dns-records.service, as the tempalias user, after the
+  settings are in place) instead: makes the DKIM key in the data directory if there is none and
+  prints the DNS records each configured domain publishes (``tempalias dns-records --no-check
+  DOMAIN``: MX, SPF, DKIM, DMARC) on the console and into PATH; with ``--motd-from PATH`` (the
+  same unit's root step) puts them into /etc/motd, where the operator sees them at login.
+  Without network there, ``tempalias dns-records DOMAIN`` checks them later;
 - reads the operator's settings, a ``[tempalias]`` INI section with the same keys as
   tempalias.ini (domains, smarthost, public_url, ...), from the first of these that exists:
     1. qemu's firmware config: ``-fw_cfg name=opt/tempalias/tempalias.ini,file=PATH``
@@ -41,6 +47,8 @@ CONFIG_DRIVE_LABEL = "TEMPALIAS"
 FW_CFG_DIR = "/sys/firmware/qemu_fw_cfg/by_name/opt/tempalias"
 # The config drive is the operator's or anyone's who can attach a disk: only its files are read.
 CONFIG_DRIVE_MOUNT_OPTIONS = "ro,nosuid,nodev,noexec"
+MOTD_START = "=== tempalias: DNS records to publish (check: tempalias dns-records DOMAIN) ==="
+MOTD_END = "=== end of tempalias's DNS records ==="
 _KEY_LINE = re.compile(r"^\s*[;#]?\s*([a-z][a-z0-9_]*)\s*[=:]")
 
 
@@ -199,6 +207,66 @@ def make_host_keys(ssh_config_dir: str) -> bool:
     return True
 
 
+def dns_records(python: str, config: str, domains: list[str]) -> str:
+    """What ``tempalias dns-records --no-check`` prints for each domain; run as the service's
+    user, so that the DKIM key it makes on the first boot is the service's own."""
+    shown = []
+    for domain in domains:
+        result = subprocess.run(
+            [python, "-m", "tempalias", "--config", config, "dns-records", "--no-check", domain],
+            capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise FirstBootError(f"DNS records of {domain}: "
+                                 f"{result.stderr.strip() or 'tempalias dns-records failed'}")
+        shown.append(f"; {domain}\n{result.stdout.rstrip()}\n")
+    return "\n".join(shown)
+
+
+def without_motd_block(motd: str) -> str:
+    """``motd`` without the block an earlier boot wrote, and without its trailing blank lines."""
+    lines = motd.splitlines()
+    if MOTD_START in lines and MOTD_END in lines[lines.index(MOTD_START):]:
+        start = lines.index(MOTD_START)
+        del lines[start:lines.index(MOTD_END, start) + 1]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def with_motd_block(motd: str, block: str) -> str:
+    """``motd`` with our block in place of the one an earlier boot wrote (or appended)."""
+    kept = without_motd_block(motd)
+    return kept + ("\n" if kept else "") + "\n".join(
+        [MOTD_START, *block.rstrip().splitlines(), MOTD_END]) + "\n"
+
+
+def show_dns_records(args: argparse.Namespace) -> int:
+    """The records on the console and into ``args.dns_records`` (empty for the local-only
+    default domain, which publishes nothing)."""
+    domains = [domain.strip()
+               for domain in (active_value(_read(args.config) or "", "domains") or "").split(",")
+               if domain.strip()]
+    if domains and not os.path.exists(args.check_with):
+        raise FirstBootError(f"{args.check_with} is missing: run provision.sh first")
+    block = dns_records(args.check_with, args.config, domains) if domains else ""
+    if block:
+        print(f"tempalias-firstboot: the DNS records to publish\n{block}", flush=True)
+    with open(args.dns_records, "w", encoding="utf-8") as handle:
+        handle.write(block)
+    return 0
+
+
+def motd_from(args: argparse.Namespace) -> int:
+    """The records ``show_dns_records`` wrote, in place of the motd's earlier block."""
+    block = _read(args.motd_from) or ""
+    motd = _read(args.motd) or ""
+    updated = with_motd_block(motd, block) if block.strip() else without_motd_block(motd)
+    if updated != motd:
+        with open(args.motd, "w", encoding="utf-8") as handle:  # in place: a bind-mounted file
+            handle.write(updated)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     current = _read(args.config)
     if current is None:
@@ -235,12 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root-ssh", default="/root/.ssh")
     parser.add_argument("--ssh-config", default="/etc/ssh")
     parser.add_argument("--no-ssh-host-keys", dest="ssh_host_keys", action="store_false")
+    parser.add_argument("--dns-records", metavar="PATH",
+                        help="instead: make the DKIM key, print the DNS records, write them here")
+    parser.add_argument("--motd-from", metavar="PATH",
+                        help="instead: put the DNS records written by --dns-records into --motd")
+    parser.add_argument("--motd", default="/etc/motd")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.dns_records:
+            return show_dns_records(args)
+        if args.motd_from:
+            return motd_from(args)
         return run(args)
     except FirstBootError as exc:
         print(f"tempalias-firstboot: {exc}", file=sys.stderr, flush=True)

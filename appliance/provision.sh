@@ -133,8 +133,8 @@ for unit in "$src"/systemd/*.service "$src"/systemd/*.timer; do
 done
 
 # --- services
-units="tempalias-firewall.service tempalias-configure.service tempalias-redis.service"
-units="$units tempalias.service tempalias-purge.timer nginx.service"
+units="tempalias-firewall.service tempalias-configure.service tempalias-dns-records.service"
+units="$units tempalias-redis.service tempalias.service tempalias-purge.timer nginx.service"
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     # shellcheck disable=SC2086
@@ -144,7 +144,7 @@ if [ -d /run/systemd/system ]; then
     fi
     if [ "$start" = yes ]; then
         systemctl restart tempalias-firewall.service tempalias-configure.service \
-            tempalias-redis.service tempalias.service
+            tempalias-dns-records.service tempalias-redis.service tempalias.service
         systemctl start tempalias-purge.timer
         systemctl reload-or-restart nginx.service
         say "started; logs in /var/log/tempalias and journalctl -u 'tempalias*'"

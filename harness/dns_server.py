@@ -15,6 +15,8 @@ while it runs (the custom-domain tests publish and withdraw MX and TXT records):
 - ``set_records(name, "MX", ["10 mx.tempalias.test"])`` replaces the records of one type at a
   name (types MX, TXT, CNAME, A, AAAA; an empty list removes them). A TXT record is given as one
   string, or as a list of strings for a record of several character-strings.
+- ``publish('name. IN TXT "v=DKIM1; ..." "..."')`` does the same with one zone-file line, as an
+  operator pastes what ``tempalias dns-records`` prints (MX and TXT).
 - ``fail(name, "timeout")`` makes a name silent, ``fail(name, "servfail")`` answers SERVFAIL.
 - ``clear_records(name)`` forgets a name's records and failure; ``reset()`` empties the zone
   and the query counts.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import re
 import socket
 import threading
 
@@ -41,6 +44,8 @@ ZONES = ("bl.test", "codes.test", "refuses.test", "silent.test", "broken.test")
 FAILURES = ("timeout", "servfail")
 TEST_ZONE_TTL = 60
 CNAME_HOPS = 8
+_ZONE_LINE = re.compile(r"^(\S+?)\.?\s+(?:\d+\s+)?IN\s+(MX|TXT)\s+(.+)$")
+_TXT_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
 def _rdata(rtype: str, value: str | list[str]):
@@ -115,6 +120,20 @@ class TestDnsServer:
                 types.pop(rtype, None)
             if not types:
                 del self._records[name]
+
+    def publish(self, zone_line: str) -> None:
+        """Publish one zone-file line (``NAME. IN MX 10 HOST.`` or ``NAME. IN TXT "..." ...``)
+        in place of the records of its name and type."""
+        match = _ZONE_LINE.match(zone_line.strip())
+        if match is None:
+            raise ValueError(f"not a zone-file line of an MX or TXT record: {zone_line!r}")
+        name, rtype, value = match.groups()
+        if rtype == "TXT":
+            strings = [re.sub(r"\\(.)", r"\1", text) for text in _TXT_STRING.findall(value)]
+            self.set_records(name, rtype, [strings])
+        else:
+            preference, host = value.split()
+            self.set_records(name, rtype, [f"{preference} {host}"])
 
     def clear_records(self, name: str) -> None:
         """Withdraw every record of ``name`` and any failure set on it."""

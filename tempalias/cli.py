@@ -16,7 +16,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from typing import Iterator  # noqa: E402
 
-from tempalias.addresses import domain_to_unicode  # noqa: E402
+from tempalias.addresses import domain_to_unicode, parse_domain_name  # noqa: E402
 from tempalias.aliases import (  # noqa: E402
     AliasNotFound, AliasRules, AliasService, InvalidOrder, StoreUnavailable, iso_utc)
 from tempalias.domains import DomainNotFound, DomainService, DomainTaken  # noqa: E402
@@ -127,6 +127,47 @@ def cmd_domain(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dns_records(config: Config, args: argparse.Namespace) -> int:
+    """The records of ``dnsrecords.expected`` as zone-file lines, each with what DNS holds: exit
+    0 all present, 1 some missing or different, 2 bad input, 3 DNS did not answer."""
+    from tempalias import dnsrecords
+    from tempalias.dkimkeys import DkimKeyError, load_or_create_keys
+    from tempalias.resolver import make_resolver
+
+    try:
+        domain = parse_domain_name(args.domain)
+        spf_include = (dnsrecords.spf_include_name(args.spf_include) if args.spf_include
+                       else None)
+        keys = load_or_create_keys(config.section("signing"), config.data_dir)
+    except (ValueError, DkimKeyError) as exc:  # InvalidAddress is a ValueError
+        print(f"tempalias: {exc}", file=sys.stderr)
+        return 2
+    # the host our MX names: as for custom domains (service.domain_service), the banner's
+    mx_host = config.mx_hostname or config.banner_hostname or config.primary_domain
+    records = dnsrecords.expected(domain, keys, mx_host, spf_include)
+    if args.no_check:
+        for record in records:
+            print(f"; {record.why}\n{dnsrecords.zone_text(record)}\n")
+        return 0
+    results = dnsrecords.check(records, make_resolver(config.dns_servers, config.dns_timeout))
+    for record, status in results:
+        print(f"; [{status.state}] {record.why}")
+        for found in status.found:
+            print(f";   published instead: {found}")
+        print(f"{dnsrecords.zone_text(record)}\n")
+    states = {status.state for _, status in results}
+    present = sum(status.state == dnsrecords.PRESENT for _, status in results)
+    summary = f"{domain_to_unicode(domain)}: {present} of {len(results)} records present"
+    if dnsrecords.UNKNOWN in states:
+        print(f"{summary}; DNS did not answer for some, try again later", file=sys.stderr)
+        return 3
+    if states != {dnsrecords.PRESENT}:
+        print(f"{summary}; publish the others as shown", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from tempalias.service import Service, write_ready_file
     from tempalias.workers import WorkerSupervisor, default_worker_count
@@ -232,6 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     domain.add_argument("action", choices=("add", "verify", "show", "remove", "recheck"))
     domain.add_argument("domain", nargs="?", help="the domain (not for recheck)")
     domain.set_defaults(run=cmd_domain)
+    dns_records = commands.add_parser(
+        "dns-records", help="the DNS records a mail domain publishes (MX, SPF, DKIM, DMARC)",
+        description="print the records DOMAIN publishes so that the mail tempalias sends is "
+                    "believed, as zone-file lines, each with what DNS holds for it; makes the "
+                    "DKIM key in the data directory when there is none. Exit 0: all present; "
+                    "1: some missing or different; 2: bad input; 3: DNS did not answer")
+    dns_records.add_argument("domain", help="the mail domain")
+    dns_records.add_argument("--spf-include", metavar="NAME",
+                             help="the smarthost's SPF record, to include in the domain's")
+    dns_records.add_argument("--no-check", action="store_true",
+                             help="print the records without looking them up")
+    dns_records.set_defaults(run=cmd_dns_records)
     return parser
 
 

@@ -27,6 +27,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from tempalias.secretfile import create_once
+
 SECRET_FILE = "srs_secret"
 HASH_LENGTH = 10  # base32 characters: 50 bits
 MAX_AGE_DAYS = 5
@@ -78,26 +80,11 @@ class ReturnPath:
 def load_or_create_secret(data_dir: str) -> str:
     """The secret in ``data_dir/srs_secret``; created once (mode 0600) when there is none.
 
-    Kept across restarts, because bounces to addresses made before a restart must still verify.
-    Written whole under a temporary name and then linked into place, so that worker processes
-    starting at the same moment all end up with the one secret that won, never a half-written one.
+    Kept across restarts, because bounces to addresses made before a restart must still verify;
+    made by ``secretfile.create_once``, so that workers starting at once share one secret.
     """
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
     path = os.path.join(data_dir, SECRET_FILE)
-    if not os.path.exists(path):
-        temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-                handle.write(secrets.token_urlsafe(32) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                pass  # another process was first: use its secret
-        finally:
-            os.unlink(temporary)
+    create_once(path, lambda: (secrets.token_urlsafe(32) + "\n").encode("ascii"))
     with open(path, encoding="ascii") as handle:
         secret = handle.read().strip()
     if not secret:

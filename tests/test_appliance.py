@@ -307,6 +307,59 @@ def test_first_boot_makes_a_secret_once_and_applies_operator_settings(firstboot_
     assert load_config(str(ini), environ={}).srs_secret == config.srs_secret
 
 
+def _dns_records_step(tmp_path: Path, *step: str) -> subprocess.CompletedProcess:
+    """tempalias-dns-records.service's steps; the data directory (the DKIM key) is the test's by
+    the environment, which wins over the ini's /var/lib/tempalias."""
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith("TEMPALIAS_")}
+    environment["TEMPALIAS_DATA_DIR"] = str(tmp_path / "data")
+    return run(["/usr/bin/python3", str(APPLIANCE / "firstboot.py"),
+                "--config", str(tmp_path / "etc" / "tempalias.ini"),
+                "--check-with", sys.executable, "--motd", str(tmp_path / "motd"), *step],
+               cwd=REPO, env=environment)
+
+
+def test_first_boot_makes_the_dkim_key_and_shows_the_dns_records(firstboot_dir):
+    _fw_cfg_file(firstboot_dir, "tempalias.ini",
+                 "[tempalias]\ndomains = mail.example.org, example.net\n"
+                 "mx_hostname = mx.example.org\n")
+    motd = firstboot_dir / "motd"
+    motd.write_text("Debian GNU/Linux comes with ABSOLUTELY NO WARRANTY.\n")
+    records = firstboot_dir / "records.txt"
+    unit = (SYSTEMD / "tempalias-dns-records.service").read_text()
+    assert "--dns-records /var/lib/tempalias/dns-records.txt" in unit
+    assert "ExecStartPost=+/usr/bin/python3 /opt/tempalias/src/appliance/firstboot.py " \
+        "--motd-from /var/lib/tempalias/dns-records.txt" in unit
+
+    def boot() -> str:
+        assert _firstboot(firstboot_dir).returncode == 0
+        shown = _dns_records_step(firstboot_dir, "--dns-records", str(records))
+        assert shown.returncode == 0, shown.stderr
+        into_motd = _dns_records_step(firstboot_dir, "--motd-from", str(records))
+        assert into_motd.returncode == 0, into_motd.stderr
+        return shown.stdout.split("the DNS records to publish\n", 1)[1]
+
+    shown = boot()
+    key_file = firstboot_dir / "data" / "dkim.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    for domain in ("mail.example.org", "example.net"):
+        assert f"{domain}. IN MX 10 mx.example.org." in shown
+        assert f'tempalias._domainkey.{domain}. IN TXT "v=DKIM1; k=rsa; p=' in shown
+        assert f'_dmarc.{domain}. IN TXT "v=DMARC1;' in shown
+    text = motd.read_text()
+    assert text.startswith("Debian GNU/Linux comes with ABSOLUTELY NO WARRANTY.\n")
+    assert shown.strip() in text and "tempalias dns-records DOMAIN" in text
+
+    assert boot() == shown  # a later boot: the same key, the motd's block replaced
+    assert motd.read_text() == text
+
+    operator_ini = firstboot_dir / "fw_cfg" / "tempalias.ini" / "raw"
+    operator_ini.write_text("[tempalias]\ndomains = other.example\n")
+    assert "other.example. IN MX" in boot()
+    assert "mail.example.org" not in motd.read_text()
+    assert motd.read_text().startswith("Debian GNU/Linux comes with ABSOLUTELY NO WARRANTY.\n")
+
+
 def test_first_boot_reads_the_kernel_command_line_without_fw_cfg(firstboot_dir):
     (firstboot_dir / "cmdline").write_text(
         "root=UUID=x ro tempalias.domains=cmdline.example tempalias.smarthost=192.0.2.1:25\n")

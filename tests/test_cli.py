@@ -12,11 +12,16 @@ import subprocess
 import sys
 import time
 
+import dkim
 import psutil
 import pytest
 import requests
 
 from harness.processes import ServiceProcess, wait_for
+from tempalias.config import Listen, load_config
+from tempalias.dkimkeys import load_or_create_keys
+from tempalias.resolver import make_resolver
+from tempalias.signing import Signer
 from tempalias.store import DomainStore, hash_token, keys
 
 
@@ -134,6 +139,94 @@ def test_domain_commands_refuse_with_one_line(domain_env, args, words):
     result = tempalias(*args, env=domain_env)
     assert result.returncode in (1, 2)
     assert words in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def records_env(dns_zone, tmp_path):
+    """dns-records needs no Redis: the data directory's key, the DNS server, the MX host."""
+    return {"TEMPALIAS_DOMAINS": "records.example", "TEMPALIAS_DATA_DIR": str(tmp_path / "data"),
+            "TEMPALIAS_DNS_SERVERS": dns_zone.address, "TEMPALIAS_DNS_TIMEOUT": "1",
+            "TEMPALIAS_MX_HOSTNAME": "mx.records.example", "TEMPALIAS_DKIM_ED25519": "yes"}
+
+
+def zone_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if " IN " in line and not line.startswith(";")]
+
+
+def test_dns_records_prints_what_to_publish_and_sees_it_published(records_env, dns_zone):
+    missing = tempalias("dns-records", "records.example", env=records_env)
+    assert missing.returncode == 1, missing.stderr
+    key_file = os.path.join(records_env["TEMPALIAS_DATA_DIR"], "dkim.key")
+    assert oct(os.stat(key_file).st_mode & 0o777) == "0o600"
+    lines = zone_lines(missing.stdout)
+    assert [line.split(" IN ")[0] for line in lines] == [
+        "records.example.", "records.example.", "tempalias._domainkey.records.example.",
+        "tempalias-ed._domainkey.records.example.", "_dmarc.records.example."]
+    assert lines[0] == "records.example. IN MX 10 mx.records.example."
+    assert missing.stdout.count("; [missing]") == 5
+    assert "0 of 5 records present" in missing.stderr
+
+    for line in lines:  # the operator pastes them into the zone
+        dns_zone.publish(line)
+    present = tempalias("dns-records", "records.example", env=records_env)
+    assert present.returncode == 0, present.stderr
+    assert present.stdout.count("; [present]") == 5
+    assert zone_lines(present.stdout) == lines  # the key was made once and kept
+
+    # what the service signs with verifies against the records as published
+    settings = load_config(None, {"TEMPALIAS_DKIM_ED25519": "yes"}).section("signing")
+    keys = load_or_create_keys(settings, records_env["TEMPALIAS_DATA_DIR"])
+    message = b"From: a@records.example\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhi\r\n"
+    signed = Signer(keys, "mx.records.example").sign(message, "records.example") + message
+    resolver = make_resolver((Listen("127.0.0.1", dns_zone.port),), 2.0)
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes:
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT", search=False)
+        return b"".join(answer.rrset[0].strings)
+
+    assert dkim.DKIM(signed).verify(idx=0, dnsfunc=dnsfunc)
+    assert dkim.DKIM(signed).verify(idx=1, dnsfunc=dnsfunc)
+
+    dns_zone.set_records("records.example", "MX", ["10 mail.elsewhere.example"])
+    different = tempalias("dns-records", "records.example", env=records_env)
+    assert different.returncode == 1
+    assert "; [different] MX" in different.stdout
+    assert ";   published instead: 10 mail.elsewhere.example" in different.stdout
+
+
+def test_dns_records_when_dns_does_not_answer(records_env, dns_zone):
+    dns_zone.fail("_dmarc.records.example", "servfail")
+    result = tempalias("dns-records", "records.example", env=records_env)
+    assert result.returncode == 3
+    assert "; [unknown] DMARC" in result.stdout and "try again later" in result.stderr
+
+
+def test_dns_records_without_a_check_asks_no_dns(records_env, dns_zone):
+    result = tempalias("dns-records", "--no-check", "--spf-include", "_spf.relay.example",
+                       "records.example", env=records_env)
+    assert result.returncode == 0, result.stderr
+    assert 'records.example. IN TXT "v=spf1 mx include:_spf.relay.example ~all"' in result.stdout
+    assert len(zone_lines(result.stdout)) == 5 and "[" not in result.stdout
+    assert not dns_zone.queries
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (("dns-records", "not a domain"), 2, "not a valid domain name"),
+    (("dns-records", "--spf-include", "bad..name", "records.example"), 2, "SPF include"),
+    (("dns-records",), 2, "required: domain"),
+])
+def test_dns_records_refuses_bad_input_with_one_line(records_env, args, code, words):
+    result = tempalias(*args, env=records_env)
+    assert result.returncode == code and words in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dns_records_refuses_an_unusable_key_with_one_line(records_env, tmp_path):
+    (tmp_path / "key.pem").write_text("not a key\n")
+    result = tempalias("dns-records", "records.example",
+                       env={**records_env, "TEMPALIAS_DKIM_KEY": str(tmp_path / "key.pem")})
+    assert result.returncode == 2 and "not a PEM private key" in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_bad_setting_stops_start_up_with_one_clear_line():
