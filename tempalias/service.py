@@ -170,7 +170,7 @@ def _shaper(config: Config, store: AliasStore) -> MessageShaper:
     """What seals, signs and checks the mail that is not streamed through: the DKIM key (made
     on first start), our host name in our Authentication-Results, the DNS every check asks."""
     keys = load_or_create_keys(config.section("signing"), config.data_dir)
-    authserv_id = _banner(config)
+    authserv_id = _banner(config).lower()  # as authres writes it: dkimpy compares so
     dns = config.section("dns")
     authenticator = MailAuthenticator(make_resolver(dns.dns_servers, dns.dns_timeout),
                                       authserv_id, dns.dns_timeout)
