@@ -32,6 +32,9 @@ What is deliberately not handled (documented here, tested as far as it is behavi
   (``owner@<span>owner.example</span>``): the bare domain is still replaced there.
 - Multiparts nested deeper than ``MAX_DEPTH`` are kept as they are (no client nests so deep).
 - International domains are compared as written (U-label and A-label forms are not mapped).
+- A malformed message (a multipart without findable delimiters, fields broken by bare CR or LF)
+  is rewritten as far as it can be read; whatever then still names the owner when the result is
+  read back makes ``sanitise_reply`` refuse (DisclosesOwner) rather than send.
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.header import Header
+from email.headerregistry import Address
 from email.parser import BytesHeaderParser
-from email.utils import getaddresses
+from email.utils import formataddr, getaddresses
 
 MAX_DEPTH = 32
 
@@ -91,6 +96,9 @@ class Senders:
 
 # --- the message as fields and parts ---------------------------------------------------------
 
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
+
+
 @dataclass
 class _Field:
     name: str  # lower case, "" for a line that is not a field
@@ -115,8 +123,9 @@ class _Part:
     boundary: str | None = None
 
     def header(self):
+        """The MIME fields read by the stdlib (which would stop at a malformed line: skipped)."""
         return BytesHeaderParser(policy=email.policy.compat32).parsebytes(
-            b"".join(f.raw for f in self.fields) + b"\r\n")
+            b"".join(f.raw for f in self.fields if _FIELD_NAME.fullmatch(f.name)) + b"\r\n")
 
     def to_bytes(self) -> bytes:
         out = [f.raw for f in self.fields]
@@ -129,7 +138,9 @@ class _Part:
 
 def _split_fields(head: bytes) -> list[_Field]:
     fields: list[_Field] = []
-    for line in head.splitlines(keepends=True):
+    lines = [line + b"\r\n" for line in head.split(b"\r\n")]  # CRLF only: a bare CR is data
+    lines[-1] = lines[-1][:-2]
+    for line in filter(None, lines):
         if line[:1] in (b" ", b"\t") and fields:
             fields[-1].raw += line
         else:
@@ -226,10 +237,16 @@ def senders(message: bytes) -> Senders:
 
 # --- forward ---------------------------------------------------------------------------------
 
+def _printable(text: str) -> str:
+    """Undecodable bytes (kept as surrogates while reading) as "?", for what we write."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _readable(name: str, address: str) -> str:
     """The display name the owner sees: the sender's name and address, with no ``@`` in it (a
     client that shows only the name must not offer the original address to reply to)."""
-    shown = address.replace("@", " at ")
+    shown = _printable(address).replace("@", " at ")
+    name = _printable(name)
     name = " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", name).split()).replace("@", " at ")
     name = name.strip("\"' ")
     if not name or name.lower() == shown.lower():
@@ -238,10 +255,23 @@ def _readable(name: str, address: str) -> str:
 
 
 def _address_field(name: str, entries: list[tuple[str, str]]) -> bytes:
-    from email.headerregistry import Address
-    value = ", ".join(str(Address(display_name=display, addr_spec=address))
-                      for display, address in entries)
-    return _WRITE.fold(name, value).encode("utf-8")
+    try:
+        value = ", ".join(str(Address(display_name=display, addr_spec=address))
+                          for display, address in entries)
+        return _WRITE.fold(name, value).encode("utf-8")
+    except Exception:  # noqa: BLE001 - the stdlib's folder fails on some odd names
+        value = ", ".join(formataddr((display, address), charset="utf-8")
+                          for display, address in entries)
+        return f"{name}: {value}\r\n".replace("\n ", "\r\n ").encode("utf-8")
+
+
+def _text_field(name: str, text: str) -> bytes:
+    """An unstructured field (Subject), RFC 2047-encoded where it is not ASCII, folded."""
+    try:
+        return _WRITE.fold(name, text).encode("utf-8")
+    except Exception:  # noqa: BLE001 - the stdlib's folder fails on some odd text
+        encoded = Header(text, "utf-8", header_name=name).encode(linesep="\r\n")
+        return f"{name}: {encoded}\r\n".encode("utf-8")
 
 
 def rewrite_forward(message: bytes, reverse: Mapping[str, str]) -> bytes:
@@ -302,7 +332,7 @@ def _loose(text: str) -> str:
     named = {"@": "|&commat;", ".": "|&period;", "-": "|&hyphen;|&dash;"}
     out = []
     for ch in text:
-        percent = "".join(f"%{b:02x}" for b in ch.encode("utf-8"))
+        percent = "".join(f"%{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
         out.append(f"(?:{re.escape(ch)}|{percent}|&\\#0*{ord(ch)};|&\\#x0*{ord(ch):x};"
                    f"{named.get(ch, '')})")
     return "".join(out)
@@ -380,14 +410,25 @@ def _is_mime_field(f: _Field) -> bool:
     return f.name.startswith("content-") or f.name == "mime-version"
 
 
+def _unsplit(part: _Part, header) -> bool:
+    """A multipart whose body has no delimiter we could find (or nested beyond MAX_DEPTH)."""
+    return not part.children and header.get_content_maintype() == "multipart"
+
+
 def _is_attachment(header) -> bool:
     return (header.get_content_type() not in TEXT_TYPES or header.get_filename() is not None
             or header.get_content_disposition() == "attachment")
 
 
+def _transfer_encoding(header) -> str:
+    return str(header.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+
+
 def _decode_body(body: bytes, cte: str) -> bytes:
-    if cte == "base64":
-        return binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/=]", b"", body) or b"")
+    if cte == "base64":  # as leniently as a mail client: stray characters and padding ignored
+        data = re.sub(rb"[^A-Za-z0-9+/]", b"", body)
+        data = data[:len(data) - len(data) % 4 if len(data) % 4 == 1 else len(data)]
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
     if cte == "quoted-printable":
         return binascii.a2b_qp(body)
     return body
@@ -431,6 +472,8 @@ class _ReplySanitiser:
             part.close = self.r.rewrite_bytes(part.close)  # epilogue
             for _, child in part.children:
                 self.part(child)
+        elif _unsplit(part, header):  # its delimiters broken: read as a client might, as text
+            part.body = self.r.rewrite_bytes(part.body)
         elif part.separator and not _is_attachment(header):
             self.text(part, header)
 
@@ -466,7 +509,7 @@ class _ReplySanitiser:
         return None
 
     def text(self, part: _Part, header) -> None:
-        cte = (header.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+        cte = _transfer_encoding(header)
         charset = header.get_content_charset()
         codec = _codec(charset)
         decoded = _decode_body(part.body, cte)
@@ -507,17 +550,16 @@ class _ReplySanitiser:
                 return f
             name = f.raw.split(b":", 1)[0].decode("ascii", "replace").strip()
             text = self.r.rewrite(_decode_words(f.text()))
-            text = text.encode("utf-8", "replace").decode("utf-8")  # undecodable bytes: "?"
-            return _Field(f.name, _WRITE.fold(name, text).encode("utf-8"))
+            text = _printable(text)
+            return _Field(f.name, _text_field(name, text))
         if f.name in ("references", "in-reply-to"):
             ids = re.findall(r"<[^<>]*>", f.text())
             kept = [i for i in ids if not self.r.discloses(i)]
-            if kept == ids:
-                return f
-            if not kept:
-                return None
-            name = "References" if f.name == "references" else "In-Reply-To"
-            return _Field(f.name, (f"{name}: " + "\r\n ".join(kept) + "\r\n").encode())
+            if kept != ids and kept:
+                name = "References" if f.name == "references" else "In-Reply-To"
+                value = f"{name}: " + "\r\n ".join(kept) + "\r\n"
+                f = _Field(f.name, value.encode("utf-8", "surrogateescape"))
+            return None if not kept or self.r.field_discloses(f) else f  # a broken id: all
         if _is_mime_field(f):
             return f  # the root part's own fields: done with the parts
         return None if self.r.field_discloses(f) else f
@@ -596,9 +638,12 @@ def _still_discloses(message: bytes, rewriter: _Rewriter) -> bool:
                 (part.body + part.close).decode("utf-8", "surrogateescape")):
             return True
         header = part.header()
+        if _unsplit(part, header) and rewriter.discloses(
+                part.body.decode("utf-8", "surrogateescape")):
+            return True
         if part.children or not part.separator or _is_attachment(header):
             continue
-        cte = (header.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+        cte = _transfer_encoding(header)
         text = _decode_body(part.body, cte).decode(_codec(header.get_content_charset()),
                                                    "replace")
         if rewriter.discloses(text):
