@@ -197,7 +197,7 @@ def test_a_forward_through_a_reply_alias_names_a_reverse_address_and_is_signed(
     send(sealing_service.smtp_port, ALICE, [address_of(new)], message)
     bob = alice_writes(address_of(new)).replace(b"Alice Example <alice@", b"Bob <bob@")
     send(sealing_service.smtp_port, "bob@sender.example", [address_of(new)], bob)
-    wait_for(lambda: len(smtp_sink.messages) == 3, what="three forwards")
+    wait_for(lambda: len(smtp_sink.messages) == 3, 10, "three forwards")
     froms = [email.message_from_bytes(m.content, policy=email.policy.default)["From"]
              .addresses[0].addr_spec for m in smtp_sink.messages]
     assert froms[0] == froms[1] != froms[2]
@@ -208,7 +208,7 @@ def reverse_address_for(sealing_service, smtp_sink, store, keys, new) -> str:
     smtp_sink.reset()
     send(sealing_service.smtp_port, ALICE, [address_of(new)],
          signed(alice_writes(address_of(new)), "sender.example", keys))
-    wait_for(lambda: smtp_sink.messages, what="the forward")
+    wait_for(lambda: smtp_sink.messages, 10, "the forward")
     parsed = email.message_from_bytes(smtp_sink.messages[-1].content,
                                       policy=email.policy.default)
     smtp_sink.reset()
@@ -257,7 +257,7 @@ def test_a_reply_reaches_the_sender_and_names_nothing_of_the_owner(
     assert "owner" not in arrived.mail_from.lower()
     assert arrived.mail_from.endswith("@tempalias.test")
     seen = visible_text(arrived.content)
-    assert "owner.example" not in seen and "owner@" not in seen
+    assert "owner.example" not in seen  # the address, or anything else at the owner's domain
     assert reverse.lower() not in seen
     parsed = email.message_from_bytes(arrived.content, policy=email.policy.default)
     assert parsed["From"].addresses[0].addr_spec == address_of(new)
