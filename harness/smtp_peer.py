@@ -54,6 +54,10 @@ def make_certificate(directory: Path, common_name: str) -> tuple[Path, Path]:
     return cert, key
 
 
+SEAL_FIELDS = (b"arc-seal:", b"arc-message-signature:", b"arc-authentication-results:",
+               b"authentication-results:")
+
+
 @dataclass
 class ReceivedMessage:
     mail_from: str  # "<>" for the null sender
@@ -63,11 +67,24 @@ class ReceivedMessage:
     queue_id: str
     tls: bool = False  # whether it came over STARTTLS
 
+    def unsealed(self) -> bytes:
+        """The message without the fields an ARC-sealing tempalias puts in front of it (its seal,
+        ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results, and its
+        Authentication-Results), each with its continuation lines."""
+        content = self.content
+        while content.lower().startswith(SEAL_FIELDS):
+            end = content.find(b"\r\n")
+            while content[end + 2:end + 3] in (b" ", b"\t"):
+                end = content.find(b"\r\n", end + 2)
+            content = content[end + 2:]
+        return content
+
     def body_after_received(self) -> bytes:
-        """The message minus the Received: header tempalias put in front (three lines) and the
-        Delivered-To: line it adds after it for a message to one alias."""
-        assert self.content.startswith(b"Received: "), self.content[:80]
-        rest = self.content.split(b"\r\n", 3)[3]
+        """The message minus the seal (``unsealed``), the Received: header tempalias put in front
+        (three lines) and the Delivered-To: line it adds after it for a message to one alias."""
+        content = self.unsealed()
+        assert content.startswith(b"Received: "), content[:80]
+        rest = content.split(b"\r\n", 3)[3]
         if rest.startswith(b"Delivered-To: "):
             rest = rest.split(b"\r\n", 1)[1]
         return rest

@@ -327,7 +327,7 @@ def test_starttls(service_factory, smtp_sink, store, tls_files):
         assert "starttls" not in client.esmtp_features
         client.sendmail("a@sender.example", [alias_address(new)], b"Subject: tls\r\n\r\nsealed\r\n")
     [message] = smtp_sink.messages
-    assert b" with ESMTPS id " in message.content.split(b"\r\n", 3)[1]
+    assert b" with ESMTPS id " in message.unsealed().split(b"\r\n", 3)[1]
 
     # RFC 3207 section 4.2: plaintext sent after STARTTLS, before the handshake, is thrown away.
     with greeted(service.smtp_port) as client:
