@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.processes import PROJECT_ROOT, wait_for
+from tempalias.reverse import reverse_local
 from tempalias.smtp import replies
 
 DAY_MS = 86_400_000
@@ -389,3 +390,49 @@ def test_exact_counting_through_a_reply_alias(sealing_service, smtp_sink, store,
     assert codes[3] is None  # the fourth RCPT was refused: used up
     assert len(smtp_sink.messages) == 3
     assert spool_files(sealing_service) == []
+
+
+def reverse_from_store(store, new) -> str:
+    """The reply address Alice has at the alias, as the store hands it out."""
+    random = store.reverse_addresses(new.alias.id, [ALICE])[ALICE]
+    return f"{reverse_local(random, new.alias.id)}@tempalias.test"
+
+
+@pytest.mark.parametrize("size", [2_000, 3 * 1024 * 1024], ids=["in-memory", "on-disk"])
+def test_a_reply_the_next_hop_fails_after_its_body_gets_a_4xx(size, service_factory, own_peer,
+                                                              store, zone):
+    failing = own_peer()
+    failing.script.message = "451 4.3.0 disk full"
+    service = service_factory(env={"TEMPALIAS_SMARTHOST": failing.address,
+                                   "TEMPALIAS_SRS_SECRET": "test-srs-secret"})
+    new = create(store)
+    reverse = reverse_from_store(store, new)
+    filler = b"".join(b"quoted line %07d of a long thread\r\n" % i for i in range(size // 34))
+    result = send(service.smtp_port, OWNER, [reverse], a_reply(reverse) + filler)
+    assert result["data"][0] == 451, result
+    assert spool_files(service) == []
+    failing.script.message = None
+    result = send(service.smtp_port, OWNER, [reverse], a_reply(reverse) + filler)
+    assert result["data"][0] == 250, result  # sent again later, it goes
+    [arrived] = failing.messages
+    assert arrived.rcpt_tos == [ALICE] and b"owner.example" not in arrived.content.lower()
+    assert spool_files(service) == []
+
+
+def test_a_reply_whose_owner_dns_does_not_answer_waits(sealing_service, smtp_sink, store, zone):
+    new = create(store)
+    reverse = reverse_from_store(store, new)
+    zone.fail("owner.example", "timeout")
+    zone.fail("s1._domainkey.owner.example", "timeout")
+    result = send(sealing_service.smtp_port, OWNER, [reverse], a_reply(reverse))
+    expect(result["data"], replies.REPLY_UNVERIFIED)
+    assert smtp_sink.messages == []
+
+
+def test_nothing_else_rides_with_an_alias_that_takes_replies(sealing_service, smtp_sink, store,
+                                                            zone):
+    new = create(store)
+    result = send(sealing_service.smtp_port, ALICE, [address_of(new), "postmaster@tempalias.test"],
+                  alice_writes(address_of(new)))
+    assert result["rcpt"][0][0] == 250
+    expect(result["rcpt"][1], replies.REPLIES_ALONE)

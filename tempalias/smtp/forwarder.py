@@ -107,6 +107,13 @@ class Forwarder:
         """The address an alias goes by at ``domain`` (its own; else our primary domain)."""
         return alias_id if "@" in alias_id else f"{alias_id}@{domain or self.primary_domain}"
 
+    def suspended_reply(self, exc: DomainSuspended) -> Reply:
+        """Mail to a suspended custom domain waits (4xx) through the grace period, then is
+        refused."""
+        if time.time() * 1000 - exc.since_ms < self.domain_grace_ms:
+            return replies.DOMAIN_SUSPENDED
+        return replies.DOMAIN_LAPSED
+
     def outbound(self, session: Session, envelope: Envelope) -> "Outbound":
         """The part that acts for the transaction ``envelope`` begins."""
         return Outbound(self, session, envelope)
@@ -203,9 +210,7 @@ class Outbound:
         except UnknownDomain:
             return replies.RELAY_DENIED, None  # a custom domain not active: not ours
         except DomainSuspended as exc:
-            if time.time() * 1000 - exc.since_ms < forwarder.domain_grace_ms:
-                return replies.DOMAIN_SUSPENDED, None
-            return replies.DOMAIN_LAPSED, None
+            return forwarder.suspended_reply(exc), None
         except AliasRefused:
             return replies.NO_SUCH_ALIAS, None
         except StoreUnavailable as exc:
@@ -233,9 +238,7 @@ class Outbound:
         except RateLimited:
             return replies.REPLY_THROTTLED, None
         except DomainSuspended as exc:
-            if time.time() * 1000 - exc.since_ms < forwarder.domain_grace_ms:
-                return replies.DOMAIN_SUSPENDED, None
-            return replies.DOMAIN_LAPSED, None
+            return forwarder.suspended_reply(exc), None
         except AliasNotFound:
             return replies.NO_SUCH_REVERSE, None
         except StoreUnavailable as exc:
@@ -259,6 +262,8 @@ class Outbound:
         """RFC 5321 4.5.1: postmaster (any case) at each of our domains reaches a person: the
         configured address, or, when mail stays on this machine (Maildir), the Maildir itself."""
         forwarder = self.forwarder
+        if self.replies_alias is not None:
+            return replies.REPLIES_ALONE, None  # that message is rewritten for its owner
         target = forwarder.postmaster
         if target is None and forwarder.delivery.local:
             target = f"postmaster@{forwarder.primary_domain}"
