@@ -201,7 +201,8 @@ def test_the_places_an_attacker_would_look_are_rewritten():
     logo = [p for p in message.walk() if p.get_content_type() == "image/gif"][0]
     assert f'src="cid:{logo["Content-ID"].strip("<>")}"' in page
     card = [p for p in message.walk() if p.get_content_type() == "text/vcard"][0]
-    assert OWNER_DOMAIN not in card.get_filename()
+    assert card.get_filename() == f"{ALIAS}.vcf"  # the whole address, not only its domain
+    assert card.get_param("name") == f"{ALIAS}.vcf"  # also where written as an encoded-word
     assert card.get_payload(decode=True) == [p for p in parse(original).walk()
                                              if p.get_content_type() == "text/vcard"][0] \
         .get_payload(decode=True)

@@ -258,7 +258,7 @@ def test_a_reply_reaches_the_sender_and_names_nothing_of_the_owner(
     assert "owner" not in arrived.mail_from.lower()
     assert arrived.mail_from.endswith("@tempalias.test")
     seen = visible_text(arrived.content)
-    assert "owner.example" not in seen  # the address, or anything else at the owner's domain
+    assert "owner.example" not in seen and "owner@" not in seen
     assert reverse.lower() not in seen
     parsed = email.message_from_bytes(arrived.content, policy=email.policy.default)
     assert parsed["From"].addresses[0].addr_spec == address_of(new)

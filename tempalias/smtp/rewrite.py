@@ -395,6 +395,9 @@ class _Rewriter:
         return f"{secrets.token_hex(16)}@{self.message_id_domain}"
 
 
+_NAMED_BY = {"content-type": "name", "content-disposition": "filename"}
+
+
 def _set_param(f: _Field, name: str, value: str) -> _Field:
     """The field with parameter ``name`` set to ``value`` (quoted), added when absent."""
     pattern = re.compile(rb";\s*" + name.encode() + rb"\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[^;\s]*)",
@@ -496,6 +499,8 @@ class _ReplySanitiser:
             return f
         if not self.r.field_discloses(f):
             return f
+        if f.name in _NAMED_BY and "=?" in f.text():
+            f = self._renamed(f, header)
         fixed = _Field(f.name, f.raw[:len(f.raw) - len(f.value)] + self.r.rewrite_bytes(f.value))
         if not self.r.field_discloses(fixed):
             return fixed
@@ -507,6 +512,19 @@ class _ReplySanitiser:
                 raw += f'; boundary="{header.get_boundary()}"'
             return _Field(f.name, raw.encode("utf-8", "surrogateescape") + b"\r\n")
         return None
+
+    def _renamed(self, f: _Field, header) -> _Field:
+        """A part's file name written as an encoded-word inside a parameter (not what RFC 2047
+        allows, but what many clients write) is rewritten as it reads: left to the raw rewrite,
+        the owner's domain would go and the local part before it stay."""
+        param = _NAMED_BY[f.name]
+        value = header.get_param(param, header=f.name)
+        if not isinstance(value, str) or "=?" not in value:
+            return f
+        new = self.r.rewrite(_decode_words(value))
+        if not new.isascii():
+            new = Header(new, "utf-8").encode()
+        return _set_param(f, param, new.replace("\\", "\\\\").replace('"', '\\"'))
 
     def text(self, part: _Part, header) -> None:
         cte = _transfer_encoding(header)
