@@ -25,21 +25,21 @@ import greenlet
 from tempalias.abuse import AbusePolicy
 from tempalias.aliases import AliasService
 from tempalias.config import Config
+from tempalias.dkimkeys import load_or_create_keys
 from tempalias.domains import DomainService, verification_secret
 from tempalias.httpserver import HTTPServer
 from tempalias.janitor import Janitor
 from tempalias.listeners import bound_port, make_listener
-from tempalias.smtp.delivery import Delivery
-from tempalias.smtp.forwarder import Forwarder
-from tempalias.smtp.shaping import MessageShaper
-from tempalias.smtp.spool import spool_directory
-from tempalias.dkimkeys import load_or_create_keys
 from tempalias.mailauth import MailAuthenticator
 from tempalias.resolver import make_resolver
 from tempalias.signing import Signer
+from tempalias.smtp.delivery import Delivery
+from tempalias.smtp.forwarder import Forwarder
 from tempalias.smtp.maildir import MaildirDelivery
 from tempalias.smtp.relay import SmarthostDelivery
 from tempalias.smtp.server import SMTPServer
+from tempalias.smtp.shaping import MessageShaper
+from tempalias.smtp.spool import spool_directory
 from tempalias.srs import SRS, load_or_create_secret
 from tempalias.store import AliasStore, DomainStore, RateLimiter
 from tempalias.web import create_app

@@ -21,6 +21,14 @@ A return address takes a bounce and nothing else: from the null sender, alone in
 transaction, and only a delivery report, of which the original sender gets one that we write
 ourselves (``reports.py``), a few times per address at most. Forwarded messages pass a loop guard
 (``loops.py``) on their way through.
+
+An alias that takes replies goes alone in its transaction (``452 4.5.3`` for anything beside it):
+its owner's copy is rewritten. A reverse address (``reverse.py``) takes a reply from the alias's
+owner, alone too; the store finds its route and takes a token of the alias's reply limit at RCPT,
+and whether the owner really sent it is judged after DATA (``shaping.py``). The reply leaves with
+an SRS address that names only the alias; its bounce comes back to ``_bounce_recipient`` and is
+answered to the owner. A message that is sealed (ARC on), rewritten or a reply is held whole
+(``spool.py``) and shaped before any of it reaches the next hop; with ARC off the rest streams.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from email.utils import format_datetime
 from tempalias.abuse import AbusePolicy
 from tempalias.addresses import Address
 from tempalias.config import Rate, SmtpSettings
+from tempalias.reverse import parse_reverse
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import Delivery, DeliveryError, Transaction, dot_stuff, dot_unstuff
 from tempalias.smtp.loops import LoopGuard, delivered_to
@@ -43,9 +52,7 @@ from tempalias.smtp.reports import NotAReport, read_report, write_report
 from tempalias.smtp.session import Envelope, Recipient, Session
 from tempalias.smtp.shaping import Arrival, MessageShaper, Refused, ReplyContext
 from tempalias.smtp.spool import Spool, stuffed_chunks
-from tempalias.reverse import parse_reverse
-from tempalias.srs import ReturnPath
-from tempalias.srs import MAX_AGE_DAYS, SRS, InvalidSRS, is_srs
+from tempalias.srs import MAX_AGE_DAYS, SRS, InvalidSRS, ReturnPath, is_srs
 from tempalias.store import (AliasExhausted, AliasNotFound, AliasRefused, AliasStore,
                              DomainSuspended, RateLimited, StoreUnavailable, UnknownDomain,
                              normalise_id)
