@@ -169,9 +169,15 @@ def cmd_dns_records(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from tempalias.dkimkeys import DkimKeyError, load_or_create_keys
     from tempalias.service import Service, write_ready_file
     from tempalias.workers import WorkerSupervisor, default_worker_count
 
+    try:  # made (or checked) once, here: not by each worker, nor as a traceback
+        load_or_create_keys(config.section("signing"), config.data_dir)
+    except DkimKeyError as exc:
+        print(f"tempalias: {exc}", file=sys.stderr)
+        return 2
     workers = args.workers if args.workers is not None else config.workers
     workers = workers or default_worker_count()
     if workers == 1:

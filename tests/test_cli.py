@@ -383,3 +383,13 @@ def test_taken_port_is_one_clear_line(redis_server, tmp_path):
             "TEMPALIAS_DATA_DIR": str(tmp_path)})
     assert result.returncode == 1
     assert "Address already in use" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_with_an_unusable_dkim_key_says_so_in_one_line(admin_env, tmp_path):
+    bad = tmp_path / "key.pem"
+    bad.write_text("not a key\n")
+    result = tempalias("serve", env={**admin_env, "TEMPALIAS_DATA_DIR": str(tmp_path / "data"),
+                                     "TEMPALIAS_DKIM_KEY": str(bad)})
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
