@@ -55,8 +55,11 @@ def _redis_url(config: Config, exclusive: bool) -> Iterator[str]:
 
 
 def _open_store(url: str, config: Config) -> AliasStore:
-    """The alias store on ``url``: the store's timeout, the length of the aliases' ids."""
-    return AliasStore(connect(url, config.redis_timeout), id_length=config.id_length)
+    """The alias store on ``url``: the store's timeout, the length of the aliases' ids, and the
+    password of an operator's Redis (the embedded one has none)."""
+    password = config.redis_password if config.redis_url else None
+    return AliasStore(connect(url, config.redis_timeout, password=password),
+                      id_length=config.id_length)
 
 
 @contextlib.contextmanager

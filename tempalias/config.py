@@ -325,6 +325,9 @@ class Config:
         "largest accepted HTTP request body, bytes")
     drain_seconds: float = setting(10.0, _seconds, "service",
         "how long SIGTERM waits for in-flight work")
+    redis_password: str | None = setting(None, _optional_text, "store",
+        "Redis password when TEMPALIAS_REDIS_URL names none: kept out of process lists and URLs; "
+        "a password in the URL wins")
     redis_timeout: float = setting(3.0, _seconds, "store",
         "budget of one Redis operation, retries included, seconds")
     log_level: str = setting("INFO", _log_level, "service",

@@ -393,3 +393,39 @@ def test_serve_with_an_unusable_dkim_key_says_so_in_one_line(admin_env, tmp_path
     assert result.returncode == 2
     assert str(bad) in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def guarded_redis(tmp_path):
+    """A redis-server of the test's own that asks for a password, on a free loopback port."""
+    from tempalias.embedded_redis import free_loopback_port
+
+    port = free_loopback_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass", "s3cret",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_for(lambda: subprocess.run(["redis-cli", "-p", str(port), "-a", "s3cret",
+                                         "--no-auth-warning", "ping"], capture_output=True,
+                                        text=True).stdout.strip() == "PONG", 10, "redis-server")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_the_redis_password_can_come_from_its_own_setting(guarded_redis):
+    env = {"TEMPALIAS_REDIS_URL": guarded_redis, "TEMPALIAS_DOMAINS": "cli.example"}
+    made = tempalias("create", "--target", "me@example.org", env={
+        **env, "TEMPALIAS_REDIS_PASSWORD": "s3cret"})
+    assert made.returncode == 0, made.stderr
+    assert "@cli.example" in made.stdout
+    refused = tempalias("create", "--target", "me@example.org", env=env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    # a password in the URL wins over the setting
+    in_url = guarded_redis.replace("redis://", "redis://:s3cret@")
+    assert tempalias("create", "--target", "me@example.org", env={
+        **env, "TEMPALIAS_REDIS_URL": in_url, "TEMPALIAS_REDIS_PASSWORD": "wrong"}).returncode == 0

@@ -30,13 +30,16 @@ def budget_of(client: redis.Redis) -> float:
     return client.connection_pool.connection_kwargs.get("socket_timeout") or DEFAULT_BUDGET
 
 
-def connect(url: str, timeout: float, max_connections: int = 64) -> redis.Redis:
+def connect(url: str, timeout: float, max_connections: int = 64,
+            password: str | None = None) -> redis.Redis:
     """A Redis client whose every wait is bounded and whose pool cannot grow without limit.
 
     ``timeout`` bounds each wait here, and the stores built on the client take it as the budget
-    of a whole operation, retries included."""
+    of a whole operation, retries included. ``password``: used when the URL carries none (redis-py
+    lets the URL's win)."""
     pool = redis.BlockingConnectionPool.from_url(
         url,
+        password=password,
         max_connections=max_connections,
         timeout=timeout,
         socket_timeout=timeout,
