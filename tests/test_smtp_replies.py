@@ -439,3 +439,23 @@ def test_nothing_else_rides_with_an_alias_that_takes_replies(sealing_service, sm
                   alice_writes(address_of(new)))
     assert result["rcpt"][0][0] == 250
     expect(result["rcpt"][1], replies.REPLIES_ALONE)
+
+
+def test_results_a_sender_wrote_in_our_name_are_removed(sealing_service, smtp_sink, store, zone,
+                                                        keys):
+    """RFC 8601 section 5: an Authentication-Results field that claims our name and came from
+    outside is a forgery (a phisher's `dkim=pass` for the owner's mail program to believe)."""
+    new = create(store, replies_on=False)
+    forged = (b"Authentication-Results: TempAlias.test (ours, honest);\r\n"
+              b"\tdkim=pass header.d=bank.example\r\n"
+              b"Authentication-Results: mx.sender.example; spf=pass smtp.mailfrom=sender.example\r\n")
+    result = send(sealing_service.smtp_port, ALICE, [address_of(new)],
+                  forged + alice_writes(address_of(new)))
+    assert result["data"][0] == 250
+    [arrived] = smtp_sink.messages
+    parsed = email.message_from_bytes(arrived.content, policy=email.policy.compat32)
+    results = parsed.get_all("Authentication-Results")
+    assert [value.split(";")[0].strip().lower() for value in results] == [
+        "tempalias.test", "mx.sender.example"]  # ours, and the other host's kept
+    assert "bank.example" not in arrived.content.decode()
+    assert arc_state(arrived.content, zone) == dkim.CV_Pass
