@@ -251,8 +251,9 @@ class Outbound:
         except StoreUnavailable as exc:
             log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
             return replies.STORE_UNAVAILABLE, None
-        alias_domain = route.domain or address.rpartition("@")[2]
-        if alias_domain != address.rpartition("@")[2]:
+        at_domain = address.rpartition("@")[2]
+        alias_domain = route.domain or at_domain
+        if alias_domain != at_domain:
             return replies.NO_SUCH_REVERSE, None  # an alias answers at its own domain only
         alias_address = forwarder.address_of(alias_id, alias_domain)
         context = ReplyContext(alias_id, alias_address, alias_domain, route.target,

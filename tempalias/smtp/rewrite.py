@@ -149,6 +149,28 @@ def _split_fields(head: bytes) -> list[_Field]:
     return fields
 
 
+def without_claimed_results(message: bytes, authserv_id: str) -> bytes:
+    """``message`` without the Authentication-Results fields that claim ``authserv_id``.
+
+    RFC 8601 section 5: such a field that came from outside is a forgery (a sender writing
+    ``dkim=pass`` in our name for the owner's mail program to believe), and dkimpy would read it
+    into our ARC seal. Every other byte is kept."""
+    end = message.find(b"\r\n\r\n")
+    head, rest = (message[:end + 2], message[end + 2:]) if end >= 0 else (message, b"")
+    if b"authentication-results:" not in head.lower():
+        return message
+    ours = authserv_id.lower()
+    kept = [f for f in _split_fields(head)
+            if not (f.name == "authentication-results" and _claimed_id(f.text()) == ours)]
+    return b"".join(f.raw for f in kept) + rest
+
+
+def _claimed_id(value: str) -> str:
+    """The authserv-id an Authentication-Results value starts with (comments dropped)."""
+    words = re.sub(r"\([^()]*\)", " ", value).split(";", 1)[0].split()
+    return words[0].lower() if words else ""
+
+
 def _parse(data: bytes, depth: int = 0) -> _Part:
     if data.startswith(b"\r\n"):
         part = _Part([], b"\r\n", data[2:])

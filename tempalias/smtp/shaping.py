@@ -29,7 +29,6 @@ of a seal); DKIM signatures with d = the alias's domain, whose owner publishes o
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 from tempalias.mailauth import Authenticity, MailAuthenticator
@@ -37,7 +36,8 @@ from tempalias.reverse import reverse_local
 from tempalias.signing import Signer, SigningError
 from tempalias.smtp import replies
 from tempalias.smtp.replies import Reply
-from tempalias.smtp.rewrite import DisclosesOwner, rewrite_forward, sanitise_reply, senders
+from tempalias.smtp.rewrite import (DisclosesOwner, rewrite_forward, sanitise_reply, senders,
+                                    without_claimed_results)
 from tempalias.store import AliasNotFound, AliasStore, StoreUnavailable
 
 log = logging.getLogger("tempalias.smtp")
@@ -148,43 +148,10 @@ class MessageShaper:
         (none when dkimpy declines: a chain that already failed is not sealed again)."""
         results = self.authenticator.check(received, arrival.peer_ip, arrival.helo,
                                            arrival.mail_from).header()
-        outgoing = without_our_results(outgoing, self.authserv_id)
+        outgoing = without_claimed_results(outgoing, self.authserv_id)
         try:
             seal = self.signer.seal(results + outgoing, self.seal_domain)
         except SigningError as exc:
             log.warning("smtp: forwarded without an ARC seal: %s", exc)
             seal = b""
         return seal + results + outgoing
-
-
-_AUTH_RESULTS = b"authentication-results:"
-
-
-def without_our_results(message: bytes, authserv_id: str) -> bytes:
-    """``message`` without the Authentication-Results fields that claim to be ours.
-
-    RFC 8601 section 5: such a field that came from outside is a forgery (a sender writing
-    ``dkim=pass`` in our name for the owner's mail program to believe), and dkimpy would read it
-    into our ARC seal. Every other byte is kept."""
-    end = message.find(b"\r\n\r\n")
-    head, rest = (message[:end + 2], message[end + 2:]) if end >= 0 else (message, b"")
-    if _AUTH_RESULTS not in head.lower():
-        return message
-    ours = authserv_id.lower().encode("ascii", "replace")
-    fields: list[bytes] = []
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        else:
-            fields.append(line)
-    kept = [field for field in fields
-            if not (field.lower().startswith(_AUTH_RESULTS) and
-                    _claimed_id(field[len(_AUTH_RESULTS):]) == ours)]
-    return b"".join(kept) + rest
-
-
-def _claimed_id(value: bytes) -> bytes:
-    """The authserv-id an Authentication-Results value starts with (comments dropped)."""
-    text = re.sub(rb"\([^()]*\)", b" ", value).split(b";", 1)[0]
-    words = text.split()
-    return words[0].lower() if words else b""

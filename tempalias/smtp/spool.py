@@ -41,10 +41,6 @@ class Spool:
         self._file.write(lines)
         self.size += len(lines)
 
-    @property
-    def on_disk(self) -> bool:
-        return bool(getattr(self._file, "_rolled", False))
-
     def read(self) -> bytes:
         """The whole message (signing needs it whole; one message at a time per process)."""
         self._file.seek(0)
