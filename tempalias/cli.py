@@ -22,7 +22,7 @@ from tempalias.aliases import (  # noqa: E402
 from tempalias.domains import DomainNotFound, DomainService, DomainTaken  # noqa: E402
 from tempalias.config import Config, ConfigError, load_config  # noqa: E402
 from tempalias.embedded_redis import EmbeddedRedisError, RedisServer  # noqa: E402
-from tempalias.store import AliasStore, connect  # noqa: E402
+from tempalias.store import AliasStore, Durability, connect  # noqa: E402
 
 log = logging.getLogger("tempalias")
 
@@ -58,8 +58,10 @@ def _open_store(url: str, config: Config) -> AliasStore:
     """The alias store on ``url``: the store's timeout, the length of the aliases' ids, and the
     password of an operator's Redis (the embedded one has none)."""
     password = config.redis_password if config.redis_url else None
+    durability = Durability(config.redis_wait_replicas,
+                            min(config.redis_wait_timeout, config.redis_timeout / 2))
     return AliasStore(connect(url, config.redis_timeout, password=password),
-                      id_length=config.id_length)
+                      id_length=config.id_length, durability=durability)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from tempalias.addresses import InvalidAddress, domain_to_ascii, parse_address
+from tempalias.store.connections import BadRedisUrl, parse_redis_url
 
 ENV_PREFIX = "TEMPALIAS_"
 INI_SECTION = "tempalias"
@@ -147,9 +148,21 @@ def _redis_url(raw: str) -> str | None:
     url = raw.strip()
     if not url:
         return None
-    if not re.match(r"^(redis|rediss|unix)://", url):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    try:
+        parse_redis_url(url)
+    except BadRedisUrl as exc:
+        raise ValueError(str(exc)) from None
     return url
+
+
+def _wait_replicas(raw: str) -> int | None:
+    """``auto`` (None) or a count of replicas."""
+    if raw.strip().lower() == "auto":
+        return None
+    try:
+        return _int_between(0, 16)(raw)
+    except ValueError:
+        raise ValueError("must be auto or a whole number from 0 to 16") from None
 
 
 _PERIOD_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -330,6 +343,12 @@ class Config:
         "a password in the URL wins")
     redis_timeout: float = setting(3.0, _seconds, "store",
         "budget of one Redis operation, retries included, seconds")
+    redis_wait_replicas: int | None = setting(None, _wait_replicas, "store",
+        "replicas that must have a new alias, a held use or a counted use before it counts "
+        "(WAIT); auto: 1 when the primary has a replica connected, else 0")
+    redis_wait_timeout: float = setting(1.0, _seconds, "store",
+        "how long a write waits for those replicas, seconds (at most half of "
+        "TEMPALIAS_REDIS_TIMEOUT is used); then a creation answers 503, a delivery 4xx")
     log_level: str = setting("INFO", _log_level, "service",
         "DEBUG, INFO, WARNING or ERROR")
     workers: int = setting(0, _int_between(0, 256), "service",

@@ -351,9 +351,9 @@ def _recorded(runner, calls: list, monkeypatch) -> None:
     """Note each script call ``runner`` sends (and send it as ever)."""
     send = runner.send
 
-    def recording(*commands, subject=None):
+    def recording(*commands, **options):
         calls.extend(command for command in commands if isinstance(command, Call))
-        return send(*commands, subject=subject)
+        return send(*commands, **options)
 
     monkeypatch.setattr(runner, "send", recording)
 

@@ -3,7 +3,9 @@
 - ``keys.py``: the key schema, the one place a key is spelled (tests and the benchmark import it).
 - ``runner.py``: the script runner: EVALSHA, NOSCRIPT then load once, a script's refusal as a
   domain exception, connection trouble as ``StoreUnavailable``, each operation within its budget.
-- ``connections.py``: the bounded redis-py client, and the direct path the runner sends on.
+- ``connections.py``: which deployment a URL names (one Redis, Sentinel, Cluster), its bounded
+  redis-py client, the direct paths the runner sends on (per node and slot in a Cluster), and
+  ``Durability``: the replicas a write waits for.
 - ``aliases.py``: ``AliasStore``: create, read, reserve/commit/release, revoke, purge, and the
   reverse addresses of an alias that takes replies.
 - ``domains.py``: ``DomainStore``: custom domains registered, activated, read, checked, erased.
@@ -14,7 +16,8 @@
 from tempalias.store.aliases import (ID_ALPHABET, MS_PER_DAY, REPLY_LIMIT, RESERVED_IDS, Alias,
                                      AliasStore, NewAlias, ReplyRoute, Reservation, hash_token,
                                      normalise_id, random_id)
-from tempalias.store.connections import connect
+from tempalias.store.connections import (BadRedisUrl, Durability, NotReplicated, connect,
+                                         parse_redis_url)
 from tempalias.store.domains import CheckOutcome, Domain, DomainStore, PendingDomain
 from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused, AliasTaken,
                                     DomainNotFound, DomainSuspended, DomainTaken, RateLimited,
@@ -26,7 +29,8 @@ from tempalias.store.ratelimits import Lease, RateLimiter
 __all__ = [
     "ID_ALPHABET", "MS_PER_DAY", "REPLY_LIMIT", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias",
     "ReplyRoute", "Reservation",
-    "hash_token", "normalise_id", "random_id", "connect", "CheckOutcome", "Domain",
+    "hash_token", "normalise_id", "random_id", "BadRedisUrl", "Durability", "NotReplicated",
+    "connect", "parse_redis_url", "CheckOutcome", "Domain",
     "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
     "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",
     "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEY", "IDLEN_KEY",

@@ -21,6 +21,7 @@ custom domain erased, and its own TTL.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import string
@@ -34,10 +35,13 @@ from tempalias.reverse import RANDOM_SHAPE, new_random
 from tempalias.store import keys
 from tempalias.store.errors import AliasNotFound, AliasTaken
 from tempalias.store.ratelimits import BUCKETS_LUA, bucket_args
+from tempalias.store.connections import Durability, NotReplicated
 from tempalias.store.runner import NOW_LUA, Call, Script, ScriptRunner, clock_arg, operation
 
 if TYPE_CHECKING:  # only for annotations: the store does not depend on the config
     from tempalias.config import Rate
+
+log = logging.getLogger(__name__)
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_SHAPE = re.compile(r"[a-z0-9]{1,64}")
@@ -436,7 +440,10 @@ class AliasStore:
     """Creates, reads, consumes and erases aliases; see ``keys.py`` for the keys.
 
     ``clock`` (seconds, as ``time.time``) gives creation and the delivery scripts their moment;
-    None: creation reads the host's clock and the scripts Redis's (the service's default)."""
+    None: creation reads the host's clock and the scripts Redis's (the service's default).
+    ``durability``: what creation, a reservation and a commit wait for before they count (see
+    ``connections.Durability``): an alias is handed out, a use held or counted, only once a
+    replica has it, so a failover of the primary cannot lose it."""
 
     def __init__(
         self,
@@ -445,9 +452,10 @@ class AliasStore:
         id_alphabet: str = ID_ALPHABET,
         reservation_seconds: float = 1800.0,
         clock: Callable[[], float] | None = None,
+        durability: Durability | None = None,
     ) -> None:
         self.redis = client
-        self.runner = ScriptRunner(client)
+        self.runner = ScriptRunner(client, durability)
         self.id_length = id_length
         self._id_length_seen: int | None = None
         self.id_alphabet = id_alphabet
@@ -500,7 +508,7 @@ class AliasStore:
                 continue
             alias, call = order.call(alias_id, self.clock)
             created, _ = self.runner.send(
-                call, ("ZADD", keys.ENDS_KEY, "NX", alias.expires_ms, alias_id))
+                call, ("ZADD", keys.ENDS_KEY, "NX", alias.expires_ms, alias_id), durable=True)
             if created:
                 return NewAlias(alias, token)
             length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
@@ -535,7 +543,8 @@ class AliasStore:
 
     def _store_custom(self, order: _Order, alias_id: str) -> Alias | None:
         alias, call = order.call(alias_id, self.clock)
-        if not self.runner.call(call.script, call.keys, call.args, subject=alias_id):
+        if not self.runner.call(call.script, call.keys, call.args, subject=alias_id,
+                                durable=True):
             return None
         self.runner.send(("ZADD", keys.ENDS_KEY, alias.expires_ms, alias_id))
         return alias
@@ -615,13 +624,20 @@ class AliasStore:
             raise AliasNotFound(alias_id)
         limits = limits or {}
         reservation_id = secrets.token_hex(8)
-        target, replies, stored_domain = self.runner.call(
-            RESERVE_USE, [keys.alias_key(normal), keys.held_key(normal), keys.revs_key(normal),
-                          *([] if custom is None else [keys.domain_key(custom)]),
-                          *(keys.alias_limit_key(normal, name) for name in limits)],
-            [reservation_id, self.reservation_ms, clock_arg(self.clock), recipient,
-             "" if custom is None else "1", *bucket_args(limits)],
-            subject=normal)
+        call = Call(RESERVE_USE,
+                    [keys.alias_key(normal), keys.held_key(normal), keys.revs_key(normal),
+                     *([] if custom is None else [keys.domain_key(custom)]),
+                     *(keys.alias_limit_key(normal, name) for name in limits)],
+                    [reservation_id, self.reservation_ms, clock_arg(self.clock), recipient,
+                     "" if custom is None else "1", *bucket_args(limits)])
+        try:
+            [(target, replies, stored_domain)] = self.runner.send(call, subject=normal,
+                                                                  durable=True)
+        except NotReplicated:
+            # Held on the primary alone: a failover could forget it and let one use go twice.
+            # Give it back (best effort: it lapses by itself) and let the client retry.
+            self.runner.send(("ZREM", keys.held_key(normal), reservation_id))
+            raise
         return Reservation(normal, target, reservation_id, replies == "1", stored_domain or None)
 
     @operation
@@ -629,7 +645,14 @@ class AliasStore:
         """Count the delivery; returns the uses left (None when unlimited, 0 when now erased)."""
         alias_id = reservation.alias_id
         ending, local = _ending(alias_id)
-        result = self.runner.call(COMMIT_USE, ending, [reservation.reservation_id, *local])
+        try:
+            result = self.runner.call(COMMIT_USE, ending, [reservation.reservation_id, *local],
+                                      durable=True)
+        except NotReplicated as exc:
+            # Counted on the primary, not yet on a replica: the message went all the same, so
+            # this is no failure of the delivery; a failover now could give this use back.
+            log.warning("use of %s counted, but no replica acknowledged it in time", alias_id)
+            [result] = exc.replies
         if result[0] == "erased":
             self.runner.send(("ZREM", keys.ENDS_KEY, alias_id))
             return 0
@@ -726,4 +749,5 @@ class AliasStore:
     def close(self) -> None:
         self.runner.close()
         self.redis.close()
-        self.redis.connection_pool.disconnect()
+        if isinstance(self.redis, redis.Redis):
+            self.redis.connection_pool.disconnect()

@@ -2,8 +2,9 @@
 
 - A Lua script is a named constant (a ``Script``) documented by a ``KEYS[..]/ARGV[..]/returns``
   header, as in redis-py's ``redis/lock.py``, and always called by its SHA-1 (EVALSHA). A Redis
-  that does not know it (restarted, or its scripts flushed) answers NOSCRIPT: the runner loads it
-  once (SCRIPT LOAD) and sends that call again, in one write.
+  that does not know it (restarted, a replica just promoted, a Cluster node that never ran it)
+  answers NOSCRIPT, which means it did not run: the runner sends that call again as EVAL, with
+  its source, which also leaves the script known to that node.
 - A script says no with an error reply whose first word is a code: ``ALIAS-UNKNOWN``,
   ``ALIAS-EXHAUSTED``, ``THROTTLED <ms> <bucket key>``, ``DOMAIN-UNKNOWN``, ``DOMAIN-TAKEN``,
   ``DOMAIN-SUSPENDED <since ms>``. The runner raises the domain exception
@@ -13,7 +14,10 @@
   ends each public method of a store within the store's budget (``TEMPALIAS_REDIS_TIMEOUT``),
   retries included.
 
-Commands travel on ``DirectConnections``; several commands of one operation go in one write.
+Commands travel on ``DirectConnections`` (one Redis, or the primary Sentinel names now) or
+``ClusterConnections`` (each to its slot's primary); several commands of one operation go in one
+write per node. A write sent ``durable`` waits for replicas (``Durability``): fewer than asked
+is ``NotReplicated``, raised once the replies are read, with them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Callable, Sequence, TypeVar
 import redis
 
 from tempalias.store import keys
-from tempalias.store.connections import DirectConnections, budget_of, gevent_patched
+from tempalias.store.connections import (ClusterConnections, DirectConnections, Durability,
+                                         NotReplicated, budget_of, gevent_patched)
 from tempalias.store.errors import (AliasExhausted, AliasNotFound, DomainNotFound, DomainSuspended,
                                     DomainTaken, RateLimited, StoreUnavailable, Throttled,
                                     UnknownDomain)
@@ -95,6 +100,9 @@ class Call:
     def command(self) -> tuple:
         return ("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
 
+    def with_source(self) -> tuple:
+        return ("EVAL", self.script.source, len(self.keys), *self.keys, *self.args)
+
 
 def clock_arg(clock: Callable[[], float] | None) -> str | int:
     """The ``now`` a script is given: ms from ``clock`` (seconds, as ``time.time``), or '' for
@@ -111,39 +119,59 @@ def _deadline_class():
 
 
 class ScriptRunner:
-    """Sends the commands and script calls of the stores built on one client."""
+    """Sends the commands and script calls of the stores built on one client (a ``redis.Redis``,
+    Sentinel-managed or not, or a ``redis.RedisCluster``); ``durability``: what a write sent
+    ``durable`` waits for (None: nothing)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client, durability: Durability | None = None) -> None:
         self.budget = budget_of(client)
         self.deadline = _deadline_class()
-        self.direct = DirectConnections(
-            client, getattr(client.connection_pool, "max_connections", 64), self.budget)
+        self.durability = durability
+        if isinstance(client, redis.RedisCluster):
+            self.direct = ClusterConnections(
+                client, client.nodes_manager.connection_kwargs.get("max_connections", 64),
+                self.budget)
+        else:
+            self.direct = DirectConnections(
+                client, getattr(client.connection_pool, "max_connections", 64), self.budget)
 
     def call(self, script: Script, keys: Sequence[str], args: Sequence[str | int],
-             subject: str | None = None) -> object:
+             subject: str | None = None, durable: bool = False) -> object:
         """One script call, one round trip; ``subject`` is what a refusal names (an alias id)."""
-        [reply] = self.send(Call(script, keys, args), subject=subject)
+        [reply] = self.send(Call(script, keys, args), subject=subject, durable=durable)
         return reply
 
-    def send(self, *commands: Call | tuple, subject: str | None = None) -> list:
-        """Commands (tuples) and script calls in one write; their replies in order. A script
-        Redis did not know is loaded and its call sent again (a NOSCRIPT reply means it did not
-        run). The first error reply, in order, is raised once every reply was read."""
+    def send(self, *commands: Call | tuple, subject: str | None = None,
+             durable: bool = False) -> list:
+        """Commands (tuples) and script calls in one write (per node); their replies in order. A
+        script Redis did not know is sent again with its source (a NOSCRIPT reply means it did
+        not run). The first error reply, in order, is raised once every reply was read.
+        ``durable``: the write waits for the runner's Durability; NotReplicated, with the
+        replies, when it was not met (a refusal is raised first: it wrote nothing)."""
+        durability = self.durability if durable else None
+        short: NotReplicated | None = None
         wire = [c.command() if isinstance(c, Call) else c for c in commands]
-        replies = self.direct.execute(*wire)
+        try:
+            replies = self.direct.execute(*wire, durability=durability)
+        except NotReplicated as exc:
+            replies, short = exc.replies, exc
         unknown = [i for i, reply in enumerate(replies)
                    if isinstance(reply, redis.exceptions.NoScriptError)]
         if unknown:
-            scripts = {commands[i].script.sha: commands[i].script for i in unknown}
-            loads = [("SCRIPT", "LOAD", script.source) for script in scripts.values()]
-            again = self.direct.execute(*loads, *(wire[i] for i in unknown))
-            for i, reply in zip(unknown, again[len(loads):]):
+            try:
+                again = self.direct.execute(*(commands[i].with_source() for i in unknown),
+                                            durability=durability)
+            except NotReplicated as exc:
+                again, short = exc.replies, exc
+            for i, reply in zip(unknown, again):
                 replies[i] = reply
-            replies += again[:len(loads)]  # a failed load shows as an error reply below
         for reply in replies:
             if isinstance(reply, redis.exceptions.ResponseError):
                 raise _domain_error(reply, subject)
-        return replies[:len(commands)]
+        if short is not None:
+            short.replies = replies
+            raise short
+        return replies
 
     def close(self) -> None:
         self.direct.close()
@@ -177,6 +205,8 @@ def operation(method: Callable[..., T]) -> Callable[..., T]:
             if deadline is not None:
                 deadline.start()
             return method(self, *args, **kwargs)
+        except NotReplicated as exc:
+            raise StoreUnavailable(f"redis did not replicate in time: {exc}") from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from None
         except redis.exceptions.ResponseError as exc:
