@@ -252,6 +252,15 @@ def test_redis_unreachable_for_admin_command_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("url", ["redis+cluster://127.0.0.1:1,127.0.0.1:2",
+                                 "redis+sentinel://127.0.0.1:1,127.0.0.1:2/tempalias"])
+def test_an_unreachable_cluster_or_sentinel_set_is_one_line(url):
+    result = tempalias("show", "abc", env={"TEMPALIAS_REDIS_URL": url,
+                                           "TEMPALIAS_REDIS_TIMEOUT": "1"})
+    assert result.returncode == 1 and "redis unreachable" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_embedded_redis_keeps_aliases_across_restarts(tmp_path):
     service = ServiceProcess(tmp_path, {"TEMPALIAS_DOMAINS": "embedded.example"}).start()
     try:

@@ -65,6 +65,11 @@ def test_default_days_follows_a_smaller_max_days():
     ("TEMPALIAS_DOMAINS", "localhost", "not a fully qualified domain name"),
     ("TEMPALIAS_DOMAINS", "mail.example, intranet", "not a fully qualified domain name"),
     ("TEMPALIAS_REDIS_URL", "localhost:6379", "redis://"),
+    ("TEMPALIAS_REDIS_URL", "redis+sentinel://127.0.0.1:26379", "names no service"),
+    ("TEMPALIAS_REDIS_URL", "redis+sentinel://127.0.0.1:x/tempalias", "is not HOST:PORT"),
+    ("TEMPALIAS_REDIS_URL", "redis+cluster://127.0.0.1:7000/0", "one database"),
+    ("TEMPALIAS_REDIS_URL", "redis+cluster://127.0.0.1:7000,,", "is not HOST:PORT"),
+    ("TEMPALIAS_REDIS_WAIT_REPLICAS", "some", "auto or a whole number"),
     ("TEMPALIAS_LOG_LEVEL", "LOUD", "one of"),
     ("TEMPALIAS_DRAIN_SECONDS", "-1", "seconds"),
 ])

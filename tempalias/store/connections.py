@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 import redis
 import redis.cluster
@@ -40,6 +40,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from tempalias.netio import send_all
+from tempalias.store.errors import StoreUnavailable
 
 DEFAULT_BUDGET = 5.0  # seconds per operation, for a client built without a socket timeout
 SENTINEL_PORT = 26379
@@ -107,11 +108,11 @@ def parse_redis_url(url: str) -> RedisUrl:
         raise BadRedisUrl("must start with redis://, rediss://, unix://, redis+sentinel:// or "
                           "redis+cluster://")
     rest = url.split("://", 1)[1]
+    rest, _, query = rest.partition("?")
+    if query:
+        raise BadRedisUrl(f"takes no query options ({query!r})")
     auth, at, rest = rest.rpartition("@")
     netloc, _, path = rest.partition("/")
-    path, _, query = path.partition("?")
-    if query and set(parse_qs(query)):
-        raise BadRedisUrl(f"takes no query options ({query!r})")
     username = password = None
     if at:
         user, colon, secret = auth.partition(":")
@@ -152,7 +153,7 @@ def connect(url: str, timeout: float, max_connections: int = 64,
     """A client of the deployment ``url`` names (``redis.Redis``, on a Sentinel-managed pool for
     ``redis+sentinel://``, or ``redis.RedisCluster``) whose every wait is bounded and whose pools
     cannot grow without limit. BadRedisUrl for a URL that names none; a Cluster none of whose
-    seeds answers now is StoreUnavailable's cause, a ``redis.exceptions.ConnectionError``.
+    seeds answers now (the Cluster client learns the slot map at once) is StoreUnavailable.
 
     ``timeout`` bounds each wait here, and the stores built on the client take it as the budget
     of a whole operation, retries included. ``password``: used when the URL carries none (redis-py
@@ -170,8 +171,9 @@ def connect(url: str, timeout: float, max_connections: int = 64,
     if target.kind == "sentinel":
         sentinels = redis.sentinel.Sentinel(
             list(target.nodes), min_other_sentinels=0,
+            # a sentinel that does not answer is skipped for the next, not retried
             sentinel_kwargs=dict(socket_timeout=timeout, socket_connect_timeout=timeout,
-                                 decode_responses=True, protocol=2),
+                                 decode_responses=True, protocol=2, retry=Retry(NoBackoff(), 0)),
             username=target.username, password=secret, db=target.db, retry=_retry(),
             health_check_interval=30, max_connections=max_connections, **common)
         return sentinels.master_for(target.service, redis_class=redis.Redis)
@@ -180,8 +182,8 @@ def connect(url: str, timeout: float, max_connections: int = 64,
             startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in target.nodes],
             username=target.username, password=secret, max_connections=max_connections,
             retry=_retry(), require_full_coverage=False, **common)
-    except redis.exceptions.RedisClusterException as exc:
-        raise redis.exceptions.ConnectionError(f"no Cluster seed answered: {exc}") from None
+    except (redis.exceptions.RedisClusterException, redis.exceptions.RedisError) as exc:
+        raise StoreUnavailable(f"redis unreachable: no Cluster seed answered ({exc})") from None
 
 
 @dataclass(frozen=True)
