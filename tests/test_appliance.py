@@ -17,6 +17,7 @@ import re
 import resource
 import secrets
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -128,6 +129,27 @@ def test_systemd_units_verify(tmp_path):
     result = run(["systemd-analyze", "verify", *names], cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+def _redis_condition(ini: Path) -> int:
+    """The exit status of tempalias-redis.service's ExecCondition against ``ini``."""
+    [line] = [line for line in (SYSTEMD / "tempalias-redis.service").read_text().splitlines()
+              if line.startswith("ExecCondition=")]
+    argv = shlex.split(line.split("=", 1)[1].replace("\\\\", "\\"))
+    argv[-1] = str(ini)
+    return run(argv).returncode
+
+
+def test_the_appliances_redis_runs_only_when_tempalias_keeps_its_aliases_there(tmp_path):
+    """Issue 15: an appliance joining a Sentinel set or a Cluster leaves its own Redis stopped."""
+    own = (APPLIANCE / "tempalias.ini").read_text()
+    (tmp_path / "own.ini").write_text(own)
+    assert _redis_condition(tmp_path / "own.ini") == 0
+    for url in ("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379/tempalias",
+                "redis+cluster://10.0.0.1:7000,10.0.0.2:7000", "redis://redis.example:6379/0"):
+        joined = re.sub(r"(?m)^redis_url = .*$", f"redis_url = {url}", own)
+        (tmp_path / "joined.ini").write_text(joined)
+        assert _redis_condition(tmp_path / "joined.ini") == 1, url
 
 
 def test_tempalias_unit_has_descriptors_for_every_connection_it_may_hold():
