@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from harness.processes import Child, ChildFailed, wait_for
 from tempalias.embedded_redis import free_loopback_port
@@ -75,7 +77,8 @@ class RedisNode:
     def start(self, timeout: float = START_TIMEOUT) -> "RedisNode":
         """Start it and wait for its PING; a port someone took meanwhile is replaced."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for attempt in range(PORT_ATTEMPTS):
+        attempts = 1
+        while True:
             self.port = free_loopback_port()
             config = self.directory / "redis.conf"
             config.write_text("\n".join([f"port {self.port}", f"dir {self.directory}", *COMMON,
@@ -88,9 +91,9 @@ class RedisNode:
                 wait_for(self._answering, timeout, f"{self.name} to answer on port {self.port}")
                 return self
             except ChildFailed:
-                if "already in use" not in self.child.log_text() or attempt == PORT_ATTEMPTS - 1:
+                if attempts == PORT_ATTEMPTS or "already in use" not in self.child.log_text():
                     raise
-        raise AssertionError("unreachable")
+                attempts += 1
 
     def _answering(self) -> bool:
         if not self.running():
@@ -102,10 +105,12 @@ class RedisNode:
 
     def ask(self, question: Callable[[redis.Redis], object]):
         """``question(client)`` on a connection of its own, or None when the node does not answer
-        (down, loading, timed out, refusing): for checks polled until they come true."""
+        (down, loading, timed out, refusing): for checks polled until they come true. Asked
+        once: redis-py's default retries (with a backoff of seconds, even of a refused password)
+        would hide how long a node really took to answer."""
         client = redis.Redis("127.0.0.1", self.port, password=self.password,
                              socket_timeout=ADMIN_TIMEOUT, socket_connect_timeout=ADMIN_TIMEOUT,
-                             decode_responses=True)
+                             retry=Retry(NoBackoff(), 0), decode_responses=True)
         try:
             return question(client)
         except redis.RedisError:
