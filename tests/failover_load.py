@@ -76,7 +76,9 @@ class FailoverLoad:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        assert not any(thread.is_alive() for thread in self._threads), "load did not finish"
+        assert not any(thread.is_alive() for thread in self._threads), (
+            "load did not finish", self.codes("create"), self.codes("send"),
+            Counter((answer.code, answer.detail[:60]) for answer in self.troubled()))
 
     def _node(self) -> tuple[int, ServiceProcess]:
         index = next(self._turn) % len(self.nodes)

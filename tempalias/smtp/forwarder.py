@@ -50,12 +50,13 @@ from tempalias.smtp.refusals import refusal_reply
 from tempalias.smtp.replies import Reply
 from tempalias.smtp.reports import NotAReport, read_report, write_report
 from tempalias.smtp.session import Envelope, Recipient, Session
+from tempalias.smtp.settlements import Settlements
 from tempalias.smtp.shaping import Arrival, MessageShaper, Refused, ReplyContext
 from tempalias.smtp.spool import Spool, stuffed_chunks
 from tempalias.srs import MAX_AGE_DAYS, SRS, InvalidSRS, ReturnPath, is_srs
 from tempalias.store import (AliasExhausted, AliasNotFound, AliasRefused, AliasStore,
-                             DomainSuspended, RateLimited, StoreUnavailable, UnknownDomain,
-                             normalise_id)
+                             DomainSuspended, RateLimited, Reservation, StoreUnavailable,
+                             UnknownDomain, new_reservation_id, normalise_id)
 
 log = logging.getLogger("tempalias.smtp")
 
@@ -73,12 +74,15 @@ class Forwarder:
     def __init__(self, settings: SmtpSettings, domains: tuple[str, ...], store: AliasStore,
                  srs: SRS, delivery: Delivery, policy: AbusePolicy | None = None,
                  domain_grace: float = 72 * 3600.0, shaper: MessageShaper | None = None,
-                 spool_dir: str | None = None, reply_rate: Rate | None = None) -> None:
+                 spool_dir: str | None = None, reply_rate: Rate | None = None,
+                 settlements: Settlements | None = None) -> None:
         """``settings``: the smtp section of the Config; ``domains``: ours, the first primary;
         ``domain_grace``: seconds mail to a suspended custom domain waits (4xx) before it is
         refused (the domains section's); ``shaper``: seals, rewrites and replies (None: every
         message streams through as it comes, and no alias can reply); ``spool_dir``: where a
-        message held whole beyond memory goes; ``reply_rate``: replies per alias."""
+        message held whole beyond memory goes; ``reply_rate``: replies per alias;
+        ``settlements``: where a commit or release Redis could not take waits to be sent again
+        (None: one of its own on ``store``)."""
         self.domains = frozenset(domains)
         self.domain_grace_ms = int(domain_grace * 1000)
         self.primary_domain = domains[0]
@@ -92,6 +96,7 @@ class Forwarder:
         self.shaper = shaper
         self.spool_dir = spool_dir
         self.reply_rate = reply_rate
+        self.settlements = settlements or Settlements(store)
         if shaper is not None and spool_dir is None:
             raise ValueError("a shaper holds messages whole: it needs a spool directory")
 
@@ -128,24 +133,19 @@ class Forwarder:
     # --- uses
 
     def release(self, recipient: Recipient) -> None:
-        """Give the use back: the message did not go. If Redis is unreachable now, the
-        reservation lapses by itself (store.reservation_seconds); nothing is lost."""
-        self._settle(recipient, self.store.release, "could not release a use of {} now")
+        """Give the use back: the message did not go. If Redis is unreachable now, it is sent
+        again once Redis answers (settlements.py)."""
+        reservation, recipient.reservation = recipient.reservation, None
+        if reservation is not None:
+            self.settlements.release(reservation)
 
     def commit(self, recipient: Recipient) -> None:
         """Count the use: the message went. If Redis is unreachable now, the message is still
-        delivered; saying otherwise would make the client send it twice."""
-        self._settle(recipient, self.store.commit, "delivered for {} but could not count it")
-
-    @staticmethod
-    def _settle(recipient: Recipient, settle, failure: str) -> None:
+        delivered (saying otherwise would make the client send it twice) and the count is sent
+        again once Redis answers (settlements.py)."""
         reservation, recipient.reservation = recipient.reservation, None
-        if reservation is None:
-            return
-        try:
-            settle(reservation)
-        except StoreUnavailable as exc:
-            log.warning("smtp: %s: %s", failure.format(reservation.alias_id), exc)
+        if reservation is not None:
+            self.settlements.commit(reservation)
 
 
 class Outbound:
@@ -206,10 +206,12 @@ class Outbound:
         if envelope.has_alias(alias_id):
             return replies.RECIPIENT_OK, None  # the same alias twice in one message is one use
         policy, client = forwarder.policy, self.session.client
+        reservation_id = new_reservation_id()
         try:
             # the alias's rate limits are taken in the same round trip as its use
             reservation = forwarder.store.reserve(
-                alias_id, policy.alias_limits(client) if policy and client else None, domain)
+                alias_id, policy.alias_limits(client) if policy and client else None, domain,
+                reservation_id)
         except RateLimited as exc:
             return refusal_reply(policy.on_alias_throttled(alias_id, client, exc.throttled)), None
         except AliasExhausted:
@@ -222,6 +224,9 @@ class Outbound:
             return replies.NO_SUCH_ALIAS, None
         except StoreUnavailable as exc:
             log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
+            # its answer may have been lost after Redis held the use: give that back too
+            forwarder.settlements.release_later(
+                Reservation(normalise_id(alias_id) or alias_id, "", reservation_id))
             return replies.STORE_UNAVAILABLE, None
         recipient = Recipient(alias_id, reservation.target, reservation)
         if self.replies_alias is not None or (reservation.replies and envelope.recipients):

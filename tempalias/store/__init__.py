@@ -15,7 +15,7 @@
 
 from tempalias.store.aliases import (ID_ALPHABET, MS_PER_DAY, REPLY_LIMIT, RESERVED_IDS, Alias,
                                      AliasStore, NewAlias, ReplyRoute, Reservation, hash_token,
-                                     normalise_id, random_id)
+                                     new_reservation_id, normalise_id, random_id)
 from tempalias.store.connections import (BadRedisUrl, Durability, NotReplicated, connect,
                                          parse_redis_url)
 from tempalias.store.domains import CheckOutcome, Domain, DomainStore, PendingDomain
@@ -29,7 +29,7 @@ from tempalias.store.ratelimits import Lease, RateLimiter
 __all__ = [
     "ID_ALPHABET", "MS_PER_DAY", "REPLY_LIMIT", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias",
     "ReplyRoute", "Reservation",
-    "hash_token", "normalise_id", "random_id", "BadRedisUrl", "Durability", "NotReplicated",
+    "hash_token", "new_reservation_id", "normalise_id", "random_id", "BadRedisUrl", "Durability", "NotReplicated",
     "connect", "parse_redis_url", "CheckOutcome", "Domain",
     "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
     "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",

@@ -195,10 +195,13 @@ return {alias[1], alias[5] or '', alias[4] or ''}
 # ARGV[1] - the reservation id RESERVE_USE was given
 # ARGV[2] - the alias's local part at the custom domain (else unused)
 # returns {'counted', uses_left or -1 when unlimited} | {'erased', 0} when that was the last use
-#         (KEYS[1..3] are erased, and it leaves KEYS[4] too) | {'unknown'} when the alias ended while the message was under
-#         way
+#         (KEYS[1..3] are erased, and it leaves KEYS[4] too) | {'unknown'} when the alias ended while
+#         the message was under way | {'settled'} when the reservation is not held: counted
+#         before (a commit sent again after its answer was lost counts once) or lapsed
 COMMIT_USE = Script("""
-redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
+    return {'settled'}
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then
     return {'unknown'}
 end
@@ -325,6 +328,10 @@ end
 put_buckets(first, #KEYS, tats, now)
 return {alias[1], sender, alias[4] or ''}
 """)
+
+
+def new_reservation_id() -> str:
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
@@ -604,7 +611,7 @@ class AliasStore:
 
     @operation
     def reserve(self, alias_id: str, limits: dict[str, Rate] | None = None,
-                domain: str | None = None) -> Reservation:
+                domain: str | None = None, reservation_id: str | None = None) -> Reservation:
         """Hold one use for a delivery under way, with a token from each of the alias's
         ``limits`` (all or none): AliasNotFound or AliasExhausted if no use is left,
         RateLimited if a limit said no. One round trip.
@@ -614,7 +621,9 @@ class AliasStore:
         custom domain, whose record is read in the same script: UnknownDomain (an AliasNotFound
         and a DomainNotFound) when it is neither active nor suspended, DomainSuspended (with
         since when) when suspended. The Reservation says whether the alias takes replies, and
-        the domain in its address, from the same script."""
+        the domain in its address, from the same script. ``reservation_id``: the caller's (see
+        ``new_reservation_id``), so that after StoreUnavailable, when the reservation may or may
+        not have been made, it can still be released."""
         normal = normalise_id(alias_id)
         if normal is None:
             raise AliasNotFound(alias_id)
@@ -623,7 +632,7 @@ class AliasStore:
         if custom is not None and recipient and recipient != custom:
             raise AliasNotFound(alias_id)
         limits = limits or {}
-        reservation_id = secrets.token_hex(8)
+        reservation_id = reservation_id or new_reservation_id()
         call = Call(RESERVE_USE,
                     [keys.alias_key(normal), keys.held_key(normal), keys.revs_key(normal),
                      *([] if custom is None else [keys.domain_key(custom)]),
