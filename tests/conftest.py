@@ -35,6 +35,12 @@ def store(redis_client):
     return AliasStore(redis_client)
 
 
+@pytest.fixture
+def ends_count(redis_client):
+    """``ends_count()``: the entries of every shard of ``ta:ends``, which each creation adds to."""
+    return lambda: sum(redis_client.zcard(key) for key in keys.ENDS_KEYS)
+
+
 class FakeClock:
     """A clock for the stores' ``clock`` (seconds, as ``time.time``) that moves only when told:
     limit tests see a bucket refill or a lease lapse without waiting for it."""

@@ -7,14 +7,14 @@ import secrets
 import time
 
 from harness.processes import wait_for
-from tempalias.store import DOMAINS_KEY, ENDS_KEY, DomainStore, hash_token, keys
+from tempalias.store import DOMAINS_KEY, DomainStore, hash_token, keys
 
 
 def test_running_service_sweeps_ended_aliases_by_itself(service_factory, store, redis_client):
     service = service_factory(env={"TEMPALIAS_PURGE_INTERVAL": "0.2"})
     ended = store.create("a@example.org", 1, None).alias.id
     live = store.create("b@example.org", 3_600_000, None).alias.id
-    wait_for(lambda: redis_client.zscore(ENDS_KEY, ended) is None, 15,
+    wait_for(lambda: redis_client.zscore(keys.ends_key(ended), ended) is None, 15,
              "the service's janitor to sweep the ended alias")
     assert set(redis_client.scan_iter(match=keys.alias_pattern(ended))) == {keys.id_key(ended)}
     assert redis_client.exists(keys.alias_key(live)) == 1

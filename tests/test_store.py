@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from harness.processes import wait_for
 from tempalias.config import Rate
 from tempalias.embedded_redis import RedisServer, free_loopback_port
-from tempalias.store import (ENDS_KEY, IDLEN_KEY, REPLY_LIMIT, AliasExhausted, AliasNotFound,
+from tempalias.store import (IDLEN_KEY, REPLY_LIMIT, AliasExhausted, AliasNotFound,
                              AliasStore, DomainStore, RateLimited, RateLimiter, ReplyRoute,
                              StoreUnavailable, Throttled, aliases, connect, domains, hash_token,
                              keys, random_id, ratelimits)
@@ -197,7 +197,7 @@ def test_revoke_erases_everything_but_the_id_reservation(store, redis_client):
     store.reserve(created.alias.id)
     store.revoke(created.alias.id, created.token)
     assert keys_of(redis_client, created.alias.id) == {keys.id_key(created.alias.id)}
-    assert redis_client.zscore(ENDS_KEY, created.alias.id) is None
+    assert redis_client.zscore(keys.ends_key(created.alias.id), created.alias.id) is None
     with pytest.raises(AliasNotFound):
         store.reserve(created.alias.id)
 
@@ -211,10 +211,10 @@ def test_purge_removes_exactly_the_ended_aliases(store, redis_client):
     assert store.purge() >= 5
     for alias_id in ended:
         assert keys_of(redis_client, alias_id) == {keys.id_key(alias_id)}
-        assert redis_client.zscore(ENDS_KEY, alias_id) is None
+        assert redis_client.zscore(keys.ends_key(alias_id), alias_id) is None
     for alias_id in live:
         assert redis_client.exists(keys.alias_key(alias_id)) == 1
-        assert redis_client.zscore(ENDS_KEY, alias_id) is not None
+        assert redis_client.zscore(keys.ends_key(alias_id), alias_id) is not None
     assert store.purge() == 0
 
 
@@ -225,7 +225,7 @@ def test_purge_goes_on_batch_after_batch_until_every_ended_alias_is_gone(store, 
     wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
     assert store.purge(batch=10) >= 25  # three batches, the last one short
     assert all(keys_of(redis_client, alias.id) == {keys.id_key(alias.id)} for alias in made)
-    assert all(redis_client.zscore(ENDS_KEY, alias.id) is None for alias in made)
+    assert all(redis_client.zscore(keys.ends_key(alias.id), alias.id) is None for alias in made)
     assert all(redis_client.exists(keys.alias_key(alias_id)) == 1 for alias_id in live)
     assert store.purge(batch=10) == 0
 
@@ -303,7 +303,7 @@ def test_create_works_after_redis_forgot_its_scripts(store, redis_client):
     redis_client.script_flush()
     created = store.create("b@example.org", HOUR_MS, 2)
     assert store.get(created.alias.id, created.token).uses_left == 2
-    assert redis_client.zscore(ENDS_KEY, created.alias.id) == created.alias.expires_ms
+    assert redis_client.zscore(keys.ends_key(created.alias.id), created.alias.id) == created.alias.expires_ms
 
 
 def test_every_script_works_after_redis_forgot_its_scripts(store, redis_client):
@@ -345,6 +345,20 @@ def test_every_key_of_one_alias_is_in_one_cluster_slot(store):
         keys.domain_ids_key(domain), keys.domain_idlen_key(domain),
         keys.limit_key(domain, "domain-alias"))}
     assert len(slots) == 1
+
+
+def test_the_shards_of_ta_ends_are_slots_spread_over_a_cluster(store, redis_client):
+    """Every creation, revocation, last use and purge writes ``ta:ends``: its 16 shards are 16
+    slots, at most 6 in each third of the slot range (three primaries that split it evenly), and
+    an id's shard is the same in every process (crc32, not Python's salted ``hash``)."""
+    slots = [key_slot(key.encode()) for key in keys.ENDS_KEYS]
+    assert len(set(slots)) == keys.ENDS_SHARDS
+    assert max(collections.Counter(slot * 3 // 16384 for slot in slots).values()) <= 6
+    assert keys.ends_key("k3x9qa") == "ta:ends:{end:9}"
+    made = [store.create("a@example.org", HOUR_MS, None).alias for _ in range(40)]
+    assert len({keys.ends_key(alias.id) for alias in made}) > 8
+    for alias in made:
+        assert redis_client.zscore(keys.ends_key(alias.id), alias.id) == alias.expires_ms
 
 
 def _recorded(runner, calls: list, monkeypatch) -> None:
@@ -419,7 +433,7 @@ def test_an_alias_made_before_several_domains_answers_at_every_configured_one(st
         "target": "old@example.org", "token": hash_token("old token"), "created": created,
         "expires": created + HOUR_MS, "delivered": 0, "uses": 5})
     redis_client.pexpireat(f"ta:{{{alias_id}}}:alias", created + HOUR_MS)
-    redis_client.zadd(ENDS_KEY, {alias_id: created + HOUR_MS})
+    redis_client.zadd(keys.ends_key(alias_id), {alias_id: created + HOUR_MS})
     for domain in ("tempalias.test", "alias.example.org"):
         assert store.commit(store.reserve(alias_id, domain=domain)) is not None
     shown = store.get(alias_id, "old token")
@@ -466,7 +480,7 @@ def test_a_wrong_token_revokes_nothing(store, redis_client):
     created = store.create("a@example.org", HOUR_MS, None)
     with pytest.raises(AliasNotFound):
         store.revoke(created.alias.id, "not-the-token")
-    assert redis_client.zscore(ENDS_KEY, created.alias.id) == created.alias.expires_ms
+    assert redis_client.zscore(keys.ends_key(created.alias.id), created.alias.id) == created.alias.expires_ms
     store.revoke(created.alias.id.upper(), None)  # the operator needs no token
     with pytest.raises(AliasNotFound):
         store.revoke(created.alias.id, None)

@@ -267,7 +267,6 @@ def write_aliases(client, ids: list[str], expires_ms: int, with_ttl: bool = True
     now_ms = int(time.time() * 1000)
     for start in range(0, len(ids), 5000):
         pipe = client.pipeline(transaction=False)
-        ends = {}
         for alias_id in ids[start:start + 5000]:
             pipe.set(keys.id_key(alias_id), "1")
             pipe.hset(keys.alias_key(alias_id), mapping={
@@ -275,8 +274,8 @@ def write_aliases(client, ids: list[str], expires_ms: int, with_ttl: bool = True
                 "expires": expires_ms, "delivered": 0})
             if with_ttl:
                 pipe.pexpireat(keys.alias_key(alias_id), expires_ms)
-            ends[alias_id] = expires_ms
-        pipe.zadd(keys.ENDS_KEY, ends)
+        for ends, shard in keys.ends_by_shard(ids[start:start + 5000]).items():
+            pipe.zadd(ends, dict.fromkeys(shard, expires_ms))
         pipe.execute()
 
 
@@ -298,7 +297,7 @@ def untouched(client, ids: list[str]) -> int:
         batch = ids[start:start + 10000]
         for alias_id in batch:
             pipe.hget(keys.alias_key(alias_id), "target")
-            pipe.zscore(keys.ENDS_KEY, alias_id)
+            pipe.zscore(keys.ends_key(alias_id), alias_id)
         replies = pipe.execute()
         for index, alias_id in enumerate(batch):
             if replies[2 * index] == f"{alias_id}@example.org" and replies[2 * index + 1]:
@@ -347,7 +346,7 @@ def erasure_runs(workdir: Path, runs: int, total: int) -> Sample:
                     samples.append({
                         "how": how, "run": run, "seconds": seconds, "purged": purged,
                         "expected": ended_count, "ended_sampled_gone": f"{gone}/{len(sampled)}",
-                        "ends_left": client.zcard(keys.ENDS_KEY),
+                        "ends_left": sum(client.zcard(ends) for ends in keys.ENDS_KEYS),
                         "memory_freed_mb": (memory_before - int(
                             client.info("memory")["used_memory"])) / 2**20})
             started = time.monotonic()

@@ -20,7 +20,7 @@ from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused,
                                     DomainNotFound, DomainSuspended, DomainTaken, RateLimited,
                                     StoreError, StoreUnavailable, Throttled, UnknownDomain)
 from tempalias.store import keys
-from tempalias.store.keys import DOMAINS_KEY, ENDS_KEY, IDLEN_KEY
+from tempalias.store.keys import DOMAINS_KEY, ENDS_KEYS, IDLEN_KEY
 from tempalias.store.ratelimits import Lease, RateLimiter
 
 __all__ = [
@@ -29,6 +29,6 @@ __all__ = [
     "hash_token", "normalise_id", "random_id", "connect", "CheckOutcome", "Domain",
     "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
     "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",
-    "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEY", "IDLEN_KEY",
+    "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEYS", "IDLEN_KEY",
     "Lease", "RateLimiter", "keys",
 ]

@@ -86,7 +86,8 @@ end
 # ARGV[1] - target address
 # ARGV[2] - SHA-256 hex of the management token
 # ARGV[3] - created, epoch ms
-# ARGV[4] - expires, epoch ms (the key's PEXPIREAT, and the score the caller gives ta:ends)
+# ARGV[4] - expires, epoch ms (the key's PEXPIREAT, and the score the caller gives its ta:ends
+#           shard)
 # ARGV[5] - uses allowed, or '' for an alias limited by time only
 # ARGV[6] - the domain in the alias's address, or '' (it then answers at every configured domain)
 # ARGV[7] - the alias's local part at the custom domain of KEYS[3] (else unused)
@@ -223,7 +224,7 @@ return {'counted', left}
 #           (hashes are compared, so the comparison's timing tells nothing about the token)
 # ARGV[2] - the alias's local part at the custom domain (else unused)
 # returns 1 once KEYS[1..3] are erased and the alias left KEYS[4] (the caller then takes the id
-#         out of ta:ends); error ALIAS-UNKNOWN when no live alias has that id and token (nothing is
+#         out of its ta:ends shard); error ALIAS-UNKNOWN when no live alias has that id and token (nothing is
 #         erased then)
 REVOKE_ALIAS = Script("""
 local token = redis.call('HGET', KEYS[1], 'token')
@@ -237,7 +238,7 @@ end
 return 1
 """)
 
-# KEYS[1] - a schedule: ta:ends (id -> expiry) or ta:domains (domain -> next check), ms
+# KEYS[1] - a schedule: a shard of ta:ends (id -> expiry) or ta:domains (domain -> next check), ms
 # ARGV[1] - now, ms, or '' for Redis's clock
 # ARGV[2] - at most this many
 # returns the members whose time has come, soonest first; their entries stay until the caller
@@ -475,8 +476,8 @@ class AliasStore:
         (AliasTaken when it is, or ever was in the domain's life, an alias there), else random.
         ``replies``: its owner may reply through it (``reverse_addresses``, ``reply_route``).
 
-        One round trip at a configured domain: the script and the ``ta:ends`` entry travel in
-        one write. ``ZADD NX`` cannot touch a live alias's entry on a collision (ids are never
+        One round trip at a configured domain: the script and the ``ta:ends`` entry (in the
+        id's shard, ``keys.ends_key``) travel in one write. ``ZADD NX`` cannot touch a live alias's entry on a collision (ids are never
         reused), and the id length is remembered per store and refreshed from Redis at each
         collision.
         """
@@ -500,7 +501,7 @@ class AliasStore:
                 continue
             alias, call = order.call(alias_id, self.clock)
             created, _ = self.runner.send(
-                call, ("ZADD", keys.ENDS_KEY, "NX", alias.expires_ms, alias_id))
+                call, ("ZADD", keys.ends_key(alias_id), "NX", alias.expires_ms, alias_id))
             if created:
                 return NewAlias(alias, token)
             length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
@@ -537,7 +538,7 @@ class AliasStore:
         alias, call = order.call(alias_id, self.clock)
         if not self.runner.call(call.script, call.keys, call.args, subject=alias_id):
             return None
-        self.runner.send(("ZADD", keys.ENDS_KEY, alias.expires_ms, alias_id))
+        self.runner.send(("ZADD", keys.ends_key(alias_id), alias.expires_ms, alias_id))
         return alias
 
     # --- reading and revoking, for the alias's owner
@@ -561,7 +562,7 @@ class AliasStore:
             raise AliasNotFound(alias_id)
         ending, local = _ending(normal)
         self.runner.call(REVOKE_ALIAS, ending, [offered, *local], subject=alias_id)
-        self.runner.send(("ZREM", keys.ENDS_KEY, normal))
+        self.runner.send(("ZREM", keys.ends_key(normal), normal))
 
     @operation
     def lookup(self, alias_id: str) -> Alias:
@@ -631,7 +632,7 @@ class AliasStore:
         ending, local = _ending(alias_id)
         result = self.runner.call(COMMIT_USE, ending, [reservation.reservation_id, *local])
         if result[0] == "erased":
-            self.runner.send(("ZREM", keys.ENDS_KEY, alias_id))
+            self.runner.send(("ZREM", keys.ends_key(alias_id), alias_id))
             return 0
         if result[0] == "counted":
             left = int(result[1])
@@ -693,19 +694,22 @@ class AliasStore:
         """Erase every alias whose time is up; returns how many. Cost: the number that ended.
 
         Redis key expiry already hides and reclaims them; this bounds how long their bytes
-        may linger in memory (Redis reclaims expired keys lazily and by sampling). Each batch is
-        one operation with its own budget, so a long backlog is not cut off by the deadline.
+        may linger in memory (Redis reclaims expired keys lazily and by sampling). It walks every
+        shard of ``ta:ends``; each batch, of one shard, is one operation with its own budget, so
+        a long backlog is not cut off by the deadline.
         """
         removed = 0
-        while True:
-            erased = self._purge_batch(batch)
-            if not erased:
-                return removed
-            removed += erased
+        for ends in keys.ENDS_KEYS:
+            while True:
+                erased = self._purge_batch(ends, batch)
+                if not erased:
+                    break
+                removed += erased
+        return removed
 
     @operation
-    def _purge_batch(self, batch: int) -> int:
-        [ended] = self.runner.send(Call(DUE, [keys.ENDS_KEY], [clock_arg(self.clock), batch]))
+    def _purge_batch(self, ends: str, batch: int) -> int:
+        [ended] = self.runner.send(Call(DUE, [ends], [clock_arg(self.clock), batch]))
         if not ended:
             return 0
         erase: list[tuple] = []
@@ -715,7 +719,7 @@ class AliasStore:
             local, domain = keys.split_id(alias_id)
             if domain is not None:
                 erase.append(("ZREM", keys.domain_aliases_key(domain), local))
-        self.runner.send(*erase, ("ZREM", keys.ENDS_KEY, *ended))
+        self.runner.send(*erase, ("ZREM", ends, *ended))
         return len(ended)
 
     @operation

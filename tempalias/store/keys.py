@@ -46,10 +46,19 @@ A custom domain (tag ``{DOMAIN}``, shared with its aliases above):
 
 Keys of the whole service:
 
-- ``ta:idlen``       the current id length; it only grows.
-- ``ta:ends``        sorted set id -> expiry (ms): lets ``purge`` reach exactly the aliases whose
-                     time is up, at a cost proportional to their number (no KEYS, no SCAN).
-- ``ta:domains``     sorted set DOMAIN -> the next check of its DNS records (ms), for the janitor.
+- ``ta:ends:{end:N}`` sorted set id -> expiry (ms), ``N`` < ``ENDS_SHARDS`` (16): lets ``purge``
+                     reach exactly the aliases whose time is up, at a cost proportional to their
+                     number (no KEYS, no SCAN). Every creation, revocation, last use and purge
+                     writes one of them, so a single key would be one hot Redis Cluster slot: an
+                     id's entry is in shard ``crc32(id) % 16``, and the tags ``{end:0}`` ..
+                     ``{end:15}`` are 16 slots spread over the slot range (5, 6 and 5 of them on
+                     each of three primaries that split it evenly). Schema 1 had one ``ta:ends``
+                     (``OLD_ENDS_KEY``); ``store/migration.py`` moves its members here.
+- ``ta:idlen``       the current id length; it only grows. One key: it is read once per process
+                     and again only on a crowded length, and written a few times in the life of
+                     the service, so its slot is never hot.
+- ``ta:domains``     sorted set DOMAIN -> the next check of its DNS records (ms), for the janitor
+                     alone (one look per process and interval), so one key is enough.
 - ``ta:srs:{hash}``  how many delivery reports an SRS return address carried; expires with it.
 - ``ta:rl:{SUBJECT}:NAME`` a rate-limit bucket: SUBJECT is what is limited (``ip:192.0.2.7``,
                      ``net:2001:db8:1:2::/64``, ``to:<sha256 of the target>``, a custom domain, or
@@ -60,9 +69,12 @@ Keys of the whole service:
 
 from __future__ import annotations
 
+import zlib
+from typing import Iterable
+
 IDLEN_KEY = "ta:idlen"
-ENDS_KEY = "ta:ends"
 DOMAINS_KEY = "ta:domains"
+ENDS_SHARDS = 16
 LEASES = "open"  # the limit name of a subject's open connections (its lease set)
 _MARK = "\x00"  # stands for a local part in ``alias_key_templates`` (never in a key)
 
@@ -100,6 +112,28 @@ def alias_pattern(alias_id: str) -> str:
     """A SCAN pattern for every key of one alias but its buckets (``ta:rl:...``)."""
     glob = "".join("\\" + c if c in "*?[]\\" else c for c in f"ta:{_alias_base(alias_id)}")
     return glob + "*"
+
+
+def ends_key(alias_id: str) -> str:
+    """The shard of ``ta:ends`` that holds the alias's expiry: a stable hash of its id (crc32,
+    the same in every process and release, unlike Python's ``hash``)."""
+    return _ends_shard(zlib.crc32(alias_id.encode("utf-8")) % ENDS_SHARDS)
+
+
+def _ends_shard(shard: int) -> str:
+    return f"ta:ends:{{end:{shard}}}"
+
+
+ENDS_KEYS = tuple(_ends_shard(shard) for shard in range(ENDS_SHARDS))  # every shard, for purge
+OLD_ENDS_KEY = "ta:ends"  # schema 1's one sorted set, emptied by store/migration.py
+
+
+def ends_by_shard(alias_ids: Iterable[str]) -> dict[str, list[str]]:
+    """``alias_ids`` grouped by the shard of ``ta:ends`` each is in: one ZADD or ZREM per shard."""
+    shards: dict[str, list[str]] = {}
+    for alias_id in alias_ids:
+        shards.setdefault(ends_key(alias_id), []).append(alias_id)
+    return shards
 
 
 def report_key(return_hash: str) -> str:
