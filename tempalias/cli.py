@@ -55,11 +55,14 @@ def _redis_url(config: Config, exclusive: bool) -> Iterator[str]:
 
 
 def _open_store(url: str, config: Config) -> AliasStore:
-    """The alias store on ``url``: the store's timeout, the length of the aliases' ids, and the
-    password of an operator's Redis (the embedded one has none)."""
+    """The alias store on ``url``: the store's timeout, the length of the aliases' ids and the
+    shape of the bit set of ids ever handed out, and the password of an operator's Redis (the
+    embedded one has none)."""
     password = config.redis_password if config.redis_url else None
     return AliasStore(connect(url, config.redis_timeout, password=password),
-                      id_length=config.id_length)
+                      id_length=config.id_length,
+                      retired_ids_per_layer=config.retired_ids_per_layer,
+                      retired_ids_error=config.retired_ids_error)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@
 - ``connections.py``: the bounded redis-py client, and the direct path the runner sends on.
 - ``aliases.py``: ``AliasStore``: create, read, reserve/commit/release, revoke, purge, and the
   reverse addresses of an alias that takes replies.
+- ``retired.py``: ``RetiredIds``: every id ever handed out at the operator's domains, in a
+  Bloom-style bit set, so that none is handed out twice and none keeps a key of its own.
 - ``domains.py``: ``DomainStore``: custom domains registered, activated, read, checked, erased.
 - ``ratelimits.py``: ``RateLimiter``: token buckets and connection leases (tempalias/abuse.py).
 - ``errors.py``: what the store raises.
@@ -22,6 +24,7 @@ from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused,
 from tempalias.store import keys
 from tempalias.store.keys import DOMAINS_KEY, ENDS_KEYS, IDLEN_KEY
 from tempalias.store.ratelimits import Lease, RateLimiter
+from tempalias.store.retired import RetiredIds, Take
 
 __all__ = [
     "ID_ALPHABET", "MS_PER_DAY", "REPLY_LIMIT", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias",
@@ -30,5 +33,5 @@ __all__ = [
     "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
     "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",
     "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEYS", "IDLEN_KEY",
-    "Lease", "RateLimiter", "keys",
+    "Lease", "RateLimiter", "RetiredIds", "Take", "keys",
 ]

@@ -6,10 +6,13 @@ with N uses left exactly N concurrent deliveries commit. An alias whose last use
 deleted in the same script. The alias's own rate limits (messages per alias) are taken inside
 RESERVE_USE, in the same round trip.
 
-An alias at one of the operator's domains has an id like ``k3x9qa``; one at a custom domain the id
-``local@DOMAIN``, in the domain's own namespace: its scripts also read the domain's record (only an
-active domain takes new aliases and mail; a suspended one says since when) and keep the domain's
-set of live aliases right, in the same slot (see ``keys.py``).
+An alias at one of the operator's domains has an id like ``k3x9qa``, taken for good in the
+retired-id bit set (``retired.py``) before its alias is stored, so that no id is handed out twice
+and none costs a key of its own once its alias is gone; one at a custom domain has the id
+``local@DOMAIN``, in the domain's own namespace, reserved by a key until the domain is erased: its
+scripts also read the domain's record (only an active domain takes new aliases and mail; a
+suspended one says since when) and keep the domain's set of live aliases right, in the same slot
+(see ``keys.py``).
 
 An alias made with ``replies`` lets its owner reply through it (``tempalias/reverse.py``): each
 sender of a forwarded message gets a reverse address, kept in the alias's ``revs`` hash
@@ -34,6 +37,7 @@ from tempalias.reverse import RANDOM_SHAPE, new_random
 from tempalias.store import keys
 from tempalias.store.errors import AliasNotFound, AliasTaken
 from tempalias.store.ratelimits import BUCKETS_LUA, bucket_args
+from tempalias.store.retired import DEFAULT_ERROR, DEFAULT_IDS_PER_LAYER, RetiredIds
 from tempalias.store.runner import NOW_LUA, Call, Script, ScriptRunner, clock_arg, operation
 
 if TYPE_CHECKING:  # only for annotations: the store does not depend on the config
@@ -52,6 +56,14 @@ MAX_DOMAIN = 253
 RESERVED_IDS = frozenset({"postmaster", "abuse", "hostmaster", "webmaster", "mailer-daemon"})
 MS_PER_DAY = 86_400_000
 REPLY_LIMIT = "reply"  # the name of an alias's bucket of replies (``keys.alias_limit_key``)
+# When the id length grows: once the draws refused in a row at one length are unlikely to all
+# be false positives of the retired-id bit set (store/retired.py), that is once the chance that
+# they all were, the product of their shards' false-positive rates, is at most this. 1e-8 is four
+# refusals at 1%, a full layer's rate (0.01^4): growing at every refusal, as when each id had
+# its own key, would add a character about every hundredth creation. The rate rises by about 1%
+# with each full layer, and more refusals are needed then, so the length never runs away; a
+# refusal in a shard of few ids, nearly certain to be a real collision, weighs more.
+CROWDED_LENGTH = 1e-8
 
 # Lua of the scripts that read a custom domain's record (ta:dom:{DOMAIN}): nil when it is active,
 # else the error reply for it: DOMAIN-UNKNOWN (never verified, or erased) or DOMAIN-SUSPENDED
@@ -78,7 +90,10 @@ local function custom_domain(flag, at)
 end
 """
 
-# KEYS[1] - the id's reservation key (ta:{id}id)
+# KEYS[1] - the id's reservation key (ta:{id}id): at a custom domain it is SET NX here, once;
+#           at the operator's domains the retired-id bit set keeps the ids (TAKE_ID, before this
+#           script), and only a reservation written before it (schema 1, not yet folded into
+#           the bit set by store/migration.py) is read here: it refuses the id
 # KEYS[2] - the alias hash (ta:{id}alias)
 # KEYS[3] - for an alias at a custom domain: the domain (ta:dom:{DOMAIN}), which must be active
 # KEYS[4] - and its live aliases (ta:dom:{DOMAIN}:aliases)
@@ -92,7 +107,8 @@ end
 # ARGV[6] - the domain in the alias's address, or '' (it then answers at every configured domain)
 # ARGV[7] - the alias's local part at the custom domain of KEYS[3] (else unused)
 # ARGV[8] - '1' when its owner may reply through it (tempalias/reverse.py), else ''
-# returns 1, or 0 when the id was ever taken before (nothing is written then); error
+# returns 1, or 0 when the id was ever taken before or its alias hash exists (nothing is written
+#         then); error
 #         DOMAIN-UNKNOWN or DOMAIN-SUSPENDED <since ms> when the domain of KEYS[3] is not active
 CREATE_ALIAS = Script(DOMAIN_LUA + """
 if #KEYS > 2 then
@@ -101,7 +117,11 @@ if #KEYS > 2 then
         return refusal
     end
 end
-if not redis.call('SET', KEYS[1], '1', 'NX') then
+if #KEYS > 2 then
+    if not redis.call('SET', KEYS[1], '1', 'NX') then
+        return 0
+    end
+elseif redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
     return 0
 end
 local fields = {'target', ARGV[1], 'token', ARGV[2], 'created', ARGV[3], 'expires', ARGV[4],
@@ -446,9 +466,12 @@ class AliasStore:
         id_alphabet: str = ID_ALPHABET,
         reservation_seconds: float = 1800.0,
         clock: Callable[[], float] | None = None,
+        retired_ids_per_layer: int = DEFAULT_IDS_PER_LAYER,
+        retired_ids_error: float = DEFAULT_ERROR,
     ) -> None:
         self.redis = client
         self.runner = ScriptRunner(client)
+        self.retired = RetiredIds(self.runner, retired_ids_per_layer, retired_ids_error)
         self.id_length = id_length
         self._id_length_seen: int | None = None
         self.id_alphabet = id_alphabet
@@ -466,7 +489,7 @@ class AliasStore:
     def create(self, target: str, lifetime_ms: int, uses: int | None, domain: str | None = None,
                custom: bool = False, local_part: str | None = None,
                replies: bool = False) -> NewAlias:
-        """Store a new alias under a never-used id; raise the id length on every collision.
+        """Store a new alias under a never-used id; raise the id length when it is crowded.
 
         ``domain``: the domain in the alias's address, stored with it (RESERVE answers only
         there); None: at every configured domain, as aliases made before several domains.
@@ -476,10 +499,12 @@ class AliasStore:
         (AliasTaken when it is, or ever was in the domain's life, an alias there), else random.
         ``replies``: its owner may reply through it (``reverse_addresses``, ``reply_route``).
 
-        One round trip at a configured domain: the script and the ``ta:ends`` entry (in the
-        id's shard, ``keys.ends_key``) travel in one write. ``ZADD NX`` cannot touch a live alias's entry on a collision (ids are never
-        reused), and the id length is remembered per store and refreshed from Redis at each
-        collision.
+        Two round trips at a configured domain: the id is taken in the retired-id bit set
+        (``RetiredIds``: no id is ever handed out twice), then the script and the ``ta:ends``
+        entry (in the id's shard, ``keys.ends_key``) travel in one write; ``ZADD NX`` cannot
+        touch a live alias's entry, and the entry is taken back should the script refuse. A
+        draw the bit set refuses costs one round trip; the id length is remembered per store and
+        refreshed from Redis when it grows (``CROWDED_LENGTH``).
         """
         if (custom or local_part is not None) and not domain:
             raise ValueError("an alias at a custom domain needs its domain")
@@ -495,18 +520,29 @@ class AliasStore:
         if self._id_length_seen is None:
             self._id_length_seen = self.current_id_length()
         length = self._id_length_seen
+        doubt = 1.0  # the chance that every refusal at this length so far was a false positive
         while True:
             alias_id = random_id(self.id_alphabet, length)
             if alias_id in RESERVED_IDS:
                 continue
-            alias, call = order.call(alias_id, self.clock)
-            created, _ = self.runner.send(
-                call, ("ZADD", keys.ends_key(alias_id), "NX", alias.expires_ms, alias_id))
-            if created:
-                return NewAlias(alias, token)
-            length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
-                                          [length, self.id_length]))
-            self._id_length_seen = length
+            [reply] = self.runner.send(self.retired.call(alias_id))
+            taken = self.retired.outcome(reply)
+            if taken.new:
+                alias, call = order.call(alias_id, self.clock)
+                ends = keys.ends_key(alias_id)
+                created, added = self.runner.send(
+                    call, ("ZADD", ends, "NX", alias.expires_ms, alias_id))
+                if created:
+                    return NewAlias(alias, token)
+                if added:
+                    self.runner.send(("ZREM", ends, alias_id))
+                continue  # burnt: a schema 1 reservation, it tells nothing of this length
+            doubt *= taken.false_positive_rate
+            if doubt <= CROWDED_LENGTH:
+                length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
+                                              [length, self.id_length]))
+                self._id_length_seen = length
+                doubt = 1.0
 
     def _create_custom(self, order: _Order, local_part: str | None) -> Alias:
         """At a custom domain: the chosen local part, or random ones at the domain's own length

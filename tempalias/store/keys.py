@@ -54,6 +54,14 @@ Keys of the whole service:
                      ``{end:15}`` are 16 slots spread over the slot range (5, 6 and 5 of them on
                      each of three primaries that split it evenly). Schema 1 had one ``ta:ends``
                      (``OLD_ENDS_KEY``); ``store/migration.py`` moves its members here.
+- ``ta:retired:{retired:N}`` and ``ta:retired:{retired:N}:bits``, ``N`` < ``RETIRED_SHARDS``
+                     (16): every id ever handed out at the operator's domains, in a Bloom-style
+                     bit set (``retired.py``): a hash of the shard's layers (``layers``: each
+                     layer's offset, bits, positions and ids, ``offset,m,k,n;`` oldest first;
+                     ``count``: the ids in the newest) and the one bitmap that holds them all.
+                     The tags spread the 16 shards over the slots as ``{end:N}`` does (5, 5, 6).
+- ``ta:schema``      the version of this schema the keys are in (``2``), written when
+                     ``store/migration.py`` has moved everything of schema 1 over.
 - ``ta:idlen``       the current id length; it only grows. One key: it is read once per process
                      and again only on a crowded length, and written a few times in the life of
                      the service, so its slot is never hot.
@@ -134,6 +142,20 @@ def ends_by_shard(alias_ids: Iterable[str]) -> dict[str, list[str]]:
     for alias_id in alias_ids:
         shards.setdefault(ends_key(alias_id), []).append(alias_id)
     return shards
+
+
+RETIRED_SHARDS = 16
+
+
+def retired_layers_key(shard: int) -> str:
+    return f"ta:retired:{{retired:{shard}}}"
+
+
+def retired_bits_key(shard: int) -> str:
+    return f"{retired_layers_key(shard)}:bits"
+
+
+SCHEMA_KEY = "ta:schema"
 
 
 def report_key(return_hash: str) -> str:
