@@ -5,11 +5,13 @@ from __future__ import annotations
 import collections
 import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from redis.crc import key_slot
 
-from tempalias.store import AliasStore, keys
+from harness.processes import wait_for
+from tempalias.store import AliasStore, alias_token_hash, aliases, keys, random_id, retired
 from tempalias.store.retired import RetiredIds, layer_shape
 
 HOUR_MS = 3_600_000
@@ -62,18 +64,14 @@ def test_two_creators_of_one_id_never_both_get_it(own_redis):
     contenders = 24
     for _ in range(5):
         alias_id = secrets.token_hex(6)
-        barrier = threading.Barrier(contenders)
-        new: list[bool] = []
+        together = threading.Barrier(contenders)
 
-        def take() -> None:
-            barrier.wait(10)
-            new.append(store.retired.take(alias_id).new)
+        def take(_) -> bool:
+            together.wait(10)
+            return store.retired.take(alias_id).new
 
-        threads = [threading.Thread(target=take) for _ in range(contenders)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        with ThreadPoolExecutor(contenders) as pool:
+            new = list(pool.map(take, range(contenders)))
         assert sorted(new) == [False] * (contenders - 1) + [True]
 
 
@@ -133,3 +131,91 @@ def test_a_crowded_length_grows(own_redis):
     made = [store.create("a@example.org", HOUR_MS, None).alias.id for _ in range(30)]
     assert len(set(made)) == 30
     assert store.current_id_length() >= 3  # 3 + 9 ids of one and two characters
+
+
+# --- what it costs: 100,000 aliases made, measured, retired and measured again
+
+
+MEASURED = 100_000
+MEASURED_PER_LAYER = 105_000  # a layer each shard, with room for chance's spread (6,563 ids)
+HEX = "0123456789abcdef"
+
+
+def used_memory(client) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def create_pipelined(store: AliasStore, count: int, length: int) -> list[str]:
+    """``count`` aliases through the store's own two calls, TAKE_ID then CREATE_ALIAS with the
+    ``ta:ends`` entry, each sent a thousand at a time: what ``create`` does, fifty times faster."""
+    made: list[str] = []
+    while len(made) < count:
+        drawn = list({random_id(HEX, length) for _ in range(min(1000, count - len(made)))})
+        fresh = [alias_id for alias_id, take in zip(drawn, store.retired.take_all(drawn))
+                 if take.new]
+        sends = []
+        for alias_id in fresh:
+            order = aliases._Order(f"u{len(made) + len(sends) // 2:05}@example.org",
+                                   alias_token_hash(secrets.token_urlsafe(24)), HOUR_MS, None,
+                                   "tempalias.test", False, False)
+            alias, call = order.call(alias_id, store.clock)
+            sends += [call, ("ZADD", keys.ends_key(alias_id), "NX", alias.expires_ms, alias_id)]
+        assert all(store.runner.send(*sends))
+        made += fresh
+    return made
+
+
+def warm_up(store: AliasStore) -> None:
+    """Each script the measurement runs, once, then every key deleted: what Redis keeps from a
+    script's first call (its cache, the Lua client's buffers: some 200 KB) is no alias's and no
+    id's."""
+    store.create("warm@example.org", 1, None, domain="tempalias.test")
+    store.clock.advance(1)
+    store.purge()
+    store.redis.flushall()
+
+
+@pytest.mark.slow
+def test_a_retired_id_costs_two_bytes_at_most_and_is_never_handed_out_again(own_redis, clock):
+    """Issue 15: bytes per live alias and per retired id, from INFO memory on a Redis of the
+    test's own (ids of five hex digits: one draw in ten hits a retired id when the last are made)."""
+    store = AliasStore(own_redis, id_length=5, id_alphabet=HEX, clock=clock,
+                       retired_ids_per_layer=MEASURED_PER_LAYER)
+    warm_up(store)
+    empty = used_memory(own_redis)
+
+    made = create_pipelined(store, MEASURED, 5)
+    assert len(set(made)) == MEASURED
+    live = (used_memory(own_redis) - empty) / MEASURED
+    ends = sum(own_redis.memory_usage(key, samples=0) for key in keys.ENDS_KEYS) / MEASURED
+    clock.advance(HOUR_MS / 1000)
+    assert store.purge() == MEASURED
+
+    again = [store.create("again@example.org", HOUR_MS, None) for _ in range(3000)]
+    assert not {made.alias.id for made in again} & set(made)
+    for alias in again:
+        store.revoke(alias.alias.id, alias.token)
+
+    bit_set = [key for shard in range(keys.RETIRED_SHARDS)
+               for key in (keys.retired_layers_key(shard), keys.retired_bits_key(shard))]
+    # and nothing else, but the id length should the last draws have found it crowded
+    assert set(own_redis.scan_iter(count=1000)) - {keys.IDLEN_KEY} == set(bit_set)
+    held = 0  # ids in the bit set: full layers and the newest one's count
+    for shard in range(keys.RETIRED_SHARDS):
+        *full, newest = layers_of(own_redis, shard)
+        held += sum(n for *_, n in full)
+        held += int(own_redis.hget(keys.retired_layers_key(shard), "count"))
+    assert held == MEASURED + len(again)
+    # what Redis frees when the bit set goes is what the retired ids cost it (the tables of the
+    # keyspace, the connections' buffers: they come and go whatever the ids)
+    own = sum(own_redis.memory_usage(key, samples=0) for key in bit_set) / held
+    with_bit_set = used_memory(own_redis)
+    own_redis.delete(*bit_set)
+    per_retired_id = (with_bit_set - used_memory(own_redis)) / held
+    print(f"\nper live alias: {live:.1f} B, of which its ta:ends entry {ends:.1f} B; "
+          f"per retired id: {per_retired_id:.2f} B (MEMORY USAGE of the bit set: {own:.2f} B)")
+    assert per_retired_id <= 2.0
+    assert live - ends < 300, (live, ends)
+    # the ta:ends entry, a member of a sorted set that has outgrown its compact form (a skip
+    # list node and a dict entry), is what purge needs to reach the aliases that ended
+    assert ends < 110 and live < 350, (live, ends)

@@ -14,8 +14,8 @@
 """
 
 from tempalias.store.aliases import (ID_ALPHABET, MS_PER_DAY, REPLY_LIMIT, RESERVED_IDS, Alias,
-                                     AliasStore, NewAlias, ReplyRoute, Reservation, hash_token,
-                                     normalise_id, random_id)
+                                     AliasStore, NewAlias, ReplyRoute, Reservation,
+                                     alias_token_hash, hash_token, normalise_id, random_id)
 from tempalias.store.connections import connect
 from tempalias.store.domains import CheckOutcome, Domain, DomainStore, PendingDomain
 from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused, AliasTaken,
@@ -29,7 +29,7 @@ from tempalias.store.retired import RetiredIds, Take
 __all__ = [
     "ID_ALPHABET", "MS_PER_DAY", "REPLY_LIMIT", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias",
     "ReplyRoute", "Reservation",
-    "hash_token", "normalise_id", "random_id", "connect", "CheckOutcome", "Domain",
+    "alias_token_hash", "hash_token", "normalise_id", "random_id", "connect", "CheckOutcome", "Domain",
     "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
     "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",
     "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEYS", "IDLEN_KEY",

@@ -23,6 +23,7 @@ custom domain erased, and its own TTL.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
@@ -99,12 +100,13 @@ end
 # KEYS[4] - and its live aliases (ta:dom:{DOMAIN}:aliases)
 # KEYS[5] - and every local part of its life (ta:dom:{DOMAIN}:ids)
 # ARGV[1] - target address
-# ARGV[2] - SHA-256 hex of the management token
+# ARGV[2] - the management token's hash (``alias_token_hash``)
 # ARGV[3] - created, epoch ms
-# ARGV[4] - expires, epoch ms (the key's PEXPIREAT, and the score the caller gives its ta:ends
-#           shard)
+# ARGV[4] - expires, epoch ms: the key's PEXPIREAT, the one place the alias's end is kept (and
+#           the score the caller gives its ta:ends shard)
 # ARGV[5] - uses allowed, or '' for an alias limited by time only
-# ARGV[6] - the domain in the alias's address, or '' (it then answers at every configured domain)
+# ARGV[6] - the operator's domain in the alias's address, or '' (an alias at a custom domain has
+#           it in its id; one made before several domains answers at every configured one)
 # ARGV[7] - the alias's local part at the custom domain of KEYS[3] (else unused)
 # ARGV[8] - '1' when its owner may reply through it (tempalias/reverse.py), else ''
 # returns 1, or 0 when the id was ever taken before or its alias hash exists (nothing is written
@@ -124,18 +126,17 @@ if #KEYS > 2 then
 elseif redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
     return 0
 end
-local fields = {'target', ARGV[1], 'token', ARGV[2], 'created', ARGV[3], 'expires', ARGV[4],
-                'delivered', 0}
+local fields = {'t', ARGV[1], 'h', ARGV[2], 'c', ARGV[3]}
 if ARGV[5] ~= '' then
-    table.insert(fields, 'uses')
+    table.insert(fields, 'u')
     table.insert(fields, ARGV[5])
 end
 if ARGV[6] ~= '' then
-    table.insert(fields, 'domain')
+    table.insert(fields, 'a')
     table.insert(fields, ARGV[6])
 end
 if ARGV[8] == '1' then
-    table.insert(fields, 'replies')
+    table.insert(fields, 'r')
     table.insert(fields, '1')
 end
 redis.call('HSET', KEYS[2], unpack(fields))
@@ -172,8 +173,8 @@ return current
 #             '' or a hash that names none (made before several domains): any
 # ARGV[5]   - '1' when KEYS[4] is the alias's custom domain, else ''
 # ARGV[6..] - interval and burst tolerance of each bucket in turn, ms
-# returns {target, '1' when its owner may reply through it else '', the domain in its address
-#         or ''}; error DOMAIN-UNKNOWN (the custom domain is neither active nor suspended),
+# returns {target, '1' when its owner may reply through it else '', the operator's domain in its
+#         address or ''}; error DOMAIN-UNKNOWN (the custom domain is neither active nor suspended),
 #         DOMAIN-SUSPENDED <since ms>, ALIAS-UNKNOWN (never existed, revoked, expired, or made at
 #         another domain), ALIAS-EXHAUSTED, or THROTTLED <ms> <key> (nothing is reserved nor
 #         taken then)
@@ -182,17 +183,18 @@ local first, refusal = custom_domain(ARGV[5], 4)
 if refusal then
     return refusal
 end
-local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'uses', 'domain', 'replies')
-if not alias[1] or (alias[4] and ARGV[4] ~= '' and alias[4] ~= ARGV[4]) then
+local alias = redis.call('HMGET', KEYS[1], 't', 'u', 'a', 'r')
+if not alias[1] or (alias[3] and ARGV[4] ~= '' and alias[3] ~= ARGV[4]) then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 local now = now_ms(ARGV[3])
-if tonumber(alias[2]) <= now then
+local ends = redis.call('PEXPIRETIME', KEYS[1])
+if ends <= now then
     redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if alias[3] and tonumber(alias[3]) - redis.call('ZCARD', KEYS[2]) <= 0 then
+if alias[2] and tonumber(alias[2]) - redis.call('ZCARD', KEYS[2]) <= 0 then
     return redis.error_reply('ALIAS-EXHAUSTED')
 end
 local wait, worst, tats = check_buckets(first, #KEYS, 6, now)
@@ -201,8 +203,8 @@ if worst then
 end
 put_buckets(first, #KEYS, tats, now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIREAT', KEYS[2], alias[2])
-return {alias[1], alias[5] or '', alias[4] or ''}
+redis.call('PEXPIREAT', KEYS[2], ends)
+return {alias[1], alias[4] or '', alias[3] or ''}
 """)
 
 # KEYS[1] - the alias hash (ta:{id}alias)
@@ -219,8 +221,8 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
     return {'unknown'}
 end
-redis.call('HINCRBY', KEYS[1], 'delivered', 1)
-local uses = redis.call('HGET', KEYS[1], 'uses')
+redis.call('HINCRBY', KEYS[1], 'd', 1)
+local uses = redis.call('HGET', KEYS[1], 'u')
 if not uses then
     return {'counted', -1}
 end
@@ -232,7 +234,7 @@ if left <= 0 then
     end
     return {'erased', 0}
 end
-redis.call('HSET', KEYS[1], 'uses', left)
+redis.call('HSET', KEYS[1], 'u', left)
 return {'counted', left}
 """)
 
@@ -240,14 +242,15 @@ return {'counted', left}
 # KEYS[2] - its reservations (ta:{id}held)
 # KEYS[3] - its reverse addresses (ta:{id}revs)
 # KEYS[4] - for an alias at a custom domain: the domain's live aliases (ta:dom:{DOMAIN}:aliases)
-# ARGV[1] - SHA-256 hex of the management token offered, or '' for the operator, who needs none
+# ARGV[1] - the hash of the management token offered (``alias_token_hash``), or '' for the
+#           operator, who needs none
 #           (hashes are compared, so the comparison's timing tells nothing about the token)
 # ARGV[2] - the alias's local part at the custom domain (else unused)
 # returns 1 once KEYS[1..3] are erased and the alias left KEYS[4] (the caller then takes the id
 #         out of its ta:ends shard); error ALIAS-UNKNOWN when no live alias has that id and token (nothing is
 #         erased then)
 REVOKE_ALIAS = Script("""
-local token = redis.call('HGET', KEYS[1], 'token')
+local token = redis.call('HGET', KEYS[1], 'h')
 if not token or (ARGV[1] ~= '' and token ~= ARGV[1]) then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
@@ -292,8 +295,8 @@ return 1
 #         stable for the alias's life); error ALIAS-UNKNOWN when the alias has ended or takes no
 #         replies (nothing is written then)
 REVERSE_ADDRESSES = Script(NOW_LUA + """
-local alias = redis.call('HMGET', KEYS[1], 'expires', 'replies')
-if not alias[1] or tonumber(alias[1]) <= now_ms(ARGV[1]) or alias[2] ~= '1' then
+local ends = redis.call('PEXPIRETIME', KEYS[1])
+if ends <= now_ms(ARGV[1]) or redis.call('HGET', KEYS[1], 'r') ~= '1' then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 local found = {}
@@ -305,7 +308,7 @@ for i = 2, #ARGV, 3 do
     end
     table.insert(found, random)
 end
-redis.call('PEXPIREAT', KEYS[2], alias[1])
+redis.call('PEXPIREAT', KEYS[2], ends)
 return found
 """)
 
@@ -317,7 +320,8 @@ return found
 # ARGV[2]   - now, ms, or '' for Redis's clock
 # ARGV[3]   - '1' when KEYS[3] is the alias's custom domain, else ''
 # ARGV[4..] - interval and burst tolerance of the bucket, ms
-# returns {target, the sender as first written, the domain in the alias's address or ''}; error
+# returns {target, the sender as first written, the operator's domain in the alias's address or
+#         ''}; error
 #         DOMAIN-UNKNOWN or DOMAIN-SUSPENDED <since ms> as RESERVE_USE, ALIAS-UNKNOWN (no such
 #         reverse address, the alias ended, or it takes no replies), or THROTTLED <ms> <key>
 #         (no token is taken then)
@@ -326,9 +330,9 @@ local first, refusal = custom_domain(ARGV[3], 3)
 if refusal then
     return refusal
 end
-local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'replies', 'domain')
+local alias = redis.call('HMGET', KEYS[1], 't', 'r', 'a')
 local now = now_ms(ARGV[2])
-if not alias[1] or tonumber(alias[2]) <= now or alias[3] ~= '1' then
+if not alias[1] or redis.call('PEXPIRETIME', KEYS[1]) <= now or alias[2] ~= '1' then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 local sender = redis.call('HGET', KEYS[2], 'r:' .. ARGV[1])
@@ -340,7 +344,7 @@ if worst then
     return throttled(wait, worst)
 end
 put_buckets(first, #KEYS, tats, now)
-return {alias[1], sender, alias[4] or ''}
+return {alias[1], sender, alias[3] or ''}
 """)
 
 
@@ -399,7 +403,21 @@ def random_id(alphabet: str, length: int) -> str:
 
 
 def hash_token(token: str) -> str:
+    """SHA-256 hex of a token: a custom domain's token, as its record and registrations keep it."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def alias_token_hash(token: str) -> str:
+    """What an alias hash keeps of its management token: the first 128 bits of its SHA-256, in
+    base64url (22 characters, not SHA-256 hex's 64). The token is 192 random bits: nobody finds
+    one of 2^128 preimages of a hash, and the stored value is no help in guessing it."""
+    return token_hash_of_hex(hashlib.sha256(token.encode("utf-8")).hexdigest())
+
+
+def token_hash_of_hex(sha256_hex: str) -> str:
+    """``alias_token_hash`` of the token whose SHA-256 hex is ``sha256_hex`` (as schema 1 kept
+    it): the same value, so an alias's token keeps working through the migration."""
+    return base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)[:16]).rstrip(b"=").decode("ascii")
 
 
 def normalise_id(alias_id: str) -> str | None:
@@ -414,6 +432,12 @@ def normalise_id(alias_id: str) -> str | None:
             and _DOMAIN_SHAPE.fullmatch(domain)):
         return candidate
     return None
+
+
+def _domain_of(alias_id: str, stored: str | None) -> str | None:
+    """The domain in an alias's address: a custom domain's is in the id, one of the operator's in
+    the hash (None, or '' from a script, for an alias made before several domains)."""
+    return keys.split_id(alias_id)[1] or stored or None
 
 
 def _ending(alias_id: str) -> tuple[list[str], list[str]]:
@@ -436,6 +460,7 @@ class _Order:
     uses: int | None
     domain: str  # '' when the alias answers at every configured domain
     replies: bool
+    custom: bool  # ``domain`` is a custom one, which the id carries: not stored again
 
     def call(self, alias_id: str, clock: Callable[[], float] | None) -> tuple[Alias, Call]:
         """The alias under ``alias_id``, created now, and the CREATE_ALIAS call that stores it."""
@@ -449,7 +474,7 @@ class _Order:
         return alias, Call(
             CREATE_ALIAS, [keys.id_key(alias_id), keys.alias_key(alias_id), *where],
             [self.target, self.token_hash, created_ms, expires_ms,
-             "" if self.uses is None else self.uses, self.domain, local,
+             "" if self.uses is None else self.uses, "" if self.custom else self.domain, local,
              "1" if self.replies else ""])
 
 
@@ -514,7 +539,7 @@ class AliasStore:
         if custom and not (len(domain) <= MAX_DOMAIN and _DOMAIN_SHAPE.fullmatch(domain)):
             raise ValueError(f"{domain!r} is not a domain's A-label")
         token = secrets.token_urlsafe(24)
-        order = _Order(target, hash_token(token), lifetime_ms, uses, domain, replies)
+        order = _Order(target, alias_token_hash(token), lifetime_ms, uses, domain, replies, custom)
         if custom:
             return NewAlias(self._create_custom(order, local_part), token)
         if self._id_length_seen is None:
@@ -584,7 +609,7 @@ class AliasStore:
         """The alias, if ``token`` is its management token; AliasNotFound otherwise."""
         found = self._load(alias_id)
         # Hash the offered token whether or not the alias exists, so timing tells nothing.
-        offered = hash_token(token)
+        offered = alias_token_hash(token)
         if found is None or not secrets.compare_digest(offered, found[1]):
             raise AliasNotFound(alias_id)
         return found[0]
@@ -592,7 +617,7 @@ class AliasStore:
     @operation
     def revoke(self, alias_id: str, token: str | None) -> None:
         """Erase the alias now. ``token=None`` is the operator's CLI, which needs none."""
-        offered = hash_token(token) if token is not None else ""
+        offered = alias_token_hash(token) if token is not None else ""
         normal = normalise_id(alias_id)
         if normal is None:
             raise AliasNotFound(alias_id)
@@ -609,24 +634,26 @@ class AliasStore:
         return found[0]
 
     def _load(self, alias_id: str) -> tuple[Alias, str] | None:
+        """The alias and its token's hash, from its hash and the key's expiry (its end)."""
         normal = normalise_id(alias_id)
         if normal is None:
             return None
-        [flat] = self.runner.send(("HGETALL", keys.alias_key(normal)))
-        if not flat:
+        key = keys.alias_key(normal)
+        flat, ends = self.runner.send(("HGETALL", key), ("PEXPIRETIME", key))
+        if not flat or ends < 0:  # a hash without an end is none the store wrote
             return None
         fields = dict(zip(flat[::2], flat[1::2]))
         alias = Alias(
             id=normal,
-            target=fields["target"],
-            created_ms=int(fields["created"]),
-            expires_ms=int(fields["expires"]),
-            uses_left=int(fields["uses"]) if "uses" in fields else None,
-            delivered=int(fields["delivered"]),
-            domain=fields.get("domain"),
-            replies=fields.get("replies") == "1",
+            target=fields["t"],
+            created_ms=int(fields["c"]),
+            expires_ms=int(ends),
+            uses_left=int(fields["u"]) if "u" in fields else None,
+            delivered=int(fields.get("d", 0)),
+            domain=_domain_of(normal, fields.get("a")),
+            replies=fields.get("r") == "1",
         )
-        return alias, fields["token"]
+        return alias, fields["h"]
 
     # --- delivery: reserve, then commit or release
 
@@ -659,7 +686,8 @@ class AliasStore:
             [reservation_id, self.reservation_ms, clock_arg(self.clock), recipient,
              "" if custom is None else "1", *bucket_args(limits)],
             subject=normal)
-        return Reservation(normal, target, reservation_id, replies == "1", stored_domain or None)
+        return Reservation(normal, target, reservation_id, replies == "1",
+                           _domain_of(normal, stored_domain))
 
     @operation
     def commit(self, reservation: Reservation) -> int | None:
@@ -716,7 +744,7 @@ class AliasStore:
                           *(keys.alias_limit_key(normal, name) for name in limits)],
             [random, clock_arg(self.clock), "" if custom is None else "1", *bucket_args(limits)],
             subject=normal)
-        return ReplyRoute(normal, target, sender, domain or None)
+        return ReplyRoute(normal, target, sender, _domain_of(normal, domain))
 
     @operation
     def take_report(self, return_hash: str, limit: int, lifetime_ms: int) -> bool:

@@ -6,15 +6,23 @@ tag ``{k3x9qa}``; an alias at a custom domain has the id ``local@DOMAIN`` and th
 shared with every key of that domain, so one script can erase a domain with all its aliases.
 Below, ``{id}`` stands for ``{k3x9qa}:`` or ``{DOMAIN}local:`` (DOMAIN: the A-label, lower case):
 
-- ``ta:{id}id``      the id's reservation, ``SET NX`` once and never deleted: ids are never reused
-                     (at a custom domain: until the domain is erased, so its next owner starts
-                     afresh).
-- ``ta:{id}alias``   hash: target, token (SHA-256 of the management token), created, expires
-                     (epoch ms), delivered, uses (left) when the alias is limited by count,
-                     domain, the domain in its address (absent in aliases made before several
-                     domains, which answer at every configured domain), and replies (``1``)
-                     when its owner may reply through it. Its Redis TTL is the alias's
-                     lifetime, so expiry erases it by itself.
+- ``ta:{id}id``      at a custom domain, the id's reservation, ``SET NX`` once and kept until the
+                     domain is erased (its next owner starts afresh), in the domain's ``:ids``
+                     set. An id at the operator's domains has none: the retired-id bit set
+                     remembers it for good (``ta:retired:...`` below); schema 1 gave it one,
+                     which ``store/migration.py`` folds into the bit set and deletes.
+- ``ta:{id}alias``   hash, the alias, its fields one letter each (``ALIAS_FIELDS``), as the hash is
+                     most of a live alias's bytes: ``t`` target, ``h`` its management token's
+                     hash (base64url of the first 128 bits of its SHA-256, 22 characters), ``c``
+                     created (epoch ms), ``d`` delivered (absent until the first delivery), ``u``
+                     uses left when the alias is limited by count, ``a`` the operator's domain in
+                     its address (absent at a custom domain, which its id carries, and in aliases
+                     made before several domains, which answer at every configured domain), and
+                     ``r`` (``1``) when its owner may reply through it. Its end is the key's own
+                     expiry (PEXPIREAT, read back by PEXPIRETIME), kept nowhere else, so Redis
+                     erases the alias by itself when its time is up. Schema 1 spelled the fields
+                     out (``target``, ``token`` as SHA-256 hex, ``expires``...): the migration
+                     rewrites such a hash.
 - ``ta:{id}held``    sorted set of in-flight delivery reservations, scored by the moment they
                      lapse, so a reservation whose holder died frees its use by itself.
 - ``ta:{id}revs``    hash, the reverse addresses of an alias that takes replies
@@ -79,6 +87,11 @@ from __future__ import annotations
 
 import zlib
 from typing import Iterable
+
+# The fields of an alias hash (``alias_key``), by what each holds; schema 1 spelled them out as
+# these names (and kept ``expires`` too, which is the key's expiry now).
+ALIAS_FIELDS = {"target": "t", "token": "h", "created": "c", "delivered": "d", "uses": "u",
+                "domain": "a", "replies": "r"}
 
 IDLEN_KEY = "ta:idlen"
 DOMAINS_KEY = "ta:domains"
