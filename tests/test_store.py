@@ -21,8 +21,11 @@ from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.store import (IDLEN_KEY, REPLY_LIMIT, AliasExhausted, AliasNotFound,
                              AliasStore, DomainStore, RateLimited, RateLimiter, ReplyRoute,
                              StoreUnavailable, Throttled, alias_token_hash, aliases, connect,
-                             domains, hash_token, keys, random_id, ratelimits, retired)
+                             domains, hash_token, keys, migration, random_id, ratelimits,
+                             retired)
+from tempalias.store.migration import Migration
 from tempalias.store.runner import Call, Script
+from test_migration import write_schema_1_alias
 
 HOUR_MS = 3_600_000
 HUNG_BUDGET = 1.0  # TEMPALIAS_REDIS_TIMEOUT of the hung-Redis test, seconds
@@ -433,7 +436,10 @@ def test_every_script_touches_one_cluster_slot(redis_client, clock, monkeypatch)
 
     for call in calls:
         assert len({key_slot(key.encode()) for key in call.keys}) == 1, call
-    scripts = {value for module in (aliases, domains, ratelimits, retired)
+    write_schema_1_alias(redis_client, f"old{secrets.token_hex(4)}", "old token",
+                         now + HOUR_MS)
+    Migration(store).run()
+    scripts = {value for module in (aliases, domains, ratelimits, retired, migration)
                for value in vars(module).values() if isinstance(value, Script)}
     assert scripts <= {call.script for call in calls}, "a script this test does not call"
 

@@ -8,6 +8,7 @@
   reverse addresses of an alias that takes replies.
 - ``retired.py``: ``RetiredIds``: every id ever handed out at the operator's domains, in a
   Bloom-style bit set, so that none is handed out twice and none keeps a key of its own.
+- ``migration.py``: ``Migration``: an older tempalias's keys brought to this schema, once.
 - ``domains.py``: ``DomainStore``: custom domains registered, activated, read, checked, erased.
 - ``ratelimits.py``: ``RateLimiter``: token buckets and connection leases (tempalias/abuse.py).
 - ``errors.py``: what the store raises.
