@@ -98,6 +98,23 @@ def test_a_layer_keeps_the_shape_it_opened_with(own_redis):
         assert own_redis.strlen(keys.retired_bits_key(shard)) == -(-(last_offset + last_bits) // 8)
 
 
+def test_a_layer_opened_past_a_mebibyte_grows_the_bitmap_in_place(own_redis):
+    """Below 1 MiB a new layer rewrites the bitmap at its exact length (SETBIT would double it);
+    past it, SETBIT grows it (by 1 MiB of slack at most), without a copy of megabytes."""
+    retired_ids = RetiredIds(AliasStore(own_redis).runner, ids_per_layer=16_000, error=0.01)
+    full = (0, 8 * 2**20, 7, 875_000)  # one full layer of 1 MiB, as a busy shard would have
+    own_redis.hset(keys.retired_layers_key(0), mapping={
+        "layers": ",".join(map(str, full)) + ";", "count": full[3]})
+    own_redis.setrange(keys.retired_bits_key(0), 0, b"\0" * 2**20)
+    alias_id = next(alias_id for alias_id in iter(lambda: secrets.token_hex(6), None)
+                    if retired_ids.call(alias_id).keys[0] == keys.retired_layers_key(0))
+    assert retired_ids.take(alias_id).new
+    shape = retired_ids.shape
+    assert layers_of(own_redis, 0) == [full, (full[1], shape.bits, shape.positions, shape.ids)]
+    assert own_redis.strlen(keys.retired_bits_key(0)) == -(-(full[1] + shape.bits) // 8)
+    assert not retired_ids.take(alias_id).new
+
+
 def test_the_shards_are_slots_spread_over_a_cluster():
     """Each shard's two keys share a slot (TAKE_ID runs on one); the 16 shards are 16 slots, at
     most 6 in each third of the slot range (three primaries that split it evenly)."""
