@@ -356,7 +356,8 @@ def test_purge_erases_ended_aliases_and_keeps_live_ones(aliases, store, redis_cl
     live = aliases.create(fresh_target(), client_ip=fresh_ip()).view.alias.id
     ended = store.create(fresh_target(), 1, None).alias.id  # a lifetime of 1 ms
     removed: list[int] = []
-    wait_for(lambda: removed.append(aliases.purge()) or redis_client.zscore(keys.ends_key(ended), ended) is None,
+    wait_for(lambda: removed.append(aliases.purge())
+             or redis_client.zscore(keys.ends_key(ended), ended) is None,
              10, "purge to take the alias whose millisecond has passed")
     assert sum(removed) >= 1
     assert redis_client.zscore(keys.ends_key(live), live) is not None

@@ -195,7 +195,7 @@ def warm_up(store: AliasStore) -> None:
 @pytest.mark.slow
 def test_a_retired_id_costs_two_bytes_at_most_and_is_never_handed_out_again(own_redis, clock):
     """Issue 15: bytes per live alias and per retired id, from INFO memory on a Redis of the
-    test's own (ids of five hex digits: one draw in ten hits a retired id when the last are made)."""
+    test's own (ids of five hex digits: one draw in ten hits a retired id as the last are made)."""
     store = AliasStore(own_redis, id_length=5, id_alphabet=HEX, clock=clock,
                        retired_ids_per_layer=MEASURED_PER_LAYER)
     warm_up(store)

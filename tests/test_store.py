@@ -323,7 +323,8 @@ def test_create_works_after_redis_forgot_its_scripts(store, redis_client):
     redis_client.script_flush()
     created = store.create("b@example.org", HOUR_MS, 2)
     assert store.get(created.alias.id, created.token).uses_left == 2
-    assert redis_client.zscore(keys.ends_key(created.alias.id), created.alias.id) == created.alias.expires_ms
+    alias_id = created.alias.id
+    assert redis_client.zscore(keys.ends_key(alias_id), alias_id) == created.alias.expires_ms
 
 
 def test_every_script_works_after_redis_forgot_its_scripts(store, redis_client):
@@ -481,7 +482,8 @@ def test_a_wrong_token_revokes_nothing(store, redis_client):
     created = store.create("a@example.org", HOUR_MS, None)
     with pytest.raises(AliasNotFound):
         store.revoke(created.alias.id, "not-the-token")
-    assert redis_client.zscore(keys.ends_key(created.alias.id), created.alias.id) == created.alias.expires_ms
+    alias_id = created.alias.id
+    assert redis_client.zscore(keys.ends_key(alias_id), alias_id) == created.alias.expires_ms
     store.revoke(created.alias.id.upper(), None)  # the operator needs no token
     with pytest.raises(AliasNotFound):
         store.revoke(created.alias.id, None)

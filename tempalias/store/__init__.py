@@ -30,7 +30,8 @@ from tempalias.store.retired import RetiredIds, Take
 __all__ = [
     "ID_ALPHABET", "MS_PER_DAY", "REPLY_LIMIT", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias",
     "ReplyRoute", "Reservation",
-    "alias_token_hash", "hash_token", "normalise_id", "random_id", "connect", "CheckOutcome", "Domain",
+    "alias_token_hash", "hash_token", "normalise_id", "random_id", "connect", "CheckOutcome",
+    "Domain",
     "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
     "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",
     "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEYS", "IDLEN_KEY",

@@ -174,8 +174,8 @@ return current
 # ARGV[5]   - '1' when KEYS[4] is the alias's custom domain, else ''
 # ARGV[6..] - interval and burst tolerance of each bucket in turn, ms
 # returns {target, '1' when its owner may reply through it else '', the operator's domain in its
-#         address or ''}; error DOMAIN-UNKNOWN (the custom domain is neither active nor suspended),
-#         DOMAIN-SUSPENDED <since ms>, ALIAS-UNKNOWN (never existed, revoked, expired, or made at
+#         address or ''}; error DOMAIN-UNKNOWN (the custom domain is neither active nor
+#         suspended), DOMAIN-SUSPENDED <since ms>, ALIAS-UNKNOWN (never existed, revoked, expired, or made at
 #         another domain), ALIAS-EXHAUSTED, or THROTTLED <ms> <key> (nothing is reserved nor
 #         taken then)
 RESERVE_USE = Script(BUCKETS_LUA + DOMAIN_LUA + """
@@ -247,8 +247,8 @@ return {'counted', left}
 #           (hashes are compared, so the comparison's timing tells nothing about the token)
 # ARGV[2] - the alias's local part at the custom domain (else unused)
 # returns 1 once KEYS[1..3] are erased and the alias left KEYS[4] (the caller then takes the id
-#         out of its ta:ends shard); error ALIAS-UNKNOWN when no live alias has that id and token (nothing is
-#         erased then)
+#         out of its ta:ends shard); error ALIAS-UNKNOWN when no live alias has that id and token
+#         (nothing is erased then)
 REVOKE_ALIAS = Script("""
 local token = redis.call('HGET', KEYS[1], 'h')
 if not token or (ARGV[1] ~= '' and token ~= ARGV[1]) then
@@ -561,7 +561,7 @@ class AliasStore:
                     return NewAlias(alias, token)
                 if added:
                     self.runner.send(("ZREM", ends, alias_id))
-                continue  # burnt: a schema 1 reservation, it tells nothing of this length
+                continue  # burnt (a schema 1 reservation): it tells nothing of this length
             doubt *= taken.false_positive_rate
             if doubt <= CROWDED_LENGTH:
                 length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
