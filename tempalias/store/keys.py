@@ -67,7 +67,8 @@ Keys of the whole service:
                      bit set (``retired.py``): a hash of the shard's layers (``layers``: each
                      layer's offset, bits, positions and ids, ``offset,m,k,n;`` oldest first;
                      ``count``: the ids in the newest) and the one bitmap that holds them all.
-                     The tags spread the 16 shards over the slots as ``{end:N}`` does (5, 5, 6).
+                     The tags ``{retired:0}`` .. ``{retired:15}`` are 16 slots spread as those
+                     of ``ta:ends`` are (5, 5 and 6 of them on three primaries).
 - ``ta:schema``      the version of this schema the keys are in (``2``), written when
                      ``store/migration.py`` has moved everything of schema 1 over.
 - ``ta:idlen``       the current id length; it only grows. One key: it is read once per process
