@@ -23,6 +23,7 @@ from tempalias.domains import DomainNotFound, DomainService, DomainTaken  # noqa
 from tempalias.config import Config, ConfigError, load_config  # noqa: E402
 from tempalias.embedded_redis import EmbeddedRedisError, RedisServer  # noqa: E402
 from tempalias.store import AliasStore, Durability, connect  # noqa: E402
+from tempalias.store.migration import Migration  # noqa: E402
 
 log = logging.getLogger("tempalias")
 
@@ -55,13 +56,16 @@ def _redis_url(config: Config, exclusive: bool) -> Iterator[str]:
 
 
 def _open_store(url: str, config: Config) -> AliasStore:
-    """The alias store on ``url``: the store's timeout, the length of the aliases' ids, and the
-    password of an operator's Redis (the embedded one has none)."""
+    """The alias store on ``url``: the store's timeout, the length of the aliases' ids and the
+    shape of the bit set of ids ever handed out, and the password of an operator's Redis (the
+    embedded one has none)."""
     password = config.redis_password if config.redis_url else None
     durability = Durability(config.redis_wait_replicas,
                             min(config.redis_wait_timeout, config.redis_timeout / 2))
     return AliasStore(connect(url, config.redis_timeout, password=password),
-                      id_length=config.id_length, durability=durability)
+                      id_length=config.id_length, durability=durability,
+                      retired_ids_per_layer=config.retired_ids_per_layer,
+                      retired_ids_error=config.retired_ids_error)
 
 
 @contextlib.contextmanager
@@ -175,6 +179,7 @@ def cmd_dns_records(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from tempalias.dkimkeys import DkimKeyError, load_or_create_keys
+    from tempalias.janitor import migrate_schema
     from tempalias.service import Service, write_ready_file
     from tempalias.workers import WorkerSupervisor, default_worker_count
 
@@ -187,6 +192,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     workers = workers or default_worker_count()
     if workers == 1:
         with _store(config, exclusive=True) as store:
+            migrate_schema(store)  # before any worker serves
             service = Service(config, store)
             service.start()
             if args.ready_file:
@@ -196,6 +202,12 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         return 0
 
     with _redis_url(config, exclusive=True) as url:
+        store = _open_store(url, config)
+        try:
+            migrate_schema(store)  # before any worker serves
+        finally:
+            store.close()
+
         def worker_main(sockets) -> int:
             store = _open_store(url, config)
             try:
@@ -213,6 +225,14 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
             write_ready_file(args.ready_file, supervisor.ports())
         log.info("ready: %d workers, domains %s", workers, ", ".join(config.domains))
         return supervisor.run()
+
+
+def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    """Every step of the migration to the store's schema, whether or not one ran before: after
+    the last node of an older tempalias has stopped, anything it wrote meanwhile is moved over."""
+    with _store(config) as store:
+        print(f"tempalias migrate: {Migration(store).run()}")
+    return 0
 
 
 def cmd_create(config: Config, args: argparse.Namespace) -> int:
@@ -275,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(run=cmd_revoke)
     purge = commands.add_parser("purge", help="erase ended aliases now (for cron or a timer)")
     purge.set_defaults(run=cmd_purge)
+    migrate = commands.add_parser(
+        "migrate", help="bring Redis's keys to this version's schema (serve does it once)",
+        description="fold an older tempalias's id reservations into the retired-id bit set, "
+                    "rewrite its alias hashes compactly and move its ta:ends into shards; "
+                    "idempotent, safe beside running nodes of this version; prints what it did")
+    migrate.set_defaults(run=cmd_migrate)
     domain = commands.add_parser(
         "domain", help="custom domains (operator view, no token needed)",
         description="add: register DOMAIN, print its token and the DNS records to publish; "

@@ -59,17 +59,27 @@ DEFAULT_DOMAIN = "tempalias.localhost"
 # --- value parsers: each takes the raw string and returns the typed value or raises ValueError
 
 
-def _int_between(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _number_between(kind: Callable[[str], Any], what: str, low: Any,
+                    high: Any) -> Callable[[str], Any]:
+    """A number of ``kind`` (int, float) from ``low`` to ``high``; ``what`` names it in errors."""
+    def parse(raw: str) -> Any:
         try:
-            value = int(raw.strip(), 10)
+            value = kind(raw.strip())
         except ValueError:
-            raise ValueError(f"must be a whole number from {low} to {high}") from None
+            raise ValueError(f"must be {what} from {low} to {high}") from None
         if not low <= value <= high:
-            raise ValueError(f"must be a whole number from {low} to {high}")
+            raise ValueError(f"must be {what} from {low} to {high}")
         return value
 
     return parse
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    return _number_between(int, "a whole number", low, high)
+
+
+def _fraction_between(low: float, high: float) -> Callable[[str], float]:
+    return _number_between(float, "a number", low, high)
 
 
 def _seconds(raw: str) -> float:
@@ -334,6 +344,13 @@ class Config:
         "lifetime of an alias created without days")
     id_length: int = setting(6, _int_between(4, 32), "aliases",
         "starting length of new alias ids")
+    retired_ids_per_layer: int = setting(1_000_000, _int_between(16, 100_000_000), "aliases",
+        "ids one layer of the bit set of ids ever handed out holds; a layer takes its whole size "
+        "at once (1.2 MB at the default), and each full one adds about RETIRED_IDS_ERROR to the "
+        "draws refused: make it hold a long while of new aliases")
+    retired_ids_error: float = setting(0.01, _fraction_between(1e-6, 0.5), "aliases",
+        "false-positive rate of one layer of that bit set (a new id refused as used: one more "
+        "draw); it costs -ln(rate)/ln(2)² bits an id: 9.6 bits (1.2 bytes) at 0.01, 14.4 at 0.001")
     http_max_body: int = setting(16384, _int_between(256, 1_048_576), "http",
         "largest accepted HTTP request body, bytes")
     drain_seconds: float = setting(10.0, _seconds, "service",

@@ -1,5 +1,6 @@
 """Upkeep on a timer, so that it has a bound even without cron: ended aliases swept out of Redis,
-and the DNS records of custom domains checked again when their check is due.
+and the DNS records of custom domains checked again when their check is due. Should Redis not
+have answered when ``serve`` started, the migration of an older tempalias's keys runs here.
 
 Redis key expiry already makes an ended alias unreadable at once; the sweep bounds how long its
 bytes may linger until Redis reclaims them. Custom domains are checked on their own schedule
@@ -19,8 +20,22 @@ import gevent
 
 from tempalias.domains import DomainService
 from tempalias.store import AliasStore, StoreUnavailable
+from tempalias.store.migration import Migration
 
 log = logging.getLogger(__name__)
+
+
+def migrate_schema(store: AliasStore) -> bool:
+    """Bring the keys to the store's schema unless they are (``store/migration.py``), saying so
+    in the log; False when Redis did not answer, and it must be tried again."""
+    try:
+        migrated = Migration(store).ensure()
+    except StoreUnavailable as exc:
+        log.warning("schema migration put off, the janitor tries again: %s", exc)
+        return False
+    if migrated is not None:
+        log.info("schema migration: %s", migrated)
+    return True
 
 
 class Janitor:
@@ -29,6 +44,7 @@ class Janitor:
         self.store = store
         self.interval = interval
         self.domains = domains
+        self._schema_current = False
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -38,6 +54,10 @@ class Janitor:
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=5)
             self._greenlet = None
+
+    def migrate(self) -> None:
+        """The migration ``serve`` could not run (Redis did not answer then), until it ran."""
+        self._schema_current = self._schema_current or migrate_schema(self.store)
 
     def sweep(self) -> int:
         try:
@@ -64,5 +84,6 @@ class Janitor:
     def _run(self) -> None:
         while True:
             gevent.sleep(self.interval)
+            self.migrate()
             self.sweep()
             self.recheck()

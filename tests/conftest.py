@@ -13,14 +13,36 @@ from tempalias.embedded_redis import RedisServer, free_loopback_port
 from tempalias.store import AliasStore, connect, keys
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """A redis-server of our own on a free loopback port; never the shared one on 6379."""
-    server = RedisServer(str(tmp_path_factory.mktemp("redis")), port=free_loopback_port(),
+def private_redis(tmp_path_factory, name: str):
+    """A redis-server of our own on a free loopback port, until the generator is closed."""
+    server = RedisServer(str(tmp_path_factory.mktemp(name)), port=free_loopback_port(),
                          persistent=False)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A redis-server of our own for the session; never the shared one on 6379."""
+    yield from private_redis(tmp_path_factory, "redis")
+
+
+@pytest.fixture(scope="module")
+def module_redis_server(tmp_path_factory):
+    """A redis-server of the test module's own (see ``own_redis``)."""
+    yield from private_redis(tmp_path_factory, "own-redis")
+
+
+@pytest.fixture
+def own_redis(module_redis_server):
+    """A client of a Redis that is empty when the test starts: for what every store on a Redis
+    shares (the retired-id bit set, the schema's version), which the session's cannot give one
+    test alone, and for memory measured with ``INFO memory``."""
+    client = connect(module_redis_server.url, timeout=30.0)
+    client.flushall()
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -33,6 +55,12 @@ def redis_client(redis_server):
 @pytest.fixture
 def store(redis_client):
     return AliasStore(redis_client)
+
+
+@pytest.fixture
+def ends_count(redis_client):
+    """``ends_count()``: the entries of every shard of ``ta:ends``, which each creation adds to."""
+    return lambda: sum(redis_client.zcard(key) for key in keys.ENDS_KEYS)
 
 
 class FakeClock:

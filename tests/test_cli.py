@@ -23,6 +23,7 @@ from tempalias.dkimkeys import load_or_create_keys
 from tempalias.resolver import make_resolver
 from tempalias.signing import Signer
 from tempalias.store import DomainStore, hash_token, keys
+from test_migration import write_schema_1_alias
 
 
 def tempalias(*args, env=None, cwd=None):
@@ -73,6 +74,34 @@ def test_purge_reports_what_it_removed(admin_env, store):
     assert re.match(r"purged \d+ ended alias", result.stdout)
     assert int(result.stdout.split()[1]) >= 1
     assert not store.redis.exists(keys.alias_key(ended.alias.id))
+
+
+def test_migrate_says_what_it_did_and_finds_nothing_the_second_time(own_redis,
+                                                                    module_redis_server):
+    env = {"TEMPALIAS_REDIS_URL": module_redis_server.url}
+    write_schema_1_alias(own_redis, "oldcli", "old token", int(time.time() * 1000) + 3_600_000)
+    first = tempalias("migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == ("tempalias migrate: folded 1 id reservations into the retired-id "
+                            "bit set, compacted 1 alias hashes, moved 1 ta:ends entries into "
+                            "its shards; schema 2\n")
+    again = tempalias("migrate", env=env)
+    assert again.returncode == 0 and "folded 0 " in again.stdout and "moved 0 " in again.stdout
+    assert own_redis.get(keys.SCHEMA_KEY) == "2"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_migrates_an_older_schema_before_it_serves(service_factory, own_redis,
+                                                         module_redis_server, workers):
+    write_schema_1_alias(own_redis, "oldserve", "old token",
+                         int(time.time() * 1000) + 3_600_000, uses=5)
+    service = service_factory(env={"TEMPALIAS_REDIS_URL": module_redis_server.url,
+                                   "TEMPALIAS_WORKERS": workers})
+    assert own_redis.get(keys.SCHEMA_KEY) == "2"  # before it said it was ready
+    shown = requests.get(f"{service.http_url}/api/v1/aliases/oldserve", timeout=10,
+                         headers={"Authorization": "Bearer old token"})
+    assert shown.status_code == 200 and shown.json()["uses_left"] == 5
+    service.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The service sweeps ended aliases out of Redis, and checks custom domains that are due, by
-itself, with no cron job needed."""
+itself, with no cron job needed; and migrates an older version's keys if serve could not."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import secrets
 import time
 
 from harness.processes import wait_for
-from tempalias.store import DOMAINS_KEY, ENDS_KEY, DomainStore, hash_token, keys
+from tempalias.embedded_redis import free_loopback_port
+from tempalias.janitor import Janitor
+from tempalias.store import DOMAINS_KEY, AliasStore, DomainStore, connect, hash_token, keys
+from test_migration import write_schema_1_alias
 
 
 def test_running_service_sweeps_ended_aliases_by_itself(service_factory, store, redis_client):
     service = service_factory(env={"TEMPALIAS_PURGE_INTERVAL": "0.2"})
     ended = store.create("a@example.org", 1, None).alias.id
     live = store.create("b@example.org", 3_600_000, None).alias.id
-    wait_for(lambda: redis_client.zscore(ENDS_KEY, ended) is None, 15,
+    wait_for(lambda: redis_client.zscore(keys.ends_key(ended), ended) is None, 15,
              "the service's janitor to sweep the ended alias")
-    assert set(redis_client.scan_iter(match=keys.alias_pattern(ended))) == {keys.id_key(ended)}
+    assert set(redis_client.scan_iter(match=keys.alias_pattern(ended))) == set()
     assert redis_client.exists(keys.alias_key(live)) == 1
     service.stop()  # no sweeping behind the back of later tests
 
@@ -38,3 +41,21 @@ def test_running_service_checks_custom_domains_when_they_are_due(service_factory
     assert redis_client.hget(keys.domain_key(later), "status") == "active"
     assert dns_zone.queries[later] == 0
     service.stop()
+
+
+def test_the_janitor_migrates_what_serve_could_not(own_redis):
+    """Redis did not answer as ``serve`` started: each round tries the migration until it ran."""
+    down = AliasStore(connect(f"redis://127.0.0.1:{free_loopback_port()}/0", timeout=0.5))
+    try:
+        Janitor(down, 3600).migrate()  # put off, and said so in the log: no exception
+    finally:
+        down.close()
+    write_schema_1_alias(own_redis, "oldjan", "old token", int(time.time() * 1000) + 3_600_000)
+    store = AliasStore(own_redis)
+    janitor = Janitor(store, 3600)
+    janitor.migrate()
+    assert own_redis.get(keys.SCHEMA_KEY) == "2"
+    assert store.get("oldjan", "old token").target == "oldjan@example.org"
+    own_redis.delete(keys.SCHEMA_KEY)
+    janitor.migrate()  # it ran: the janitor asks no more
+    assert own_redis.get(keys.SCHEMA_KEY) is None

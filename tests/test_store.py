@@ -18,11 +18,14 @@ from redis.crc import key_slot
 from harness.processes import wait_for
 from tempalias.config import Rate
 from tempalias.embedded_redis import RedisServer, free_loopback_port
-from tempalias.store import (ENDS_KEY, IDLEN_KEY, REPLY_LIMIT, AliasExhausted, AliasNotFound,
+from tempalias.store import (IDLEN_KEY, REPLY_LIMIT, AliasExhausted, AliasNotFound,
                              AliasStore, DomainStore, RateLimited, RateLimiter, ReplyRoute,
-                             StoreUnavailable, Throttled, aliases, connect, domains, hash_token,
-                             keys, random_id, ratelimits)
+                             StoreUnavailable, Throttled, alias_token_hash, aliases, connect,
+                             domains, hash_token, keys, migration, random_id, ratelimits,
+                             retired)
+from tempalias.store.migration import Migration
 from tempalias.store.runner import Call, Script
+from test_migration import write_schema_1_alias
 
 HOUR_MS = 3_600_000
 HUNG_BUDGET = 1.0  # TEMPALIAS_REDIS_TIMEOUT of the hung-Redis test, seconds
@@ -42,14 +45,17 @@ def isolated_store(redis_client, request):
 
 
 def test_create_stores_alias_with_hashed_token_only(store, redis_client):
-    created = store.create("owner@example.org", HOUR_MS, 5)
-    fields = redis_client.hgetall(keys.alias_key(created.alias.id))
-    assert fields["target"] == "owner@example.org"
-    assert fields["token"] == hash_token(created.token)
-    assert created.token not in fields.values()
-    assert int(fields["uses"]) == 5
+    created = store.create("owner@example.org", HOUR_MS, 5, domain="tempalias.test")
+    key = keys.alias_key(created.alias.id)
+    fields = redis_client.hgetall(key)
+    # one letter a field, the end only as the key's expiry, nothing that says 0 or nothing
+    assert fields == {"t": "owner@example.org", "h": alias_token_hash(created.token),
+                      "c": str(created.alias.created_ms), "u": "5", "a": "tempalias.test"}
+    assert len(fields["h"]) == 22 and created.token not in fields["h"]
+    assert redis_client.pexpiretime(key) == created.alias.expires_ms
     assert created.alias.expires_ms - created.alias.created_ms == HOUR_MS
-    assert 0 < redis_client.pttl(keys.alias_key(created.alias.id)) <= HOUR_MS
+    # a custom domain is in the id, and not stored again
+    assert aliases._domain_of("shop@temp.example.org", None) == "temp.example.org"
 
 
 def test_ids_are_lowercase_letters_and_digits_of_configured_length(isolated_store):
@@ -74,16 +80,30 @@ def test_collision_raises_length_permanently_and_never_returns_existing(isolated
     assert isolated_store(id_length=1, id_alphabet="ab").current_id_length() == store.current_id_length()
 
 
-def test_preserved_reservation_blocks_reuse_after_erasure(isolated_store, redis_client):
+def test_an_erased_alias_leaves_no_key_and_its_id_is_never_handed_out_again(isolated_store,
+                                                                            redis_client):
     store = isolated_store(id_length=1, id_alphabet="z")
     first = store.create("a@example.org", HOUR_MS, None)
     assert first.alias.id == "z"
     store.revoke("z", first.token)
-    assert redis_client.exists(keys.id_key("z")) == 1
+    assert keys_of(redis_client, "z") == set()  # the retired-id bit set remembers it
     second = store.create("b@example.org", HOUR_MS, None)
     assert second.alias.id != "z" and set(second.alias.id) == {"z"}
     with pytest.raises(AliasNotFound):
         store.get("z", first.token)
+
+
+def test_a_reservation_of_schema_1_still_refuses_its_id(own_redis):
+    """An id reserved by a key, as before the retired-id bit set, that the migration has not
+    folded in yet is burnt, not handed out, and leaves no ``ta:ends`` entry behind."""
+    for old in ("a", "b"):
+        own_redis.set(f"ta:{{{old}}}:id", "1")  # spelled as schema 1 did, on purpose
+    store = AliasStore(own_redis, id_length=1, id_alphabet="ab")
+    made = store.create("a@example.org", HOUR_MS, None)
+    assert len(made.alias.id) == 2
+    assert [member for ends in keys.ENDS_KEYS for member in own_redis.zrange(ends, 0, -1)] == [
+        made.alias.id]
+    assert own_redis.exists("ta:{a}:id", "ta:{b}:id") == 2  # the migration's to fold in
 
 
 def test_lookup_is_case_insensitive(store):
@@ -155,7 +175,7 @@ def test_concurrent_deliveries_commit_exactly_the_uses_left(store, redis_client,
     assert not errors
     assert len(committed) == uses and len(refused) == senders - uses
     assert sorted(committed) == list(range(uses))  # every use counted once, down to 0
-    assert keys_of(redis_client, created.alias.id) == {keys.id_key(created.alias.id)}
+    assert keys_of(redis_client, created.alias.id) == set()
 
 
 def test_unlimited_alias_counts_deliveries(store):
@@ -185,19 +205,19 @@ def test_expired_alias_is_refused_and_erased(store, redis_client):
             store.release(store.reserve(alias_id))
             return False
         except AliasNotFound:
-            return keys_of(redis_client, alias_id) == {keys.id_key(alias_id)}
+            return keys_of(redis_client, alias_id) == set()
 
     wait_for(refused_and_gone, 10, "the alias to expire")
     with pytest.raises(AliasNotFound):
         store.get(alias_id, created.token)
 
 
-def test_revoke_erases_everything_but_the_id_reservation(store, redis_client):
+def test_revoke_erases_every_key_of_the_alias(store, redis_client):
     created = store.create("a@example.org", HOUR_MS, 3)
     store.reserve(created.alias.id)
     store.revoke(created.alias.id, created.token)
-    assert keys_of(redis_client, created.alias.id) == {keys.id_key(created.alias.id)}
-    assert redis_client.zscore(ENDS_KEY, created.alias.id) is None
+    assert keys_of(redis_client, created.alias.id) == set()
+    assert redis_client.zscore(keys.ends_key(created.alias.id), created.alias.id) is None
     with pytest.raises(AliasNotFound):
         store.reserve(created.alias.id)
 
@@ -210,11 +230,11 @@ def test_purge_removes_exactly_the_ended_aliases(store, redis_client):
     wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
     assert store.purge() >= 5
     for alias_id in ended:
-        assert keys_of(redis_client, alias_id) == {keys.id_key(alias_id)}
-        assert redis_client.zscore(ENDS_KEY, alias_id) is None
+        assert keys_of(redis_client, alias_id) == set()
+        assert redis_client.zscore(keys.ends_key(alias_id), alias_id) is None
     for alias_id in live:
         assert redis_client.exists(keys.alias_key(alias_id)) == 1
-        assert redis_client.zscore(ENDS_KEY, alias_id) is not None
+        assert redis_client.zscore(keys.ends_key(alias_id), alias_id) is not None
     assert store.purge() == 0
 
 
@@ -224,8 +244,8 @@ def test_purge_goes_on_batch_after_batch_until_every_ended_alias_is_gone(store, 
     last_end = max(alias.expires_ms for alias in made)
     wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
     assert store.purge(batch=10) >= 25  # three batches, the last one short
-    assert all(keys_of(redis_client, alias.id) == {keys.id_key(alias.id)} for alias in made)
-    assert all(redis_client.zscore(ENDS_KEY, alias.id) is None for alias in made)
+    assert all(keys_of(redis_client, alias.id) == set() for alias in made)
+    assert all(redis_client.zscore(keys.ends_key(alias.id), alias.id) is None for alias in made)
     assert all(redis_client.exists(keys.alias_key(alias_id)) == 1 for alias_id in live)
     assert store.purge(batch=10) == 0
 
@@ -303,7 +323,8 @@ def test_create_works_after_redis_forgot_its_scripts(store, redis_client):
     redis_client.script_flush()
     created = store.create("b@example.org", HOUR_MS, 2)
     assert store.get(created.alias.id, created.token).uses_left == 2
-    assert redis_client.zscore(ENDS_KEY, created.alias.id) == created.alias.expires_ms
+    alias_id = created.alias.id
+    assert redis_client.zscore(keys.ends_key(alias_id), alias_id) == created.alias.expires_ms
 
 
 def test_every_script_works_after_redis_forgot_its_scripts(store, redis_client):
@@ -316,7 +337,7 @@ def test_every_script_works_after_redis_forgot_its_scripts(store, redis_client):
     store.revoke(created.alias.id, created.token)
     redis_client.script_flush()
     assert store.purge() >= 0
-    assert keys_of(redis_client, created.alias.id) == {keys.id_key(created.alias.id)}
+    assert keys_of(redis_client, created.alias.id) == set()
 
 
 def test_an_error_reply_that_is_no_refusal_is_store_unavailable(store, redis_client):
@@ -345,6 +366,20 @@ def test_every_key_of_one_alias_is_in_one_cluster_slot(store):
         keys.domain_ids_key(domain), keys.domain_idlen_key(domain),
         keys.limit_key(domain, "domain-alias"))}
     assert len(slots) == 1
+
+
+def test_the_shards_of_ta_ends_are_slots_spread_over_a_cluster(store, redis_client):
+    """Every creation, revocation, last use and purge writes ``ta:ends``: its 16 shards are 16
+    slots, at most 6 in each third of the slot range (three primaries that split it evenly), and
+    an id's shard is the same in every process (crc32, not Python's salted ``hash``)."""
+    slots = [key_slot(key.encode()) for key in keys.ENDS_KEYS]
+    assert len(set(slots)) == keys.ENDS_SHARDS
+    assert max(collections.Counter(slot * 3 // 16384 for slot in slots).values()) <= 6
+    assert keys.ends_key("k3x9qa") == "ta:ends:{end:9}"
+    made = [store.create("a@example.org", HOUR_MS, None).alias for _ in range(40)]
+    assert len({keys.ends_key(alias.id) for alias in made}) > 8
+    for alias in made:
+        assert redis_client.zscore(keys.ends_key(alias.id), alias.id) == alias.expires_ms
 
 
 def _recorded(runner, calls: list, monkeypatch) -> None:
@@ -402,31 +437,12 @@ def test_every_script_touches_one_cluster_slot(redis_client, clock, monkeypatch)
 
     for call in calls:
         assert len({key_slot(key.encode()) for key in call.keys}) == 1, call
-    scripts = {value for module in (aliases, domains, ratelimits) for value in vars(module).values()
-               if isinstance(value, Script)}
+    write_schema_1_alias(redis_client, f"old{secrets.token_hex(4)}", "old token",
+                         now + HOUR_MS)
+    Migration(store).run()
+    scripts = {value for module in (aliases, domains, ratelimits, retired, migration)
+               for value in vars(module).values() if isinstance(value, Script)}
     assert scripts <= {call.script for call in calls}, "a script this test does not call"
-
-
-def test_an_alias_made_before_several_domains_answers_at_every_configured_one(store,
-                                                                              redis_client):
-    """Issue 13: aliases stored before several domains (no domain in their hash) keep
-    answering at every configured domain: no mail that worked yesterday is refused tomorrow."""
-    alias_id = f"old{secrets.token_hex(4)}"
-    created = int(time.time() * 1000)
-    # written as the store wrote them before (spelled here, not by keys.py, on purpose)
-    redis_client.set(f"ta:{{{alias_id}}}:id", "1")
-    redis_client.hset(f"ta:{{{alias_id}}}:alias", mapping={
-        "target": "old@example.org", "token": hash_token("old token"), "created": created,
-        "expires": created + HOUR_MS, "delivered": 0, "uses": 5})
-    redis_client.pexpireat(f"ta:{{{alias_id}}}:alias", created + HOUR_MS)
-    redis_client.zadd(ENDS_KEY, {alias_id: created + HOUR_MS})
-    for domain in ("tempalias.test", "alias.example.org"):
-        assert store.commit(store.reserve(alias_id, domain=domain)) is not None
-    shown = store.get(alias_id, "old token")
-    assert (shown.target, shown.domain, shown.delivered, shown.uses_left) == (
-        "old@example.org", None, 2, 3)
-    store.revoke(alias_id, "old token")
-    assert keys_of(redis_client, alias_id) == {f"ta:{{{alias_id}}}:id"}
 
 
 def test_an_alias_answers_only_at_the_domain_it_was_made_at(store):
@@ -466,7 +482,8 @@ def test_a_wrong_token_revokes_nothing(store, redis_client):
     created = store.create("a@example.org", HOUR_MS, None)
     with pytest.raises(AliasNotFound):
         store.revoke(created.alias.id, "not-the-token")
-    assert redis_client.zscore(ENDS_KEY, created.alias.id) == created.alias.expires_ms
+    alias_id = created.alias.id
+    assert redis_client.zscore(keys.ends_key(alias_id), alias_id) == created.alias.expires_ms
     store.revoke(created.alias.id.upper(), None)  # the operator needs no token
     with pytest.raises(AliasNotFound):
         store.revoke(created.alias.id, None)
@@ -627,7 +644,7 @@ def test_reply_route_refuses_an_alias_whose_replies_are_off(store, redis_client)
     its reverse addresses lead nowhere."""
     made = store.create("a@example.org", HOUR_MS, None, replies=True)
     random = store.reverse_addresses(made.alias.id, ["b@example.org"])["b@example.org"]
-    redis_client.hdel(keys.alias_key(made.alias.id), "replies")
+    redis_client.hdel(keys.alias_key(made.alias.id), "r")
     with pytest.raises(AliasNotFound):
         store.reply_route(made.alias.id, random, None)
 
@@ -658,7 +675,7 @@ def _reverse_made(store, lifetime_ms: int = HOUR_MS, uses: int | None = None):
 
 
 def _gone(redis_client, alias_id: str) -> bool:
-    return keys_of(redis_client, alias_id) == {keys.id_key(alias_id)}
+    return keys_of(redis_client, alias_id) == set()
 
 
 def test_revoke_erases_the_reverse_addresses(store, redis_client):

@@ -8,14 +8,18 @@
   ``Durability``: the replicas a write waits for.
 - ``aliases.py``: ``AliasStore``: create, read, reserve/commit/release, revoke, purge, and the
   reverse addresses of an alias that takes replies.
+- ``retired.py``: ``RetiredIds``: every id ever handed out at the operator's domains, in a
+  Bloom-style bit set, so that none is handed out twice and none keeps a key of its own.
+- ``migration.py``: ``Migration``: an older tempalias's keys brought to this schema, once.
 - ``domains.py``: ``DomainStore``: custom domains registered, activated, read, checked, erased.
 - ``ratelimits.py``: ``RateLimiter``: token buckets and connection leases (tempalias/abuse.py).
 - ``errors.py``: what the store raises.
 """
 
 from tempalias.store.aliases import (ID_ALPHABET, MS_PER_DAY, REPLY_LIMIT, RESERVED_IDS, Alias,
-                                     AliasStore, NewAlias, ReplyRoute, Reservation, hash_token,
-                                     new_reservation_id, normalise_id, random_id)
+                                     AliasStore, NewAlias, ReplyRoute, Reservation,
+                                     alias_token_hash, hash_token, new_reservation_id,
+                                     normalise_id, random_id)
 from tempalias.store.connections import (BadRedisUrl, Durability, NotReplicated, connect,
                                          parse_redis_url)
 from tempalias.store.domains import CheckOutcome, Domain, DomainStore, PendingDomain
@@ -23,16 +27,18 @@ from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused,
                                     DomainNotFound, DomainSuspended, DomainTaken, RateLimited,
                                     StoreError, StoreUnavailable, Throttled, UnknownDomain)
 from tempalias.store import keys
-from tempalias.store.keys import DOMAINS_KEY, ENDS_KEY, IDLEN_KEY
+from tempalias.store.keys import DOMAINS_KEY, ENDS_KEYS, IDLEN_KEY
 from tempalias.store.ratelimits import Lease, RateLimiter
+from tempalias.store.retired import RetiredIds, Take
 
 __all__ = [
     "ID_ALPHABET", "MS_PER_DAY", "REPLY_LIMIT", "RESERVED_IDS", "Alias", "AliasStore", "NewAlias",
     "ReplyRoute", "Reservation",
-    "hash_token", "new_reservation_id", "normalise_id", "random_id", "BadRedisUrl", "Durability", "NotReplicated",
-    "connect", "parse_redis_url", "CheckOutcome", "Domain",
+    "alias_token_hash", "hash_token", "new_reservation_id", "normalise_id", "random_id",
+    "BadRedisUrl", "Durability", "NotReplicated", "connect", "parse_redis_url", "CheckOutcome",
+    "Domain",
     "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
     "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",
-    "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEY", "IDLEN_KEY",
-    "Lease", "RateLimiter", "keys",
+    "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEYS", "IDLEN_KEY",
+    "Lease", "RateLimiter", "RetiredIds", "Take", "keys",
 ]

@@ -6,10 +6,13 @@ with N uses left exactly N concurrent deliveries commit. An alias whose last use
 deleted in the same script. The alias's own rate limits (messages per alias) are taken inside
 RESERVE_USE, in the same round trip.
 
-An alias at one of the operator's domains has an id like ``k3x9qa``; one at a custom domain the id
-``local@DOMAIN``, in the domain's own namespace: its scripts also read the domain's record (only an
-active domain takes new aliases and mail; a suspended one says since when) and keep the domain's
-set of live aliases right, in the same slot (see ``keys.py``).
+An alias at one of the operator's domains has an id like ``k3x9qa``, taken for good in the
+retired-id bit set (``retired.py``) before its alias is stored, so that no id is handed out twice
+and none costs a key of its own once its alias is gone; one at a custom domain has the id
+``local@DOMAIN``, in the domain's own namespace, reserved by a key until the domain is erased: its
+scripts also read the domain's record (only an active domain takes new aliases and mail; a
+suspended one says since when) and keep the domain's set of live aliases right, in the same slot
+(see ``keys.py``).
 
 An alias made with ``replies`` lets its owner reply through it (``tempalias/reverse.py``): each
 sender of a forwarded message gets a reverse address, kept in the alias's ``revs`` hash
@@ -20,6 +23,7 @@ custom domain erased, and its own TTL.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
@@ -36,6 +40,7 @@ from tempalias.store import keys
 from tempalias.store.errors import AliasNotFound, AliasTaken
 from tempalias.store.ratelimits import BUCKETS_LUA, bucket_args
 from tempalias.store.connections import Durability, NotReplicated
+from tempalias.store.retired import DEFAULT_ERROR, DEFAULT_IDS_PER_LAYER, RetiredIds
 from tempalias.store.runner import NOW_LUA, Call, Script, ScriptRunner, clock_arg, operation
 
 if TYPE_CHECKING:  # only for annotations: the store does not depend on the config
@@ -56,6 +61,14 @@ MAX_DOMAIN = 253
 RESERVED_IDS = frozenset({"postmaster", "abuse", "hostmaster", "webmaster", "mailer-daemon"})
 MS_PER_DAY = 86_400_000
 REPLY_LIMIT = "reply"  # the name of an alias's bucket of replies (``keys.alias_limit_key``)
+# When the id length grows: once the draws refused in a row at one length are unlikely to all
+# be false positives of the retired-id bit set (store/retired.py), that is once the chance that
+# they all were, the product of their shards' false-positive rates, is at most this. 1e-8 is four
+# refusals at 1%, a full layer's rate (0.01^4): growing at every refusal, as when each id had
+# its own key, would add a character about every hundredth creation. The rate rises by about 1%
+# with each full layer, and more refusals are needed then, so the length never runs away; a
+# refusal in a shard of few ids, nearly certain to be a real collision, weighs more.
+CROWDED_LENGTH = 1e-8
 
 # Lua of the scripts that read a custom domain's record (ta:dom:{DOMAIN}): nil when it is active,
 # else the error reply for it: DOMAIN-UNKNOWN (never verified, or erased) or DOMAIN-SUSPENDED
@@ -82,20 +95,26 @@ local function custom_domain(flag, at)
 end
 """
 
-# KEYS[1] - the id's reservation key (ta:{id}id)
+# KEYS[1] - the id's reservation key (ta:{id}id): at a custom domain it is SET NX here, once;
+#           at the operator's domains the retired-id bit set keeps the ids (TAKE_ID, before this
+#           script), and only a reservation written before it (schema 1, not yet folded into
+#           the bit set by store/migration.py) is read here: it refuses the id
 # KEYS[2] - the alias hash (ta:{id}alias)
 # KEYS[3] - for an alias at a custom domain: the domain (ta:dom:{DOMAIN}), which must be active
 # KEYS[4] - and its live aliases (ta:dom:{DOMAIN}:aliases)
 # KEYS[5] - and every local part of its life (ta:dom:{DOMAIN}:ids)
 # ARGV[1] - target address
-# ARGV[2] - SHA-256 hex of the management token
+# ARGV[2] - the management token's hash (``alias_token_hash``)
 # ARGV[3] - created, epoch ms
-# ARGV[4] - expires, epoch ms (the key's PEXPIREAT, and the score the caller gives ta:ends)
+# ARGV[4] - expires, epoch ms: the key's PEXPIREAT, the one place the alias's end is kept (and
+#           the score the caller gives its ta:ends shard)
 # ARGV[5] - uses allowed, or '' for an alias limited by time only
-# ARGV[6] - the domain in the alias's address, or '' (it then answers at every configured domain)
+# ARGV[6] - the operator's domain in the alias's address, or '' (an alias at a custom domain has
+#           it in its id; one made before several domains answers at every configured one)
 # ARGV[7] - the alias's local part at the custom domain of KEYS[3] (else unused)
 # ARGV[8] - '1' when its owner may reply through it (tempalias/reverse.py), else ''
-# returns 1, or 0 when the id was ever taken before (nothing is written then); error
+# returns 1, or 0 when the id was ever taken before or its alias hash exists (nothing is written
+#         then); error
 #         DOMAIN-UNKNOWN or DOMAIN-SUSPENDED <since ms> when the domain of KEYS[3] is not active
 CREATE_ALIAS = Script(DOMAIN_LUA + """
 if #KEYS > 2 then
@@ -104,21 +123,24 @@ if #KEYS > 2 then
         return refusal
     end
 end
-if not redis.call('SET', KEYS[1], '1', 'NX') then
+if #KEYS > 2 then
+    if not redis.call('SET', KEYS[1], '1', 'NX') then
+        return 0
+    end
+elseif redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
     return 0
 end
-local fields = {'target', ARGV[1], 'token', ARGV[2], 'created', ARGV[3], 'expires', ARGV[4],
-                'delivered', 0}
+local fields = {'t', ARGV[1], 'h', ARGV[2], 'c', ARGV[3]}
 if ARGV[5] ~= '' then
-    table.insert(fields, 'uses')
+    table.insert(fields, 'u')
     table.insert(fields, ARGV[5])
 end
 if ARGV[6] ~= '' then
-    table.insert(fields, 'domain')
+    table.insert(fields, 'a')
     table.insert(fields, ARGV[6])
 end
 if ARGV[8] == '1' then
-    table.insert(fields, 'replies')
+    table.insert(fields, 'r')
     table.insert(fields, '1')
 end
 redis.call('HSET', KEYS[2], unpack(fields))
@@ -155,9 +177,9 @@ return current
 #             '' or a hash that names none (made before several domains): any
 # ARGV[5]   - '1' when KEYS[4] is the alias's custom domain, else ''
 # ARGV[6..] - interval and burst tolerance of each bucket in turn, ms
-# returns {target, '1' when its owner may reply through it else '', the domain in its address
-#         or ''}; error DOMAIN-UNKNOWN (the custom domain is neither active nor suspended),
-#         DOMAIN-SUSPENDED <since ms>, ALIAS-UNKNOWN (never existed, revoked, expired, or made at
+# returns {target, '1' when its owner may reply through it else '', the operator's domain in its
+#         address or ''}; error DOMAIN-UNKNOWN (the custom domain is neither active nor
+#         suspended), DOMAIN-SUSPENDED <since ms>, ALIAS-UNKNOWN (never existed, revoked, expired, or made at
 #         another domain), ALIAS-EXHAUSTED, or THROTTLED <ms> <key> (nothing is reserved nor
 #         taken then)
 RESERVE_USE = Script(BUCKETS_LUA + DOMAIN_LUA + """
@@ -165,17 +187,18 @@ local first, refusal = custom_domain(ARGV[5], 4)
 if refusal then
     return refusal
 end
-local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'uses', 'domain', 'replies')
-if not alias[1] or (alias[4] and ARGV[4] ~= '' and alias[4] ~= ARGV[4]) then
+local alias = redis.call('HMGET', KEYS[1], 't', 'u', 'a', 'r')
+if not alias[1] or (alias[3] and ARGV[4] ~= '' and alias[3] ~= ARGV[4]) then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 local now = now_ms(ARGV[3])
-if tonumber(alias[2]) <= now then
+local ends = redis.call('PEXPIRETIME', KEYS[1])
+if ends <= now then
     redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if alias[3] and tonumber(alias[3]) - redis.call('ZCARD', KEYS[2]) <= 0 then
+if alias[2] and tonumber(alias[2]) - redis.call('ZCARD', KEYS[2]) <= 0 then
     return redis.error_reply('ALIAS-EXHAUSTED')
 end
 local wait, worst, tats = check_buckets(first, #KEYS, 6, now)
@@ -184,8 +207,8 @@ if worst then
 end
 put_buckets(first, #KEYS, tats, now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIREAT', KEYS[2], alias[2])
-return {alias[1], alias[5] or '', alias[4] or ''}
+redis.call('PEXPIREAT', KEYS[2], ends)
+return {alias[1], alias[4] or '', alias[3] or ''}
 """)
 
 # KEYS[1] - the alias hash (ta:{id}alias)
@@ -205,8 +228,8 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then
     return {'unknown'}
 end
-redis.call('HINCRBY', KEYS[1], 'delivered', 1)
-local uses = redis.call('HGET', KEYS[1], 'uses')
+redis.call('HINCRBY', KEYS[1], 'd', 1)
+local uses = redis.call('HGET', KEYS[1], 'u')
 if not uses then
     return {'counted', -1}
 end
@@ -218,7 +241,7 @@ if left <= 0 then
     end
     return {'erased', 0}
 end
-redis.call('HSET', KEYS[1], 'uses', left)
+redis.call('HSET', KEYS[1], 'u', left)
 return {'counted', left}
 """)
 
@@ -226,14 +249,15 @@ return {'counted', left}
 # KEYS[2] - its reservations (ta:{id}held)
 # KEYS[3] - its reverse addresses (ta:{id}revs)
 # KEYS[4] - for an alias at a custom domain: the domain's live aliases (ta:dom:{DOMAIN}:aliases)
-# ARGV[1] - SHA-256 hex of the management token offered, or '' for the operator, who needs none
+# ARGV[1] - the hash of the management token offered (``alias_token_hash``), or '' for the
+#           operator, who needs none
 #           (hashes are compared, so the comparison's timing tells nothing about the token)
 # ARGV[2] - the alias's local part at the custom domain (else unused)
 # returns 1 once KEYS[1..3] are erased and the alias left KEYS[4] (the caller then takes the id
-#         out of ta:ends); error ALIAS-UNKNOWN when no live alias has that id and token (nothing is
-#         erased then)
+#         out of its ta:ends shard); error ALIAS-UNKNOWN when no live alias has that id and token
+#         (nothing is erased then)
 REVOKE_ALIAS = Script("""
-local token = redis.call('HGET', KEYS[1], 'token')
+local token = redis.call('HGET', KEYS[1], 'h')
 if not token or (ARGV[1] ~= '' and token ~= ARGV[1]) then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
@@ -244,7 +268,7 @@ end
 return 1
 """)
 
-# KEYS[1] - a schedule: ta:ends (id -> expiry) or ta:domains (domain -> next check), ms
+# KEYS[1] - a schedule: a shard of ta:ends (id -> expiry) or ta:domains (domain -> next check), ms
 # ARGV[1] - now, ms, or '' for Redis's clock
 # ARGV[2] - at most this many
 # returns the members whose time has come, soonest first; their entries stay until the caller
@@ -278,8 +302,8 @@ return 1
 #         stable for the alias's life); error ALIAS-UNKNOWN when the alias has ended or takes no
 #         replies (nothing is written then)
 REVERSE_ADDRESSES = Script(NOW_LUA + """
-local alias = redis.call('HMGET', KEYS[1], 'expires', 'replies')
-if not alias[1] or tonumber(alias[1]) <= now_ms(ARGV[1]) or alias[2] ~= '1' then
+local ends = redis.call('PEXPIRETIME', KEYS[1])
+if ends <= now_ms(ARGV[1]) or redis.call('HGET', KEYS[1], 'r') ~= '1' then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 local found = {}
@@ -291,7 +315,7 @@ for i = 2, #ARGV, 3 do
     end
     table.insert(found, random)
 end
-redis.call('PEXPIREAT', KEYS[2], alias[1])
+redis.call('PEXPIREAT', KEYS[2], ends)
 return found
 """)
 
@@ -303,7 +327,8 @@ return found
 # ARGV[2]   - now, ms, or '' for Redis's clock
 # ARGV[3]   - '1' when KEYS[3] is the alias's custom domain, else ''
 # ARGV[4..] - interval and burst tolerance of the bucket, ms
-# returns {target, the sender as first written, the domain in the alias's address or ''}; error
+# returns {target, the sender as first written, the operator's domain in the alias's address or
+#         ''}; error
 #         DOMAIN-UNKNOWN or DOMAIN-SUSPENDED <since ms> as RESERVE_USE, ALIAS-UNKNOWN (no such
 #         reverse address, the alias ended, or it takes no replies), or THROTTLED <ms> <key>
 #         (no token is taken then)
@@ -312,9 +337,9 @@ local first, refusal = custom_domain(ARGV[3], 3)
 if refusal then
     return refusal
 end
-local alias = redis.call('HMGET', KEYS[1], 'target', 'expires', 'replies', 'domain')
+local alias = redis.call('HMGET', KEYS[1], 't', 'r', 'a')
 local now = now_ms(ARGV[2])
-if not alias[1] or tonumber(alias[2]) <= now or alias[3] ~= '1' then
+if not alias[1] or redis.call('PEXPIRETIME', KEYS[1]) <= now or alias[2] ~= '1' then
     return redis.error_reply('ALIAS-UNKNOWN')
 end
 local sender = redis.call('HGET', KEYS[2], 'r:' .. ARGV[1])
@@ -326,7 +351,7 @@ if worst then
     return throttled(wait, worst)
 end
 put_buckets(first, #KEYS, tats, now)
-return {alias[1], sender, alias[4] or ''}
+return {alias[1], sender, alias[3] or ''}
 """)
 
 
@@ -389,7 +414,21 @@ def random_id(alphabet: str, length: int) -> str:
 
 
 def hash_token(token: str) -> str:
+    """SHA-256 hex of a token: a custom domain's token, as its record and registrations keep it."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def alias_token_hash(token: str) -> str:
+    """What an alias hash keeps of its management token: the first 128 bits of its SHA-256, in
+    base64url (22 characters, not SHA-256 hex's 64). The token is 192 random bits: nobody finds
+    one of 2^128 preimages of a hash, and the stored value is no help in guessing it."""
+    return token_hash_of_hex(hashlib.sha256(token.encode("utf-8")).hexdigest())
+
+
+def token_hash_of_hex(sha256_hex: str) -> str:
+    """``alias_token_hash`` of the token whose SHA-256 hex is ``sha256_hex`` (as schema 1 kept
+    it): the same value, so an alias's token keeps working through the migration."""
+    return base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)[:16]).rstrip(b"=").decode("ascii")
 
 
 def normalise_id(alias_id: str) -> str | None:
@@ -404,6 +443,12 @@ def normalise_id(alias_id: str) -> str | None:
             and _DOMAIN_SHAPE.fullmatch(domain)):
         return candidate
     return None
+
+
+def _domain_of(alias_id: str, stored: str | None) -> str | None:
+    """The domain in an alias's address: a custom domain's is in the id, one of the operator's in
+    the hash (None, or '' from a script, for an alias made before several domains)."""
+    return keys.split_id(alias_id)[1] or stored or None
 
 
 def _ending(alias_id: str) -> tuple[list[str], list[str]]:
@@ -426,6 +471,7 @@ class _Order:
     uses: int | None
     domain: str  # '' when the alias answers at every configured domain
     replies: bool
+    custom: bool  # ``domain`` is a custom one, which the id carries: not stored again
 
     def call(self, alias_id: str, clock: Callable[[], float] | None) -> tuple[Alias, Call]:
         """The alias under ``alias_id``, created now, and the CREATE_ALIAS call that stores it."""
@@ -439,7 +485,7 @@ class _Order:
         return alias, Call(
             CREATE_ALIAS, [keys.id_key(alias_id), keys.alias_key(alias_id), *where],
             [self.target, self.token_hash, created_ms, expires_ms,
-             "" if self.uses is None else self.uses, self.domain, local,
+             "" if self.uses is None else self.uses, "" if self.custom else self.domain, local,
              "1" if self.replies else ""])
 
 
@@ -460,9 +506,12 @@ class AliasStore:
         reservation_seconds: float = 1800.0,
         clock: Callable[[], float] | None = None,
         durability: Durability | None = None,
+        retired_ids_per_layer: int = DEFAULT_IDS_PER_LAYER,
+        retired_ids_error: float = DEFAULT_ERROR,
     ) -> None:
         self.redis = client
         self.runner = ScriptRunner(client, durability)
+        self.retired = RetiredIds(self.runner, retired_ids_per_layer, retired_ids_error)
         self.id_length = id_length
         self._id_length_seen: int | None = None
         self.id_alphabet = id_alphabet
@@ -480,7 +529,7 @@ class AliasStore:
     def create(self, target: str, lifetime_ms: int, uses: int | None, domain: str | None = None,
                custom: bool = False, local_part: str | None = None,
                replies: bool = False) -> NewAlias:
-        """Store a new alias under a never-used id; raise the id length on every collision.
+        """Store a new alias under a never-used id; raise the id length when it is crowded.
 
         ``domain``: the domain in the alias's address, stored with it (RESERVE answers only
         there); None: at every configured domain, as aliases made before several domains.
@@ -490,10 +539,12 @@ class AliasStore:
         (AliasTaken when it is, or ever was in the domain's life, an alias there), else random.
         ``replies``: its owner may reply through it (``reverse_addresses``, ``reply_route``).
 
-        One round trip at a configured domain: the script and the ``ta:ends`` entry travel in
-        one write. ``ZADD NX`` cannot touch a live alias's entry on a collision (ids are never
-        reused), and the id length is remembered per store and refreshed from Redis at each
-        collision.
+        Two round trips at a configured domain: the id is taken in the retired-id bit set
+        (``RetiredIds``: no id is ever handed out twice), then the script and the ``ta:ends``
+        entry (in the id's shard, ``keys.ends_key``) travel in one write; ``ZADD NX`` cannot
+        touch a live alias's entry, and the entry is taken back should the script refuse. A
+        draw the bit set refuses costs one round trip; the id length is remembered per store and
+        refreshed from Redis when it grows (``CROWDED_LENGTH``).
         """
         if (custom or local_part is not None) and not domain:
             raise ValueError("an alias at a custom domain needs its domain")
@@ -503,24 +554,35 @@ class AliasStore:
         if custom and not (len(domain) <= MAX_DOMAIN and _DOMAIN_SHAPE.fullmatch(domain)):
             raise ValueError(f"{domain!r} is not a domain's A-label")
         token = secrets.token_urlsafe(24)
-        order = _Order(target, hash_token(token), lifetime_ms, uses, domain, replies)
+        order = _Order(target, alias_token_hash(token), lifetime_ms, uses, domain, replies, custom)
         if custom:
             return NewAlias(self._create_custom(order, local_part), token)
         if self._id_length_seen is None:
             self._id_length_seen = self.current_id_length()
         length = self._id_length_seen
+        doubt = 1.0  # the chance that every refusal at this length so far was a false positive
         while True:
             alias_id = random_id(self.id_alphabet, length)
             if alias_id in RESERVED_IDS:
                 continue
-            alias, call = order.call(alias_id, self.clock)
-            created, _ = self.runner.send(
-                call, ("ZADD", keys.ENDS_KEY, "NX", alias.expires_ms, alias_id), durable=True)
-            if created:
-                return NewAlias(alias, token)
-            length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
-                                          [length, self.id_length]))
-            self._id_length_seen = length
+            [reply] = self.runner.send(self.retired.call(alias_id))
+            taken = self.retired.outcome(reply)
+            if taken.new:
+                alias, call = order.call(alias_id, self.clock)
+                ends = keys.ends_key(alias_id)
+                created, added = self.runner.send(
+                    call, ("ZADD", ends, "NX", alias.expires_ms, alias_id), durable=True)
+                if created:
+                    return NewAlias(alias, token)
+                if added:
+                    self.runner.send(("ZREM", ends, alias_id))
+                continue  # burnt (a schema 1 reservation): it tells nothing of this length
+            doubt *= taken.false_positive_rate
+            if doubt <= CROWDED_LENGTH:
+                length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
+                                              [length, self.id_length]))
+                self._id_length_seen = length
+                doubt = 1.0
 
     def _create_custom(self, order: _Order, local_part: str | None) -> Alias:
         """At a custom domain: the chosen local part, or random ones at the domain's own length
@@ -553,7 +615,7 @@ class AliasStore:
         if not self.runner.call(call.script, call.keys, call.args, subject=alias_id,
                                 durable=True):
             return None
-        self.runner.send(("ZADD", keys.ENDS_KEY, alias.expires_ms, alias_id))
+        self.runner.send(("ZADD", keys.ends_key(alias_id), alias.expires_ms, alias_id))
         return alias
 
     # --- reading and revoking, for the alias's owner
@@ -563,7 +625,7 @@ class AliasStore:
         """The alias, if ``token`` is its management token; AliasNotFound otherwise."""
         found = self._load(alias_id)
         # Hash the offered token whether or not the alias exists, so timing tells nothing.
-        offered = hash_token(token)
+        offered = alias_token_hash(token)
         if found is None or not secrets.compare_digest(offered, found[1]):
             raise AliasNotFound(alias_id)
         return found[0]
@@ -571,13 +633,13 @@ class AliasStore:
     @operation
     def revoke(self, alias_id: str, token: str | None) -> None:
         """Erase the alias now. ``token=None`` is the operator's CLI, which needs none."""
-        offered = hash_token(token) if token is not None else ""
+        offered = alias_token_hash(token) if token is not None else ""
         normal = normalise_id(alias_id)
         if normal is None:
             raise AliasNotFound(alias_id)
         ending, local = _ending(normal)
         self.runner.call(REVOKE_ALIAS, ending, [offered, *local], subject=alias_id)
-        self.runner.send(("ZREM", keys.ENDS_KEY, normal))
+        self.runner.send(("ZREM", keys.ends_key(normal), normal))
 
     @operation
     def lookup(self, alias_id: str) -> Alias:
@@ -588,24 +650,26 @@ class AliasStore:
         return found[0]
 
     def _load(self, alias_id: str) -> tuple[Alias, str] | None:
+        """The alias and its token's hash, from its hash and the key's expiry (its end)."""
         normal = normalise_id(alias_id)
         if normal is None:
             return None
-        [flat] = self.runner.send(("HGETALL", keys.alias_key(normal)))
-        if not flat:
+        key = keys.alias_key(normal)
+        flat, ends = self.runner.send(("HGETALL", key), ("PEXPIRETIME", key))
+        if not flat or ends < 0:  # a hash without an end is none the store wrote
             return None
         fields = dict(zip(flat[::2], flat[1::2]))
         alias = Alias(
             id=normal,
-            target=fields["target"],
-            created_ms=int(fields["created"]),
-            expires_ms=int(fields["expires"]),
-            uses_left=int(fields["uses"]) if "uses" in fields else None,
-            delivered=int(fields["delivered"]),
-            domain=fields.get("domain"),
-            replies=fields.get("replies") == "1",
+            target=fields["t"],
+            created_ms=int(fields["c"]),
+            expires_ms=int(ends),
+            uses_left=int(fields["u"]) if "u" in fields else None,
+            delivered=int(fields.get("d", 0)),
+            domain=_domain_of(normal, fields.get("a")),
+            replies=fields.get("r") == "1",
         )
-        return alias, fields["token"]
+        return alias, fields["h"]
 
     # --- delivery: reserve, then commit or release
 
@@ -647,7 +711,8 @@ class AliasStore:
             # Give it back (best effort: it lapses by itself) and let the client retry.
             self.runner.send(("ZREM", keys.held_key(normal), reservation_id))
             raise
-        return Reservation(normal, target, reservation_id, replies == "1", stored_domain or None)
+        return Reservation(normal, target, reservation_id, replies == "1",
+                           _domain_of(normal, stored_domain))
 
     @operation
     def commit(self, reservation: Reservation) -> int | None:
@@ -663,7 +728,7 @@ class AliasStore:
             log.warning("use of %s counted, but no replica acknowledged it in time", alias_id)
             [result] = exc.replies
         if result[0] == "erased":
-            self.runner.send(("ZREM", keys.ENDS_KEY, alias_id))
+            self.runner.send(("ZREM", keys.ends_key(alias_id), alias_id))
             return 0
         if result[0] == "counted":
             left = int(result[1])
@@ -711,7 +776,7 @@ class AliasStore:
                           *(keys.alias_limit_key(normal, name) for name in limits)],
             [random, clock_arg(self.clock), "" if custom is None else "1", *bucket_args(limits)],
             subject=normal)
-        return ReplyRoute(normal, target, sender, domain or None)
+        return ReplyRoute(normal, target, sender, _domain_of(normal, domain))
 
     @operation
     def take_report(self, return_hash: str, limit: int, lifetime_ms: int) -> bool:
@@ -725,19 +790,22 @@ class AliasStore:
         """Erase every alias whose time is up; returns how many. Cost: the number that ended.
 
         Redis key expiry already hides and reclaims them; this bounds how long their bytes
-        may linger in memory (Redis reclaims expired keys lazily and by sampling). Each batch is
-        one operation with its own budget, so a long backlog is not cut off by the deadline.
+        may linger in memory (Redis reclaims expired keys lazily and by sampling). It walks every
+        shard of ``ta:ends``; each batch, of one shard, is one operation with its own budget, so
+        a long backlog is not cut off by the deadline.
         """
         removed = 0
-        while True:
-            erased = self._purge_batch(batch)
-            if not erased:
-                return removed
-            removed += erased
+        for ends in keys.ENDS_KEYS:
+            while True:
+                erased = self._purge_batch(ends, batch)
+                if not erased:
+                    break
+                removed += erased
+        return removed
 
     @operation
-    def _purge_batch(self, batch: int) -> int:
-        [ended] = self.runner.send(Call(DUE, [keys.ENDS_KEY], [clock_arg(self.clock), batch]))
+    def _purge_batch(self, ends: str, batch: int) -> int:
+        [ended] = self.runner.send(Call(DUE, [ends], [clock_arg(self.clock), batch]))
         if not ended:
             return 0
         erase: list[tuple] = []
@@ -747,7 +815,7 @@ class AliasStore:
             local, domain = keys.split_id(alias_id)
             if domain is not None:
                 erase.append(("ZREM", keys.domain_aliases_key(domain), local))
-        self.runner.send(*erase, ("ZREM", keys.ENDS_KEY, *ended))
+        self.runner.send(*erase, ("ZREM", ends, *ended))
         return len(ended)
 
     @operation

@@ -7,9 +7,10 @@ others, in one script. An active domain is checked again on a schedule (``ta:dom
 gone suspend it, records back restore it, and a domain suspended for the whole grace period is
 erased with every alias it ever had (their ids too: the domain's next owner starts afresh). Every
 key of one domain, its aliases' included, shares the hash tag ``{DOMAIN}``, so each script here
-touches one Redis Cluster slot; only the service-wide schedules (``ta:domains``, ``ta:ends``)
-are kept by separate commands. A script that reaches keys it found in a set (the registrations to
-erase, the aliases of an erased domain) builds them from the templates ``keys.py`` spells.
+touches one Redis Cluster slot; only the service-wide schedules (``ta:domains``, the shards of
+``ta:ends``) are kept by separate commands. A script that reaches keys it found in a set (the
+registrations to erase, the aliases of an erased domain) builds them from the templates
+``keys.py`` spells.
 
 Times are epoch ms and given by the caller (``now_ms``), so the use cases and the tests decide
 the moment, as the alias store's ``clock`` does.
@@ -155,8 +156,8 @@ return {'still-suspended', since}
 # ARGV[4..] - prefix and suffix, in pairs, of each key of an alias around its local part
 # returns {1 when anything of the domain was there, else 0; how many aliases were live (or ended
 #         but not yet purged); the local parts of its life, for the caller to take them out of
-#         ta:ends}; error DOMAIN-UNKNOWN when a token was offered and the domain is neither
-#         active nor suspended with it (nothing is erased then)
+#         the shards of ta:ends}; error DOMAIN-UNKNOWN when a token was offered and the domain
+#         is neither active nor suspended with it (nothing is erased then)
 ERASE_DOMAIN = Script(UNLINK_LUA + """
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
     return redis.error_reply('DOMAIN-UNKNOWN')
@@ -390,9 +391,9 @@ class DomainStore:
         all their keys (ids too: its next owner starts afresh), its buckets named in ``limits``
         (each alias's, ``keys.alias_limit_key``, and the domain's own, ``keys.limit_key(domain,
         NAME)``; buckets of other names lapse by themselves), and its entries in ``ta:domains``
-        and ``ta:ends``. Returns how many aliases were live. ``token_hash``: the owner's, who
-        may erase only an active or suspended domain that is theirs; None: the operator and the
-        janitor. DomainNotFound when nothing of the domain was there, or not with that token.
+        and the shards of ``ta:ends``. Returns how many aliases were live. ``token_hash``: the
+        owner's, who may erase only an active or suspended domain that is theirs; None: the
+        operator and the janitor. DomainNotFound when nothing of the domain was there, or not with that token.
 
         One script erases every key of the domain at once (they share its slot), so no
         delivery, creation or verification sees it half erased."""
@@ -408,8 +409,9 @@ class DomainStore:
             subject=domain)
         ended = [f"{local}@{domain}" for local in locals_]
         self.runner.send(("ZREM", keys.DOMAINS_KEY, domain),
-                         *(("ZREM", keys.ENDS_KEY, *ended[i:i + 1000])
-                           for i in range(0, len(ended), 1000)))
+                         *(("ZREM", ends, *shard[i:i + 1000])
+                           for ends, shard in keys.ends_by_shard(ended).items()
+                           for i in range(0, len(shard), 1000)))
         if not found:
             raise DomainNotFound(domain)
         return int(live)

@@ -6,15 +6,23 @@ tag ``{k3x9qa}``; an alias at a custom domain has the id ``local@DOMAIN`` and th
 shared with every key of that domain, so one script can erase a domain with all its aliases.
 Below, ``{id}`` stands for ``{k3x9qa}:`` or ``{DOMAIN}local:`` (DOMAIN: the A-label, lower case):
 
-- ``ta:{id}id``      the id's reservation, ``SET NX`` once and never deleted: ids are never reused
-                     (at a custom domain: until the domain is erased, so its next owner starts
-                     afresh).
-- ``ta:{id}alias``   hash: target, token (SHA-256 of the management token), created, expires
-                     (epoch ms), delivered, uses (left) when the alias is limited by count,
-                     domain, the domain in its address (absent in aliases made before several
-                     domains, which answer at every configured domain), and replies (``1``)
-                     when its owner may reply through it. Its Redis TTL is the alias's
-                     lifetime, so expiry erases it by itself.
+- ``ta:{id}id``      at a custom domain, the id's reservation, ``SET NX`` once and kept until the
+                     domain is erased (its next owner starts afresh), in the domain's ``:ids``
+                     set. An id at the operator's domains has none: the retired-id bit set
+                     remembers it for good (``ta:retired:...`` below); schema 1 gave it one,
+                     which ``store/migration.py`` folds into the bit set and deletes.
+- ``ta:{id}alias``   hash, the alias, its fields one letter each (``ALIAS_FIELDS``), as the hash is
+                     most of a live alias's bytes: ``t`` target, ``h`` its management token's
+                     hash (base64url of the first 128 bits of its SHA-256, 22 characters), ``c``
+                     created (epoch ms), ``d`` delivered (absent until the first delivery), ``u``
+                     uses left when the alias is limited by count, ``a`` the operator's domain in
+                     its address (absent at a custom domain, which its id carries, and in aliases
+                     made before several domains, which answer at every configured domain), and
+                     ``r`` (``1``) when its owner may reply through it. Its end is the key's own
+                     expiry (PEXPIREAT, read back by PEXPIRETIME), kept nowhere else, so Redis
+                     erases the alias by itself when its time is up. Schema 1 spelled the fields
+                     out (``target``, ``token`` as SHA-256 hex, ``expires``...): the migration
+                     rewrites such a hash.
 - ``ta:{id}held``    sorted set of in-flight delivery reservations, scored by the moment they
                      lapse, so a reservation whose holder died frees its use by itself.
 - ``ta:{id}revs``    hash, the reverse addresses of an alias that takes replies
@@ -46,10 +54,28 @@ A custom domain (tag ``{DOMAIN}``, shared with its aliases above):
 
 Keys of the whole service:
 
-- ``ta:idlen``       the current id length; it only grows.
-- ``ta:ends``        sorted set id -> expiry (ms): lets ``purge`` reach exactly the aliases whose
-                     time is up, at a cost proportional to their number (no KEYS, no SCAN).
-- ``ta:domains``     sorted set DOMAIN -> the next check of its DNS records (ms), for the janitor.
+- ``ta:ends:{end:N}`` sorted set id -> expiry (ms), ``N`` < ``ENDS_SHARDS`` (16): lets ``purge``
+                     reach exactly the aliases whose time is up, at a cost proportional to their
+                     number (no KEYS, no SCAN). Every creation, revocation, last use and purge
+                     writes one of them, so a single key would be one hot Redis Cluster slot: an
+                     id's entry is in shard ``crc32(id) % 16``, and the tags ``{end:0}`` ..
+                     ``{end:15}`` are 16 slots spread over the slot range (5, 6 and 5 of them on
+                     each of three primaries that split it evenly). Schema 1 had one ``ta:ends``
+                     (``OLD_ENDS_KEY``); ``store/migration.py`` moves its members here.
+- ``ta:retired:{retired:N}`` and ``ta:retired:{retired:N}:bits``, ``N`` < ``RETIRED_SHARDS``
+                     (16): every id ever handed out at the operator's domains, in a Bloom-style
+                     bit set (``retired.py``): a hash of the shard's layers (``layers``: each
+                     layer's offset, bits, positions and ids, ``offset,m,k,n;`` oldest first;
+                     ``count``: the ids in the newest) and the one bitmap that holds them all.
+                     The tags ``{retired:0}`` .. ``{retired:15}`` are 16 slots spread as those
+                     of ``ta:ends`` are (5, 5 and 6 of them on three primaries).
+- ``ta:schema``      the version of this schema the keys are in (``2``), written when
+                     ``store/migration.py`` has moved everything of schema 1 over.
+- ``ta:idlen``       the current id length; it only grows. One key: it is read once per process
+                     and again only on a crowded length, and written a few times in the life of
+                     the service, so its slot is never hot.
+- ``ta:domains``     sorted set DOMAIN -> the next check of its DNS records (ms), for the janitor
+                     alone (one look per process and interval), so one key is enough.
 - ``ta:srs:{hash}``  how many delivery reports an SRS return address carried; expires with it.
 - ``ta:rl:{SUBJECT}:NAME`` a rate-limit bucket: SUBJECT is what is limited (``ip:192.0.2.7``,
                      ``net:2001:db8:1:2::/64``, ``to:<sha256 of the target>``, a custom domain, or
@@ -60,9 +86,17 @@ Keys of the whole service:
 
 from __future__ import annotations
 
+import zlib
+from typing import Iterable
+
+# The fields of an alias hash (``alias_key``), by what each holds; schema 1 spelled them out as
+# these names (and kept ``expires`` too, which is the key's expiry now).
+ALIAS_FIELDS = {"target": "t", "token": "h", "created": "c", "delivered": "d", "uses": "u",
+                "domain": "a", "replies": "r"}
+
 IDLEN_KEY = "ta:idlen"
-ENDS_KEY = "ta:ends"
 DOMAINS_KEY = "ta:domains"
+ENDS_SHARDS = 16
 LEASES = "open"  # the limit name of a subject's open connections (its lease set)
 _MARK = "\x00"  # stands for a local part in ``alias_key_templates`` (never in a key)
 
@@ -100,6 +134,42 @@ def alias_pattern(alias_id: str) -> str:
     """A SCAN pattern for every key of one alias but its buckets (``ta:rl:...``)."""
     glob = "".join("\\" + c if c in "*?[]\\" else c for c in f"ta:{_alias_base(alias_id)}")
     return glob + "*"
+
+
+def ends_key(alias_id: str) -> str:
+    """The shard of ``ta:ends`` that holds the alias's expiry: a stable hash of its id (crc32,
+    the same in every process and release, unlike Python's ``hash``)."""
+    return _ends_shard(zlib.crc32(alias_id.encode("utf-8")) % ENDS_SHARDS)
+
+
+def _ends_shard(shard: int) -> str:
+    return f"ta:ends:{{end:{shard}}}"
+
+
+ENDS_KEYS = tuple(_ends_shard(shard) for shard in range(ENDS_SHARDS))  # every shard, for purge
+OLD_ENDS_KEY = "ta:ends"  # schema 1's one sorted set, emptied by store/migration.py
+
+
+def ends_by_shard(alias_ids: Iterable[str]) -> dict[str, list[str]]:
+    """``alias_ids`` grouped by the shard of ``ta:ends`` each is in: one ZADD or ZREM per shard."""
+    shards: dict[str, list[str]] = {}
+    for alias_id in alias_ids:
+        shards.setdefault(ends_key(alias_id), []).append(alias_id)
+    return shards
+
+
+RETIRED_SHARDS = 16
+
+
+def retired_layers_key(shard: int) -> str:
+    return f"ta:retired:{{retired:{shard}}}"
+
+
+def retired_bits_key(shard: int) -> str:
+    return f"{retired_layers_key(shard)}:bits"
+
+
+SCHEMA_KEY = "ta:schema"
 
 
 def report_key(return_hash: str) -> str:
