@@ -1,6 +1,7 @@
 # The load test and the benchmark, included by the top-level Makefile. Both run on demand, never in
 # `make test` (its smoke test, tests/test_loadtest.py, is). Results go into loadtest/results/.
-#   make loadtest   Locust, headless, against a throwaway stack (LOADTEST_ARGS="--users 100 --seconds 120")
+#   make loadtest   Locust, headless, against a throwaway stack (LOADTEST_ARGS="--users 100 --seconds 120";
+#                   "--cluster": against the cluster demo's nodes, all at once)
 #   make bench      the side-by-side benchmark: wrk, Postfix's smtp-source/smtp-sink, Postfix as peer
 #                   (BENCH_ARGS="--runs 3"; --only http,smtp,capacity,erasure picks cases)
 #   make cluster-demo  3 tempalias nodes on a Redis Cluster behind nginx, in the foreground until
