@@ -3,7 +3,7 @@
 #   make loadtest   Locust, headless, against a throwaway stack (LOADTEST_ARGS="--users 100 --seconds 120";
 #                   "--cluster": against the cluster demo's nodes, all at once)
 #   make bench      the side-by-side benchmark: wrk, Postfix's smtp-source/smtp-sink, Postfix as peer
-#                   (BENCH_ARGS="--runs 3"; --only http,smtp,capacity,erasure picks cases)
+#                   (BENCH_ARGS="--runs 3"; --only http,smtp,cluster,capacity,erasure picks cases)
 #   make cluster-demo  3 tempalias nodes on a Redis Cluster behind nginx, in the foreground until
 #                   Ctrl-C, for trying by hand (CLUSTER_DEMO_ARGS="--sentinel --nodes 2")
 # Every abuse limit of the service is switched off for both (loadtest/stack.py LIMITS_OFF).
