@@ -277,11 +277,14 @@ def cluster_run(workdir: Path, workers: int, seconds: int, scale: float,
                 run: int = 0) -> dict[str, Sample]:
     """Alias creation (wrk) and forwarding (smtp-source, the main shape) through one node on each
     deployment; run ``run`` starts with deployment ``run`` (mod 3), so that none is always first
-    on a machine still settling or last on one that got busier."""
+    on a machine still settling or last on one that got busier. Each run's deployments get
+    fresh directories: a cluster node finding the last run's nodes.conf would refuse to form a
+    new cluster."""
     samples: dict[str, Sample] = {}
     _, size, sessions, messages, keep = SMTP_SHAPES[0]
     with PostfixSink(workdir) as sink, \
-            nodes_on_each_deployment(workdir, workers, sink.address) as stacks:
+            nodes_on_each_deployment(workdir / f"cluster-run-{run}", workers,
+                                     sink.address) as stacks:
         order = list(stacks.items())
         first = run % len(order)
         for deployment, stack in order[first:] + order[:first]:
