@@ -54,5 +54,6 @@ clean:
 # The appliance's targets (image, test-image) live beside its files.
 -include appliance/appliance.mk
 
-# The load test and benchmark targets (loadtest, bench) live beside their files.
+# The load test, benchmark and cluster demo targets (loadtest, bench, cluster-demo) live beside
+# their files.
 -include loadtest/loadtest.mk

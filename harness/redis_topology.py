@@ -198,7 +198,37 @@ class Topology:
         self.stop()
 
 
-class SentinelSet(Topology):
+class ReplicatedRedis(Topology):
+    """One primary and ``replicas`` replicas in sync, no sentinel: a plain ``redis://`` deployment.
+    With no replica it is the single redis-server the benchmark sets a Cluster beside; with one,
+    a write waits for a replica (WAIT) as it does on the Cluster, without the Cluster."""
+
+    def __init__(self, workdir: Path, replicas: int = 1, password: str | None = None) -> None:
+        super().__init__(workdir, password)
+        self.replica_count = replicas
+        self.replicas: list[RedisNode] = []
+
+    def start(self, timeout: float = START_TIMEOUT) -> "ReplicatedRedis":
+        self._started(lambda: self._start_data_nodes(timeout))
+        return self
+
+    def _start_data_nodes(self, timeout: float) -> RedisNode:
+        """The primary (returned) and its replicas, once every replica is in sync."""
+        primary = self._start_node("primary", [*DATA, *_auth(self.password)])
+        for number in range(1, self.replica_count + 1):
+            self.replicas.append(self._start_node(f"replica-{number}", [
+                *DATA, *_auth(self.password), f"replicaof 127.0.0.1 {primary.port}"]))
+        wait_for(lambda: all(replica.link_up() for replica in self.replicas), timeout,
+                 "the replicas to be in sync")
+        return primary
+
+    @property
+    def url(self) -> str:
+        """``redis://[:password@]127.0.0.1:PORT``: the primary."""
+        return f"redis://{self._seeds(self.nodes[:1])}"
+
+
+class SentinelSet(ReplicatedRedis):
     """One primary, ``replicas`` replicas and ``sentinels`` sentinels watching them under the name
     ``service``, with a quorum of a majority of the sentinels.
 
@@ -209,13 +239,11 @@ class SentinelSet(Topology):
     def __init__(self, workdir: Path, service: str = "tempalias", replicas: int = 2,
                  sentinels: int = 3, down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
                  password: str | None = None) -> None:
-        super().__init__(workdir, password)
+        super().__init__(workdir, replicas, password)
         self.service = service
-        self.replica_count = replicas
         self.sentinel_count = sentinels
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
-        self.replicas: list[RedisNode] = []
         self.sentinels: list[RedisNode] = []
 
     @property
@@ -227,14 +255,9 @@ class SentinelSet(Topology):
         return self
 
     def _start(self, timeout: float) -> None:
-        primary = self._start_node("primary", [*DATA, *_auth(self.password)])
-        for number in range(1, self.replica_count + 1):
-            self.replicas.append(self._start_node(f"replica-{number}", [
-                *DATA, *_auth(self.password), f"replicaof 127.0.0.1 {primary.port}"]))
         # In sync before the sentinels come: a sentinel learns the replicas from the primary's
         # INFO, and promotes only a replica whose link was up.
-        wait_for(lambda: all(replica.link_up() for replica in self.replicas), timeout,
-                 "the replicas to be in sync")
+        primary = self._start_data_nodes(timeout)
         name = self.service
         watch = [f"sentinel monitor {name} 127.0.0.1 {primary.port} {self.majority}",
                  f"sentinel down-after-milliseconds {name} {self.down_after_ms}",

@@ -9,12 +9,14 @@
 
 Aliases that owners will never revoke go into a shared pool that the senders draw from, so a 250
 is always expected for a live alias and any other answer is a failure. Run it through
-``make loadtest`` (loadtest/run.py), which starts a throwaway stack with every limit off; by hand:
-``locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 --smtp-port 2525``.
+``make loadtest`` (loadtest/run.py), which starts a throwaway stack with every limit off (with
+``--cluster``, several nodes: HTTP through their nginx front, SMTP users spread over their ports);
+by hand: ``locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 --smtp-port 2525``.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import secrets
 import smtplib
@@ -32,12 +34,16 @@ SENDER = "loadtest@sender.example"
 # Addresses of aliases nobody revokes: the senders' live recipients. Shared by the users of one
 # Locust process (a distributed run fills one pool per worker process).
 live_aliases: deque[str] = deque(maxlen=LIVE_POOL_SIZE)
+# Which of the SMTP ports the next SMTP user takes: users spread evenly over the nodes.
+smtp_users_started = itertools.count()
 
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser) -> None:
     parser.add_argument("--smtp-host", default="127.0.0.1", help="tempalias's SMTP address")
-    parser.add_argument("--smtp-port", type=int, default=2525, help="tempalias's SMTP port")
+    parser.add_argument("--smtp-port", default="2525",
+                        help="tempalias's SMTP port, or several comma-separated (the nodes of a "
+                             "cluster): each SMTP user takes the next")
     parser.add_argument("--alias-domain", default="tempalias.test",
                         help="the service's alias domain, for the unknown-alias sends")
     parser.add_argument("--message-bytes", type=int, default=2048, help="body size of each message")
@@ -129,7 +135,8 @@ class MailSender(User):
     def on_start(self) -> None:
         options = self.environment.parsed_options
         self.smtp_host = getattr(options, "smtp_host", "127.0.0.1")
-        self.smtp_port = getattr(options, "smtp_port", 2525)
+        ports = [int(port) for port in str(getattr(options, "smtp_port", 2525)).split(",")]
+        self.smtp_port = ports[next(smtp_users_started) % len(ports)]
         self.domain = getattr(options, "alias_domain", "tempalias.test")
         size = getattr(options, "message_bytes", 2048)
         line = b"x" * 76 + b"\r\n"

@@ -1,6 +1,8 @@
 """``make loadtest``: Locust, headless, against a throwaway stack; HTML report and CSV stats kept.
 
-Starts loadtest/stack.py's stack (every abuse limit off), runs loadtest/locustfile.py for a set time
+Starts loadtest/stack.py's stack (every abuse limit off; with ``--cluster`` loadtest/cluster_demo.py's
+nodes on a Redis Cluster, Locust's HTTP users through their nginx front and its SMTP users spread
+over the nodes' SMTP ports, so that every node takes load at once), runs loadtest/locustfile.py for a set time
 and user count, stops the stack, and writes Locust's HTML report and CSV files into a results
 folder. Exits non-zero when any request failed that should not have, or when the sink did not
 receive exactly the messages tempalias accepted (a lost or duplicated message).
@@ -16,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest.stack import Stack, interrupt_on_sigterm
+from loadtest.cluster_demo import ClusterStack
+from loadtest.stack import Stack, ThrowawayStack, interrupt_on_sigterm
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,12 +79,13 @@ def read_stats(json_path: Path) -> list[RequestStats]:
     return sorted(stats, key=lambda row: (row.kind, row.name))
 
 
-def run_locust(stack: Stack, output_dir: Path, users: int, spawn_rate: float, seconds: int,
+def run_locust(stack: ThrowawayStack, output_dir: Path, users: int, spawn_rate: float, seconds: int,
                message_bytes: int = 2048) -> int:
     """Locust as a child process (it monkey-patches; we do not); returns its exit status."""
     output_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-               "--host", stack.http_url, "--smtp-port", str(stack.smtp_port),
+               "--host", stack.http_url,
+               "--smtp-port", ",".join(str(port) for port in stack.smtp_ports),
                "--message-bytes", str(message_bytes),
                "-u", str(users), "-r", str(spawn_rate), "-t", f"{seconds}s", "--stop-timeout", "10",
                "--csv", str(output_dir / "locust"), "--html", str(output_dir / "report.html"),
@@ -115,8 +119,12 @@ def verdict(locust_status: int, stats: list[RequestStats], sink_messages: int,
 
 
 def load_test(output_dir: Path, users: int = 50, spawn_rate: float = 10, seconds: int = 60,
-              workers: int = 1, message_bytes: int = 2048) -> LoadTestResult:
-    with Stack(workdir=output_dir / "stack", workers=workers) as stack:
+              workers: int = 1, message_bytes: int = 2048,
+              cluster_nodes: int = 0) -> LoadTestResult:
+    """``cluster_nodes``: that many nodes on a Redis Cluster behind nginx; 0: one Stack."""
+    stack = ClusterStack(output_dir / "stack", nodes=cluster_nodes, workers=workers) \
+        if cluster_nodes else Stack(workdir=output_dir / "stack", workers=workers)
+    with stack:
         status = run_locust(stack, output_dir, users, spawn_rate, seconds, message_bytes)
     stats = read_stats(output_dir / "stats.json")
     sink_messages = stack.sink_counts["messages"]
@@ -131,15 +139,21 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--workers", type=int, default=0, help="tempalias --workers; 0: one per CPU")
     parser.add_argument("--message-bytes", type=int, default=2048)
+    parser.add_argument("--cluster", action="store_true",
+                        help="several nodes on a Redis Cluster behind nginx (make cluster-demo's "
+                             "stack) instead of one tempalias on its embedded Redis")
+    parser.add_argument("--nodes", type=int, default=3, help="with --cluster: how many nodes")
     parser.add_argument("--results", type=Path, default=None,
                         help="output folder (default loadtest/results/locust-TIMESTAMP)")
     args = parser.parse_args()
     output_dir = args.results or RESULTS / time.strftime("locust-%Y%m%d-%H%M%S")
-    print(f"load test: {args.users} users for {args.seconds} s, tempalias --workers "
+    nodes = args.nodes if args.cluster else 0
+    where = f"{nodes} nodes on a Redis Cluster behind nginx, each" if nodes else "tempalias"
+    print(f"load test: {args.users} users for {args.seconds} s, {where} --workers "
           f"{args.workers or 'one per CPU'}, every abuse limit off; results in {output_dir}",
           flush=True)
     result = load_test(output_dir, args.users, args.spawn_rate, args.seconds, args.workers,
-                       args.message_bytes)
+                       args.message_bytes, nodes)
     print(f"{'type':6} {'name':48} {'requests':>9} {'failed':>7} {'req/s':>8} {'p50 ms':>7} "
           f"{'p99 ms':>7}")
     for row in result.stats:

@@ -75,40 +75,95 @@ def tempalias_env(data_dir: Path, smarthost: str, extra: dict[str, str] | None =
     }
 
 
-class Stack:
-    """Sink (ours, unless ``smarthost`` names another) + tempalias with ``workers`` processes."""
+class ThrowawayStack:
+    """What every throwaway stack shares: its directory (a temporary one, removed afterwards,
+    unless ``workdir`` is given), its smarthost (our counting sink unless ``smarthost`` names
+    another) and its DNS server, and a ``with`` block that stops everything on every path.
+    Subclasses start their services in ``_start`` (after ``_start_peers``) and stop them before
+    ``_stop_peers``."""
 
-    def __init__(self, workdir: Path | None = None, workers: int = 1, smarthost: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        self._own_dir = tempfile.TemporaryDirectory(prefix="tempalias-stack-") if workdir is None else None
+    def __init__(self, workdir: Path | None, smarthost: str | None, env: dict[str, str] | None,
+                 prefix: str) -> None:
+        self._own_dir = tempfile.TemporaryDirectory(prefix=prefix) if workdir is None else None
         self.workdir = Path(self._own_dir.name) if self._own_dir else Path(workdir)
-        self.workers = workers
         self.external_smarthost = smarthost
         self.extra_env = env or {}
         self.sink: SinkProcess | None = None
-        self.service: ServiceProcess | None = None
         self.sink_counts: dict | None = None
         # Every DNS look-up (the checks of mail received, ARC) stays on loopback: a DNS server of
         # the stack's own, answering for no sender domain, as for mail from a domain that
         # publishes nothing.
         self.dns: TestDnsServer | None = None
 
-    def start(self) -> "Stack":
+    def start(self):
+        """Start everything; what had started is stopped if anything fails."""
         try:
-            smarthost = self.external_smarthost
-            if smarthost is None:
-                self.sink = SinkProcess(self.workdir).start()
-                smarthost = f"127.0.0.1:{self.sink.port}"
-            self.dns = TestDnsServer().start()
-            env = {"TEMPALIAS_DNS_SERVERS": self.dns.address, **self.extra_env}
-            self.service = ServiceProcess(
-                self.workdir, tempalias_env(self.workdir / "data", smarthost, env),
-                test_settings=False, serve_args=("--workers", str(self.workers)),
-                name="tempalias").start()
+            self._start()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _service(self, workdir: Path, name: str, workers: int, smarthost: str,
+                 env: dict[str, str]) -> ServiceProcess:
+        """``tempalias serve`` in ``workdir``, as the stacks run it (``tempalias_env``), started."""
+        return ServiceProcess(workdir, tempalias_env(workdir / "data", smarthost, env),
+                              test_settings=False, serve_args=("--workers", str(workers)),
+                              name=name).start()
+
+    def _start_peers(self) -> str:
+        """Start the sink (unless there is a smarthost) and the DNS server; the smarthost."""
+        smarthost = self.external_smarthost
+        if smarthost is None:
+            self.sink = SinkProcess(self.workdir).start()
+            smarthost = f"127.0.0.1:{self.sink.port}"
+        self.dns = TestDnsServer().start()
+        return smarthost
+
+    def _stop_peers(self) -> None:
+        """Stop the sink, keeping what it counted, and the DNS server."""
+        try:
+            if self.sink is not None:
+                sink, self.sink = self.sink, None
+                self.sink_counts = sink.stop()
+        finally:
+            if self.dns is not None:
+                dns, self.dns = self.dns, None
+                dns.stop()
+
+    def cleanup(self) -> None:
+        if self._own_dir is not None:
+            self._own_dir.cleanup()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self.stop()
+        finally:
+            self.cleanup()
+
+
+class Stack(ThrowawayStack):
+    """Sink (ours, unless ``smarthost`` names another) + tempalias with ``workers`` processes."""
+
+    def __init__(self, workdir: Path | None = None, workers: int = 1, smarthost: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        super().__init__(workdir, smarthost, env, "tempalias-stack-")
+        self.workers = workers
+        self.service: ServiceProcess | None = None
+
+    def _start(self) -> None:
+        smarthost = self._start_peers()
+        self.service = self._service(self.workdir, "tempalias", self.workers, smarthost,
+                                     {"TEMPALIAS_DNS_SERVERS": self.dns.address, **self.extra_env})
 
     @property
     def http_url(self) -> str:
@@ -117,6 +172,10 @@ class Stack:
     @property
     def smtp_port(self) -> int:
         return self.service.smtp_port
+
+    @property
+    def smtp_ports(self) -> list[int]:
+        return [self.service.smtp_port]
 
     @property
     def service_pid(self) -> int:
@@ -128,25 +187,7 @@ class Stack:
             if self.service is not None:
                 self.service.stop()
         finally:
-            if self.sink is not None:
-                sink, self.sink = self.sink, None
-                self.sink_counts = sink.stop()
-            if self.dns is not None:
-                dns, self.dns = self.dns, None
-                dns.stop()
-
-    def cleanup(self) -> None:
-        if self._own_dir is not None:
-            self._own_dir.cleanup()
-
-    def __enter__(self) -> "Stack":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        try:
-            self.stop()
-        finally:
-            self.cleanup()
+            self._stop_peers()
 
 
 def main() -> int:

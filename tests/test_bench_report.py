@@ -7,7 +7,8 @@ import pytest
 
 from loadtest.bench import report
 from loadtest.bench.cases import (CREATE, DIRECT, HELLO_WORLD, LEGACY_JSONP, LOOKUP, MAIN_SHAPE,
-                                  MINIRELAY_KEPT, POSTFIX, TEMPALIAS, UNTRUSTED)
+                                  MINIRELAY_KEPT, NODE_FORWARDING, POSTFIX, REDIS_CLUSTER,
+                                  REDIS_WITH_REPLICA, SINGLE_REDIS, TEMPALIAS, UNTRUSTED)
 
 OTHER_SHAPE = "100 KiB, 1 session"
 
@@ -38,6 +39,25 @@ def smtp_sample(tempalias: float = 3000, lost: int = 0, untrusted: float = 2700,
         f"{DIRECT}, {OTHER_SHAPE}": smtp_case(800),
         f"{TEMPALIAS}, {OTHER_SHAPE}": smtp_case(200, lost=-1),  # a duplicate counts too
     }
+
+
+def cluster_sample(single: tuple[float, float], replica: tuple[float, float],
+                   cluster: tuple[float, float], lost: int = 0) -> dict:
+    """(creations/s, messages/s) of the node on each deployment."""
+    run = {}
+    for deployment, (created, forwarded) in ((SINGLE_REDIS, single), (REDIS_WITH_REPLICA, replica),
+                                             (REDIS_CLUSTER, cluster)):
+        run[f"{deployment}: {CREATE}"] = {"req_per_s": created, "p50_ms": 2.0, "p99_ms": 9.0,
+                                          "requests": 1, "errors": 0}
+        run[f"{deployment}: {NODE_FORWARDING}"] = smtp_case(
+            forwarded, lost if deployment == REDIS_CLUSTER else 0)
+    return run
+
+
+def summarised_cluster(runs: list[dict]) -> dict:
+    cluster = report.summarise(runs)
+    report.derive_cluster(cluster)
+    return cluster
 
 
 def summarised_run(http_runs: dict[int, list[dict]], smtp_runs: list[dict]) -> dict:
@@ -133,3 +153,18 @@ def test_the_tables_show_every_case_with_its_median_and_range():
     smtp = "\n".join(report.smtp_lines(result["smtp"], workers=2))
     assert "tempalias reaches 1.00 of the minimal gevent relay" in smtp
     assert f"{TEMPALIAS}, {OTHER_SHAPE}" in smtp
+
+
+def test_cluster_cases_are_shares_of_the_single_redis_server_in_the_same_run():
+    cluster = summarised_cluster([cluster_sample((1000, 400), (900, 380), (800, 360)),
+                                  cluster_sample((1200, 600), (1000, 500), (960, 420), lost=2)])
+    assert cluster[f"{REDIS_CLUSTER}: {CREATE}"]["ratio_to_single"] == pytest.approx(880 / 1100)
+    assert cluster[f"{REDIS_WITH_REPLICA}: {NODE_FORWARDING}"]["ratio_to_single"] == \
+        pytest.approx(440 / 500)
+    assert cluster[f"{SINGLE_REDIS}: {CREATE}"]["ratio_to_single"] == 1.0
+    figures = report.key_figures({"cluster": cluster})
+    assert figures[report.CLUSTER_CREATION_TO_SINGLE] == pytest.approx(0.8)
+    assert figures[report.CLUSTER_FORWARDING_TO_SINGLE] == pytest.approx(390 / 500)
+    assert figures[report.CLUSTER_LOST] == 2
+    table = "\n".join(report.cluster_lines(cluster, workers=2))
+    assert f"{f'{REDIS_CLUSTER}: {CREATE}':84} {'880 (800-960)':>22} {'0.80':>9}" in table

@@ -5,7 +5,8 @@ from __future__ import annotations
 from loadtest.bench import report
 from loadtest.bench.cases import DIRECT, MINIRELAY_KEPT, POSTFIX, SMTP_SHAPES, TEMPALIAS, UNTRUSTED
 from loadtest.bench.targets import TARGETS, Target, evaluate, to_profile
-from test_bench_report import http_sample, smtp_case, summarised_run
+from test_bench_report import (cluster_sample, http_sample, smtp_case, summarised_cluster,
+                               summarised_run)
 
 
 def test_a_target_is_met_on_its_side_of_the_bound():
@@ -35,6 +36,7 @@ def test_every_target_reads_a_figure_a_full_run_produces():
                              2: [http_sample(20000, 5000, 9000)]}, [smtp_run])
     result["capacity"] = {"checkpoints": {"10000": {"greeted_220": 10000, "rss_mb": 200.0}}}
     result["erasure"] = {"live_expected": 10, "live_untouched": 10}
+    result["cluster"] = summarised_cluster([cluster_sample((1000, 400), (900, 380), (800, 360))])
     evaluated = evaluate(report.key_figures(result))
     assert [item["target"] for item in evaluated] == [t.name for t in TARGETS]
 
@@ -51,3 +53,10 @@ def test_missed_targets_choose_which_cases_run_again_under_the_profiler():
                           report.IDLE_RSS_MB_AT_10K: 300.0})
     assert to_profile(evaluated) == {"http"}  # SMTP met; memory has no profiling pass
     assert to_profile(evaluate({report.SMTP_ADDED_P99_MS: 40.0})) == {"smtp"}
+
+
+def test_a_cluster_below_85_percent_of_a_single_redis_is_profiled():
+    evaluated = evaluate({report.CLUSTER_CREATION_TO_SINGLE: 0.84,
+                          report.CLUSTER_FORWARDING_TO_SINGLE: 0.9})
+    assert [item["met"] for item in evaluated] == [False, True]
+    assert to_profile(evaluated) == {"cluster"}

@@ -72,3 +72,12 @@ def test_a_run_passes_only_when_nothing_failed_and_the_sink_got_each_accepted_me
     assert verdict(0, failed, 48, tmp_path) == [f"2 of 50 SMTP {LIVE_SENDS!r} failed"]
     assert verdict(1, clean, 50, tmp_path) == [
         f"locust exited with 1 (see {tmp_path / 'locust.log'})"]
+
+
+def test_a_cluster_run_loses_nothing_across_its_nodes(tmp_path):
+    """``make loadtest LOADTEST_ARGS=--cluster``: three nodes on a Redis Cluster behind nginx."""
+    result = load_test(tmp_path, users=6, spawn_rate=6, seconds=5, workers=1, cluster_nodes=3)
+    assert result.ok, result.problems
+    live = result.by_name(LIVE_SENDS)
+    assert live is not None and live.requests > 0
+    assert result.by_name("POST /api/v1/aliases").requests > 0

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench import report
-from loadtest.bench.cases import (HTTP_WORKERS, capacity_run, erasure_runs, http_run,
-                                  profile_missed, smtp_run)
+from loadtest.bench.cases import (HTTP_WORKERS, capacity_run, cluster_run, erasure_runs,
+                                  http_run, profile_missed, smtp_run)
 from loadtest.bench.targets import evaluate, to_profile
 from loadtest.bench.tools import raise_fd_limit
 from loadtest.stack import LIMITS_OFF, interrupt_on_sigterm
@@ -25,14 +25,14 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of every case (default 3)")
-    parser.add_argument("--only", default="http,smtp,capacity,erasure",
+    parser.add_argument("--only", default="http,smtp,cluster,capacity,erasure",
                         help="comma-separated sections to run")
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--smtp-scale", type=float, default=1.0, help="scales the message counts")
     parser.add_argument("--capacity", type=int, default=20000,
                         help="idle connections to try to hold (checkpoints at 1,000 and 10,000)")
     parser.add_argument("--aliases", type=int, default=1_000_000, help="aliases for the erasure case")
-    parser.add_argument("--smtp-workers", type=int, default=2, help="tempalias --workers for SMTP")
+    parser.add_argument("--smtp-workers", type=int, default=2, help="tempalias --workers for SMTP and the cluster cases")
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, py-spy tempalias during each case whose target was missed")
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
@@ -60,6 +60,7 @@ def main() -> int:
         workdir.chmod(0o755)  # the Postfix peer's daemons run as the postfix user
         http_samples: dict[int, list] = {workers: [] for workers in HTTP_WORKERS}
         smtp_samples: list = []
+        cluster_samples: list = []
         for run in range(args.runs):
             if "http" in sections:
                 for workers in HTTP_WORKERS:
@@ -68,6 +69,10 @@ def main() -> int:
             if "smtp" in sections:
                 print(f"run {run + 1}/{args.runs}: smtp", flush=True)
                 smtp_samples.append(smtp_run(workdir, args.smtp_workers, args.smtp_scale))
+            if "cluster" in sections:
+                print(f"run {run + 1}/{args.runs}: cluster", flush=True)
+                cluster_samples.append(cluster_run(workdir, args.smtp_workers, args.seconds,
+                                                   args.smtp_scale, run))
         if "http" in sections:
             result["http"] = {w: report.summarise(s) for w, s in http_samples.items()}
             report.derive_http(result["http"])
@@ -78,6 +83,11 @@ def main() -> int:
             result["smtp_workers"] = args.smtp_workers
             report.derive_smtp(result["smtp"])
             lines += report.smtp_lines(result["smtp"], args.smtp_workers)
+            save()
+        if "cluster" in sections:
+            result["cluster"] = report.summarise(cluster_samples)
+            report.derive_cluster(result["cluster"])
+            lines += report.cluster_lines(result["cluster"], args.smtp_workers)
             save()
         if "capacity" in sections:
             print("capacity", flush=True)

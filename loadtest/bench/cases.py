@@ -13,6 +13,10 @@
   each message held, checked and sealed); beside them an alias that takes replies (rewritten and
   DKIM-signed as well) and the same service with ARC off (streamed through).
 - capacity: idle SMTP connections one tempalias process holds; its RSS at 1,000 and 10,000.
+- cluster: one node, as deployed (ARC on, an untrusted client with every limit on), on a single
+  redis-server, on one with a replica (WAIT) and on a Redis Cluster of 3 primaries and 3 replicas
+  (WAIT), same machine, same run: ``POST /api/v1/aliases`` req/s (wrk) and forwarding msg/s
+  (2 KiB, 20 sessions); the issue 15 target is the Cluster at 85% of the single redis-server.
 - erasure: 1,000,000 aliases in a private Redis, 1% ended: ``tempalias purge`` time and a check
   that the other 99% are untouched.
 
@@ -36,6 +40,7 @@ import psutil
 import requests
 
 from harness.processes import PROJECT_ROOT, environment_without_tempalias, python_child
+from harness.redis_topology import ClusterSet, ReplicatedRedis, Topology
 from loadtest.bench.tools import (TARGET, LatencyProbe, PostfixPeer, PostfixSink, Sample,
                                   create_script, hold_connections, jsonp_script, lookup_script,
                                   profile, smtp_source, wrk)
@@ -229,6 +234,68 @@ def smtp_run(workdir: Path, workers: int, scale: float) -> dict[str, Sample]:
 
 
 
+# --- cluster: one node on a single redis-server beside one node on a Redis Cluster (issue 15)
+
+# Where the node's Redis is, first part of every cluster case's name: "DEPLOYMENT: WHAT". All three
+# are redis-servers of harness/redis_topology.py, configured alike (no persistence), on this
+# machine. With a replica the node waits for it on every write that must survive a failover
+# (TEMPALIAS_REDIS_WAIT_REPLICAS=auto), so the second case parts the price of WAIT from the price
+# of the Cluster.
+SINGLE_REDIS = "single redis-server"
+REDIS_WITH_REPLICA = "redis-server + 1 replica (WAIT)"
+REDIS_CLUSTER = "Redis Cluster, 3 primaries + 3 replicas (WAIT)"
+CLUSTER_DEPLOYMENTS: list[tuple[str, Callable[[Path], Topology]]] = [
+    (SINGLE_REDIS, lambda workdir: ReplicatedRedis(workdir, replicas=0)),
+    (REDIS_WITH_REPLICA, lambda workdir: ReplicatedRedis(workdir, replicas=1)),
+    (REDIS_CLUSTER, lambda workdir: ClusterSet(workdir)),
+]
+NODE_FORWARDING = f"forwarding, {MAIN_SHAPE}"
+# The node as deployed: ARC on, the client outside the trusted networks with every limit on,
+# creation's as well, raised so that nothing is refused: each check's Redis work is measured too.
+NODE_AS_DEPLOYED = {
+    **UNTRUSTED_LIMITS_ON,
+    "TEMPALIAS_CREATE_RATE_PER_IP": "100000000/1h",
+    "TEMPALIAS_CREATE_DAILY_PER_IP": "100000000/1h",
+    "TEMPALIAS_CREATE_DAILY_PER_TARGET": "100000000/1h",
+}
+
+
+@contextlib.contextmanager
+def nodes_on_each_deployment(workdir: Path, workers: int, smarthost: str):
+    """A tempalias node on each of CLUSTER_DEPLOYMENTS, all up at once: {deployment: Stack}."""
+    with contextlib.ExitStack() as running:
+        stacks = {}
+        for index, (deployment, topology) in enumerate(CLUSTER_DEPLOYMENTS):
+            redis_set = running.enter_context(topology(workdir / f"redis-{index}"))
+            stacks[deployment] = running.enter_context(Stack(
+                workdir / f"stack-node-{index}", workers=workers, smarthost=smarthost,
+                env={**NODE_AS_DEPLOYED, "TEMPALIAS_REDIS_URL": redis_set.url}))
+        yield stacks
+
+
+def cluster_run(workdir: Path, workers: int, seconds: int, scale: float,
+                run: int = 0) -> dict[str, Sample]:
+    """Alias creation (wrk) and forwarding (smtp-source, the main shape) through one node on each
+    deployment; run ``run`` starts with deployment ``run`` (mod 3), so that none is always first
+    on a machine still settling or last on one that got busier. Each run's deployments get
+    fresh directories: a cluster node finding the last run's nodes.conf would refuse to form a
+    new cluster."""
+    samples: dict[str, Sample] = {}
+    _, size, sessions, messages, keep = SMTP_SHAPES[0]
+    with PostfixSink(workdir) as sink, \
+            nodes_on_each_deployment(workdir / f"cluster-run-{run}", workers,
+                                     sink.address) as stacks:
+        order = list(stacks.items())
+        first = run % len(order)
+        for deployment, stack in order[first:] + order[:first]:
+            samples[f"{deployment}: {CREATE}"] = wrk(f"{stack.http_url}/api/v1/aliases", seconds,
+                                                     create_script(), workdir, "create")
+            samples[f"{deployment}: {NODE_FORWARDING}"] = smtp_case(
+                sink, f"127.0.0.1:{stack.smtp_port}", create_alias(stack.http_url)["address"],
+                max(50, int(messages * scale)), sessions, size, keep)
+    return samples
+
+
 # --- capacity: idle SMTP connections held by one tempalias process
 
 
@@ -364,28 +431,48 @@ def erasure_runs(workdir: Path, runs: int, total: int) -> Sample:
 
 
 def profile_missed(workdir: Path, kinds: set[str], seconds: int) -> dict[str, list]:
-    """One extra, profiled pass of each kind of case ("http", "smtp") whose target was missed
-    (never a measured run)."""
+    """One extra, profiled pass of each kind of case ("http", "smtp", "cluster") whose target was
+    missed (never a measured run)."""
     profiles: dict[str, list] = {}
     seconds = max(5, seconds)
     if "http" in kinds:
         with Stack(workdir / "stack-profile", workers=1, smarthost=NO_SMARTHOST) as stack:
             aliases = [create_alias(stack.http_url) for _ in range(200)]
-            for name, url, script in (
-                    (CREATE, f"{stack.http_url}/api/v1/aliases", create_script()),
-                    ("GET /api/v1/aliases/ID", stack.http_url, lookup_script(aliases))):
-                print(f"profiling {name}", flush=True)
-                profiles[name] = _profiled(stack.service_pid, seconds, workdir / "profile.txt",
-                                           lambda: wrk(url, seconds + 2, script, workdir, "prof"))
+            profiles.update(_profiled_http(stack, seconds, workdir, "", [
+                (CREATE, f"{stack.http_url}/api/v1/aliases", create_script()),
+                ("GET /api/v1/aliases/ID", stack.http_url, lookup_script(aliases))]))
     if "smtp" in kinds:
         with PostfixSink(workdir) as sink, Stack(workdir / "stack-profile-smtp", workers=1,
                                                  smarthost=sink.address) as stack:
-            alias = create_alias(stack.http_url)["address"]
-            print("profiling SMTP 2 KiB, 20 sessions", flush=True)
-            profiles["SMTP 2 KiB, 20 sessions"] = _profiled(
-                stack.service_pid, seconds, workdir / "profile-smtp.txt",
-                lambda: smtp_source(f"127.0.0.1:{stack.smtp_port}", alias, 6000, 20, 2048))
+            profiles.update(_profiled_smtp(stack, seconds, workdir, ""))
+    if "cluster" in kinds:
+        with PostfixSink(workdir) as sink, ClusterSet(workdir / "redis-profile") as cluster, \
+                Stack(workdir / "stack-profile-cluster", workers=1, smarthost=sink.address,
+                      env={**NODE_AS_DEPLOYED, "TEMPALIAS_REDIS_URL": cluster.url}) as stack:
+            profiles.update(_profiled_http(stack, seconds, workdir, f"{REDIS_CLUSTER}: ", [
+                (CREATE, f"{stack.http_url}/api/v1/aliases", create_script())]))
+            profiles.update(_profiled_smtp(stack, seconds, workdir, f"{REDIS_CLUSTER}: "))
     return profiles
+
+
+def _profiled_http(stack: Stack, seconds: int, workdir: Path, prefix: str,
+                   cases: list[tuple[str, str, str]]) -> dict[str, list]:
+    """Each (name, url, wrk script) under py-spy, its profile named ``prefix + name``."""
+    profiles = {}
+    for name, url, script in cases:
+        print(f"profiling {prefix}{name}", flush=True)
+        profiles[prefix + name] = _profiled(stack.service_pid, seconds, workdir / "profile.txt",
+                                            lambda: wrk(url, seconds + 2, script, workdir, "prof"))
+    return profiles
+
+
+def _profiled_smtp(stack: Stack, seconds: int, workdir: Path, prefix: str) -> dict[str, list]:
+    alias = create_alias(stack.http_url)["address"]
+    name = f"{prefix}SMTP 2 KiB, 20 sessions"
+    print(f"profiling {name}", flush=True)
+    return {name: _profiled(stack.service_pid, seconds, workdir / "profile-smtp.txt",
+                            lambda: smtp_source(f"127.0.0.1:{stack.smtp_port}", alias, 6000, 20,
+                                                2048))}
 
 
 def _profiled(pid: int, seconds: int, output: Path, load: Callable[[], object]) -> list:

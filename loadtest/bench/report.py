@@ -12,8 +12,8 @@ import statistics
 from typing import Any
 
 from loadtest.bench.cases import (ARC_OFF, CREATE, DIRECT, HELLO_WORLD, LOOKUP, MAIN_SHAPE,
-                                  MINIRELAY_KEPT, POSTFIX, REPLIES, SIGNING_SHAPES, TEMPALIAS,
-                                  UNTRUSTED)
+                                  MINIRELAY_KEPT, NODE_FORWARDING, POSTFIX, REDIS_CLUSTER,
+                                  REPLIES, SIGNING_SHAPES, SINGLE_REDIS, TEMPALIAS, UNTRUSTED)
 from loadtest.bench.tools import WRK_CONNECTIONS, Sample
 
 # The key figures (``key_figures``); the targets (targets.py) name the one each reads.
@@ -30,6 +30,9 @@ SMTP_ADDED_P99_MS = "added p99 latency under load, ms"
 IDLE_GREETED_AT_10K = "idle connections greeted of 10,000"
 IDLE_RSS_MB_AT_10K = "RSS at 10,000 idle connections, MB"
 LIVE_ALIASES_TOUCHED = "live aliases touched by purge"
+CLUSTER_CREATION_TO_SINGLE = "node on a Redis Cluster / on a single redis-server, creation req/s"
+CLUSTER_FORWARDING_TO_SINGLE = "node on a Redis Cluster / on a single redis-server, forwarding msg/s"
+CLUSTER_LOST = "messages lost or duplicated by the nodes of the cluster cases"
 
 
 def median_and_range(values: list[float]) -> dict[str, float]:
@@ -103,6 +106,19 @@ def derive_smtp(smtp: dict[str, dict]) -> None:
             else None
 
 
+def derive_cluster(cluster: dict[str, dict]) -> None:
+    """Each "DEPLOYMENT: WHAT" case's rate as a share of the single redis-server's for WHAT."""
+    for name, case in cluster.items():
+        what = name.split(": ", 1)[1]
+        rate = _cluster_rate(case)
+        case["ratio_to_single"] = _ratio(_median(case, rate),
+                                         _median(cluster.get(f"{SINGLE_REDIS}: {what}"), rate))
+
+
+def _cluster_rate(case: dict) -> str:
+    return "req_per_s" if "req_per_s" in case else "msg_per_s"
+
+
 def key_figures(result: dict[str, Any]) -> dict[str, float]:
     """The figures the targets are read off, from whichever sections ran (after ``derive_*``);
     a figure that was not measured is left out rather than counted as a miss."""
@@ -126,6 +142,14 @@ def key_figures(result: dict[str, Any]) -> dict[str, float]:
         figures[SMTP_ADDED_P99_MS] = main.get("added_p99_ms")
         figures[UNTRUSTED_TO_LIMITS_OFF] = smtp.get(f"{UNTRUSTED}, {MAIN_SHAPE}", {}).get(
             "ratio_to_limits_off")
+    cluster = result.get("cluster")
+    if cluster:
+        figures[CLUSTER_CREATION_TO_SINGLE] = cluster.get(f"{REDIS_CLUSTER}: {CREATE}", {}).get(
+            "ratio_to_single")
+        figures[CLUSTER_FORWARDING_TO_SINGLE] = cluster.get(
+            f"{REDIS_CLUSTER}: {NODE_FORWARDING}", {}).get("ratio_to_single")
+        figures[CLUSTER_LOST] = sum(abs(sample.get("lost_or_duplicated", 0))
+                                    for case in cluster.values() for sample in case["samples"])
     at_10k = result.get("capacity", {}).get("checkpoints", {}).get("10000")
     if at_10k:
         figures[IDLE_GREETED_AT_10K] = at_10k["greeted_220"]
@@ -195,6 +219,19 @@ def smtp_lines(smtp: dict[str, dict], workers: int) -> list[str]:
         lines.append(f"tempalias's added latency under load (probe through tempalias minus probe "
                      f"straight to the sink): p50 {main['added_p50_ms']:.1f} ms, "
                      f"p99 {main['added_p99_ms']:.1f} ms")
+    return lines
+
+
+def cluster_lines(cluster: dict[str, dict], workers: int) -> list[str]:
+    lines = [f"One node (--workers {workers}, ARC on, an untrusted client with every limit on) on "
+             "each Redis deployment; creation by wrk, forwarding by smtp-source: median (min-max)",
+             f"{'case':84} {'per s':>22} {'to single':>9} {'p99 ms / lost':>20}"]
+    for name, case in cluster.items():
+        rate = _cluster_rate(case)
+        tail = fmt(case.get("p99_ms"), 1) if rate == "req_per_s" else \
+            str(sum(abs(s["lost_or_duplicated"]) for s in case["samples"]))
+        lines.append(f"{name:84} {fmt(case.get(rate)):>22} "
+                     f"{_share(case.get('ratio_to_single')):>9} {tail:>20}")
     return lines
 
 

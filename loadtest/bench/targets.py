@@ -1,5 +1,5 @@
 """The benchmark's targets, as data: which key figure (report.py) each reads, its bound, and
-which way it must lie. Issues 7 and 12 set them; a new target is one more row.
+which way it must lie. Issues 7, 12 and 15 set them; a new target is one more row.
 
 ``profile`` names the kind of case (cases.profile_missed) that ``--profile`` runs again under
 py-spy when the target is missed.
@@ -47,6 +47,11 @@ TARGETS = [
     Target("10,000 idle SMTP connections in one process", report.IDLE_GREETED_AT_10K, 10000),
     Target("RSS at 10,000 idle connections < 250 MB", report.IDLE_RSS_MB_AT_10K, 250, below=True),
     Target("erasure leaves every live alias untouched", report.LIVE_ALIASES_TOUCHED, 1, below=True),
+    Target("a node on a Redis Cluster creates >= 85% of what it does on a single redis-server",
+           report.CLUSTER_CREATION_TO_SINGLE, 0.85, profile="cluster"),
+    Target("a node on a Redis Cluster forwards >= 85% of what it does on a single redis-server",
+           report.CLUSTER_FORWARDING_TO_SINGLE, 0.85, profile="cluster"),
+    Target("cluster cases: lost or duplicated messages = 0", report.CLUSTER_LOST, 1, below=True),
 ]
 
 

@@ -380,6 +380,8 @@ def _read_greetings(selector, pending: dict, timeout: float, until: int) -> int:
 def profile(pid: int, seconds: int, output: Path) -> list[tuple[str, float]]:
     """Record tempalias with py-spy for ``seconds``; the functions taking most time, inclusive."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not os.access(py_spy, os.X_OK):  # the figures measured before must still be reported
+        return [(f"py-spy not found (PATH, {py_spy}): `make bench` installs it", 0.0)]
     done = run_tool([py_spy, "record", "--pid", str(pid), "--duration", str(seconds),
                      "--rate", "200", "--format", "raw", "--output", str(output), "--nonblocking"],
                     timeout=seconds + 60)
