@@ -35,23 +35,23 @@ def layers_of(client, shard: int) -> list[tuple[int, ...]]:
 
 def test_a_layer_is_sized_from_its_ids_and_error_rate():
     shape = layer_shape(1_000_000, 0.01)
-    assert (shape.ids, shape.bits, shape.positions) == (62_500, 599_067, 7)
+    assert (shape.ids, shape.bits, shape.positions) == (7_813, 74_889, 7)  # of 128 shards
     assert 9.5 < shape.bits / shape.ids < 9.6  # -ln(0.01) / ln(2)^2 bits an id: 1.2 bytes
     assert layer_shape(1_000_000, 0.001).positions == 10
-    assert layer_shape(1, 0.5) == layer_shape(16, 0.5)  # at least one id a shard
+    assert layer_shape(1, 0.5) == layer_shape(128, 0.5)  # at least one id a shard
 
 
 def test_an_id_once_taken_is_never_new_again(own_redis):
     """No false negatives, over several layers per shard; and an id never taken is refused at
     about the rate TAKE_ID reports, which grows with the full layers."""
     store = AliasStore(own_redis)
-    retired = RetiredIds(store.runner, ids_per_layer=3_200, error=0.01)  # 200 ids a shard
+    retired = RetiredIds(store.runner, ids_per_layer=3_200, error=0.01)  # 25 ids a shard
     taken = fresh_ids(12_000)
     first = take_all(retired, taken)
     # refused: false positives (burnt), 0 to 4% as the layers fill
     assert sum(take.new for take in first) > 11_600
     assert not any(take.new for take in take_all(retired, taken))
-    assert all(len(layers_of(own_redis, shard)) >= 3 for shard in range(keys.RETIRED_SHARDS))
+    assert all(len(layers_of(own_redis, shard)) >= 3 for shard in range(keys.ALIAS_SHARDS))
     probes = take_all(retired, fresh_ids(4_000))
     refused = [take.false_positive_rate for take in probes if not take.new]
     # about four full layers a shard of 1% each, and one partly full
@@ -78,14 +78,14 @@ def test_two_creators_of_one_id_never_both_get_it(own_redis):
 def test_a_layer_keeps_the_shape_it_opened_with(own_redis):
     """Settings changed later shape new layers only: the old ones are read as they were made."""
     store = AliasStore(own_redis)
-    before = RetiredIds(store.runner, ids_per_layer=160, error=0.05)  # 10 ids a shard
-    old = fresh_ids(400)
+    before = RetiredIds(store.runner, ids_per_layer=1_280, error=0.05)  # 10 ids a shard
+    old = fresh_ids(3_200)
     take_all(before, old)
-    after = RetiredIds(store.runner, ids_per_layer=1_600, error=0.001)
+    after = RetiredIds(store.runner, ids_per_layer=12_800, error=0.001)
     assert not any(take.new for take in take_all(after, old))
-    take_all(after, fresh_ids(400))
-    small, large = layer_shape(160, 0.05), layer_shape(1_600, 0.001)
-    for shard in range(keys.RETIRED_SHARDS):
+    take_all(after, fresh_ids(3_200))
+    small, large = layer_shape(1_280, 0.05), layer_shape(12_800, 0.001)
+    for shard in range(keys.ALIAS_SHARDS):
         layers = layers_of(own_redis, shard)
         shapes = [(m, k, n) for _, m, k, n in layers]
         opened_after = shapes.index((large.bits, large.positions, large.ids))
@@ -116,16 +116,16 @@ def test_a_layer_opened_past_a_mebibyte_grows_the_bitmap_in_place(own_redis):
 
 
 def test_the_shards_are_slots_spread_over_a_cluster():
-    """Each shard's two keys share a slot (TAKE_ID runs on one); the 16 shards are 16 slots, at
-    most 6 in each third of the slot range (three primaries that split it evenly)."""
+    """Each shard's two keys share a slot (TAKE_ID runs on one); the 128 shards are 128 slots,
+    at most 49 in each third of the slot range (three primaries that split it evenly)."""
     slots = []
-    for shard in range(keys.RETIRED_SHARDS):
+    for shard in range(keys.ALIAS_SHARDS):
         pair = {key_slot(keys.retired_layers_key(shard).encode()),
                 key_slot(keys.retired_bits_key(shard).encode())}
         assert len(pair) == 1
         slots += pair
-    assert len(set(slots)) == keys.RETIRED_SHARDS
-    assert max(collections.Counter(slot * 3 // 16384 for slot in slots).values()) <= 6
+    assert len(set(slots)) == keys.ALIAS_SHARDS
+    assert max(collections.Counter(slot * 3 // 16384 for slot in slots).values()) <= 49
 
 
 def test_false_positives_do_not_grow_the_id_length(own_redis):
@@ -154,7 +154,7 @@ def test_a_crowded_length_grows(own_redis):
 
 
 MEASURED = 100_000
-MEASURED_PER_LAYER = 105_000  # a layer each shard, with room for chance's spread (6,563 ids)
+MEASURED_PER_LAYER = 115_000  # a layer each shard, with room for chance's spread (899 ids)
 HEX = "0123456789abcdef"
 
 
@@ -163,32 +163,34 @@ def used_memory(client) -> int:
 
 
 def create_pipelined(store: AliasStore, count: int, length: int) -> list[str]:
-    """``count`` aliases through the store's own two calls, TAKE_ID then CREATE_ALIAS with the
-    ``ta:ends`` entry, each sent a thousand at a time: what ``create`` does, fifty times faster."""
+    """``count`` aliases through the store's own script, CREATE_ALIAS (the id taken in the bit
+    set and the alias stored), sent a thousand at a time: what ``create`` does, fifty times
+    faster."""
     made: list[str] = []
     while len(made) < count:
         drawn = list({random_id(HEX, length) for _ in range(min(1000, count - len(made)))})
-        fresh = [alias_id for alias_id, take in zip(drawn, store.retired.take_all(drawn))
-                 if take.new]
-        sends = []
-        for alias_id in fresh:
-            order = aliases._Order(f"u{len(made) + len(sends) // 2:05}@example.org",
-                                   alias_token_hash(secrets.token_urlsafe(24)), HOUR_MS, None,
-                                   "tempalias.test", False, False)
-            alias, call = order.call(alias_id, store.clock)
-            sends += [call, ("ZADD", keys.ends_key(alias_id), "NX", alias.expires_ms, alias_id)]
-        assert all(store.runner.send(*sends))
-        made += fresh
-    return made
+        calls = [aliases._Order(f"u{len(made) + i:05}@example.org",
+                                alias_token_hash(secrets.token_urlsafe(24)), HOUR_MS, None,
+                                "tempalias.test", False, False).call(alias_id, store.clock,
+                                                                     store.retired)[1]
+                 for i, alias_id in enumerate(drawn)]
+        made += [alias_id for alias_id, reply in zip(drawn, store.runner.send(*calls))
+                 if reply == 1]
+    return made[:count]
+
+
+def retire(client, alias_ids: list[str]) -> None:
+    """The aliases' keys gone, as their expiry takes them: a thousand at a time."""
+    for first in range(0, len(alias_ids), 1000):
+        client.unlink(*(keys.alias_key(alias_id) for alias_id in alias_ids[first:first + 1000]))
 
 
 def warm_up(store: AliasStore) -> None:
     """Each script the measurement runs, once, then every key deleted: what Redis keeps from a
     script's first call (its cache, the Lua client's buffers: some 200 KB) is no alias's and no
     id's."""
-    store.create("warm@example.org", 1, None, domain="tempalias.test")
-    store.clock.advance(1)
-    store.purge()
+    made = store.create("warm@example.org", HOUR_MS, None, domain="tempalias.test")
+    store.revoke(made.alias.id, made.token)
     store.redis.flushall()
 
 
@@ -204,21 +206,19 @@ def test_a_retired_id_costs_two_bytes_at_most_and_is_never_handed_out_again(own_
     made = create_pipelined(store, MEASURED, 5)
     assert len(set(made)) == MEASURED
     live = (used_memory(own_redis) - empty) / MEASURED
-    ends = sum(own_redis.memory_usage(key, samples=0) for key in keys.ENDS_KEYS) / MEASURED
-    clock.advance(HOUR_MS / 1000)
-    assert store.purge() == MEASURED
+    retire(own_redis, made)
 
     again = [store.create("again@example.org", HOUR_MS, None) for _ in range(3000)]
     assert not {made.alias.id for made in again} & set(made)
     for alias in again:
         store.revoke(alias.alias.id, alias.token)
 
-    bit_set = [key for shard in range(keys.RETIRED_SHARDS)
+    bit_set = [key for shard in range(keys.ALIAS_SHARDS)
                for key in (keys.retired_layers_key(shard), keys.retired_bits_key(shard))]
     # and nothing else, but the id length should the last draws have found it crowded
     assert set(own_redis.scan_iter(count=1000)) - {keys.IDLEN_KEY} == set(bit_set)
     held = 0  # ids in the bit set: full layers and the newest one's count
-    for shard in range(keys.RETIRED_SHARDS):
+    for shard in range(keys.ALIAS_SHARDS):
         *full, newest = layers_of(own_redis, shard)
         held += sum(n for *_, n in full)
         held += int(own_redis.hget(keys.retired_layers_key(shard), "count"))
@@ -229,10 +229,7 @@ def test_a_retired_id_costs_two_bytes_at_most_and_is_never_handed_out_again(own_
     with_bit_set = used_memory(own_redis)
     own_redis.delete(*bit_set)
     per_retired_id = (with_bit_set - used_memory(own_redis)) / held
-    print(f"\nper live alias: {live:.1f} B, of which its ta:ends entry {ends:.1f} B; "
+    print(f"\nper live alias: {live:.1f} B (its share of the bit set included); "
           f"per retired id: {per_retired_id:.2f} B (MEMORY USAGE of the bit set: {own:.2f} B)")
     assert per_retired_id <= 2.0
-    assert live - ends < 300, (live, ends)
-    # the ta:ends entry, a member of a sorted set that has outgrown its compact form (a skip
-    # list node and a dict entry), is what purge needs to reach the aliases that ended
-    assert ends < 110 and live < 350, (live, ends)
+    assert live < 300

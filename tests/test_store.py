@@ -95,15 +95,14 @@ def test_an_erased_alias_leaves_no_key_and_its_id_is_never_handed_out_again(isol
 
 def test_a_reservation_of_schema_1_still_refuses_its_id(own_redis):
     """An id reserved by a key, as before the retired-id bit set, that the migration has not
-    folded in yet is burnt, not handed out, and leaves no ``ta:ends`` entry behind."""
+    folded in yet is not handed out: creation folds it into the bit set as the migration would."""
     for old in ("a", "b"):
         own_redis.set(f"ta:{{{old}}}:id", "1")  # spelled as schema 1 did, on purpose
     store = AliasStore(own_redis, id_length=1, id_alphabet="ab")
     made = store.create("a@example.org", HOUR_MS, None)
     assert len(made.alias.id) == 2
-    assert [member for ends in keys.ENDS_KEYS for member in own_redis.zrange(ends, 0, -1)] == [
-        made.alias.id]
-    assert own_redis.exists("ta:{a}:id", "ta:{b}:id") == 2  # the migration's to fold in
+    assert own_redis.exists("ta:{a}:id", "ta:{b}:id") == 0
+    assert all(not store.retired.take(old).new for old in ("a", "b"))
 
 
 def test_lookup_is_case_insensitive(store):
@@ -217,35 +216,59 @@ def test_revoke_erases_every_key_of_the_alias(store, redis_client):
     store.reserve(created.alias.id)
     store.revoke(created.alias.id, created.token)
     assert keys_of(redis_client, created.alias.id) == set()
-    assert redis_client.zscore(keys.ends_key(created.alias.id), created.alias.id) is None
     with pytest.raises(AliasNotFound):
         store.reserve(created.alias.id)
 
 
-def test_purge_removes_exactly_the_ended_aliases(store, redis_client):
-    made = [store.create("a@example.org", 50, None).alias for _ in range(5)]
-    ended = [alias.id for alias in made]
-    live = [store.create("b@example.org", HOUR_MS, None).alias.id for _ in range(5)]
+def _active_domain(redis_client, store, now_ms: int | None = None) -> str:
+    """A custom domain of the test's own, registered and verified, on ``store``'s connections."""
+    domain_store = DomainStore(redis_client, runner=store.runner)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    domain = f"purge-{secrets.token_hex(4)}.example.org"
+    domain_store.register(domain, hash_token("owner"), now)
+    domain_store.activate(domain, hash_token("owner"), "tempalias-verify=x", now)
+    return domain
+
+
+def test_an_alias_at_our_domains_is_erased_by_its_own_expiry(store, redis_client):
+    """No index of ends for them: Redis erases every key of an ended alias by itself."""
+    made = store.create("a@example.org", 50, 3, replies=True).alias
+    store.reverse_addresses(made.id, ["b@example.org"])
+    store.release(store.reserve(made.id))
+    wait_for(lambda: keys_of(redis_client, made.id) == set(), 5, "the alias's keys to expire")
+    assert redis_client.exists(keys.alias_key(made.id), keys.held_key(made.id),
+                               keys.revs_key(made.id)) == 0
+
+
+def test_purge_removes_exactly_the_ended_aliases_of_custom_domains(store, redis_client):
+    domain = _active_domain(redis_client, store)
+    made = [store.create("a@example.org", 50, None, domain=domain, custom=True).alias
+            for _ in range(5)]
+    live = [store.create("b@example.org", HOUR_MS, None, domain=domain, custom=True).alias.id
+            for _ in range(5)]
+    listed = keys.domain_aliases_key(domain)
     last_end = max(alias.expires_ms for alias in made)
     wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
     assert store.purge() >= 5
-    for alias_id in ended:
-        assert keys_of(redis_client, alias_id) == set()
-        assert redis_client.zscore(keys.ends_key(alias_id), alias_id) is None
+    for alias in made:
+        assert keys_of(redis_client, alias.id) == {keys.id_key(alias.id)}  # its id stays taken
+        assert redis_client.zscore(listed, keys.split_id(alias.id)[0]) is None
     for alias_id in live:
         assert redis_client.exists(keys.alias_key(alias_id)) == 1
-        assert redis_client.zscore(keys.ends_key(alias_id), alias_id) is not None
+        assert redis_client.zscore(listed, keys.split_id(alias_id)[0]) is not None
     assert store.purge() == 0
 
 
 def test_purge_goes_on_batch_after_batch_until_every_ended_alias_is_gone(store, redis_client):
-    made = [store.create("a@example.org", 50, None).alias for _ in range(25)]
-    live = [store.create("b@example.org", HOUR_MS, None).alias.id for _ in range(3)]
+    domain = _active_domain(redis_client, store)
+    made = [store.create("a@example.org", 50, None, domain=domain, custom=True).alias
+            for _ in range(25)]
+    live = [store.create("b@example.org", HOUR_MS, None, domain=domain, custom=True).alias.id
+            for _ in range(3)]
     last_end = max(alias.expires_ms for alias in made)
     wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
     assert store.purge(batch=10) >= 25  # three batches, the last one short
-    assert all(keys_of(redis_client, alias.id) == set() for alias in made)
-    assert all(redis_client.zscore(keys.ends_key(alias.id), alias.id) is None for alias in made)
+    assert redis_client.zcard(keys.domain_aliases_key(domain)) == 3
     assert all(redis_client.exists(keys.alias_key(alias_id)) == 1 for alias_id in live)
     assert store.purge(batch=10) == 0
 
@@ -323,8 +346,6 @@ def test_create_works_after_redis_forgot_its_scripts(store, redis_client):
     redis_client.script_flush()
     created = store.create("b@example.org", HOUR_MS, 2)
     assert store.get(created.alias.id, created.token).uses_left == 2
-    alias_id = created.alias.id
-    assert redis_client.zscore(keys.ends_key(alias_id), alias_id) == created.alias.expires_ms
 
 
 def test_every_script_works_after_redis_forgot_its_scripts(store, redis_client):
@@ -368,18 +389,22 @@ def test_every_key_of_one_alias_is_in_one_cluster_slot(store):
     assert len(slots) == 1
 
 
-def test_the_shards_of_ta_ends_are_slots_spread_over_a_cluster(store, redis_client):
-    """Every creation, revocation, last use and purge writes ``ta:ends``: its 16 shards are 16
-    slots, at most 6 in each third of the slot range (three primaries that split it evenly), and
-    an id's shard is the same in every process (crc32, not Python's salted ``hash``)."""
-    slots = [key_slot(key.encode()) for key in keys.ENDS_KEYS]
-    assert len(set(slots)) == keys.ENDS_SHARDS
-    assert max(collections.Counter(slot * 3 // 16384 for slot in slots).values()) <= 6
-    assert keys.ends_key("k3x9qa") == "ta:ends:{end:9}"
+def test_the_shards_of_our_aliases_are_slots_spread_over_a_cluster(store, redis_client):
+    """An alias at our domains lives under its shard's tag, with that shard of the retired-id
+    bit set: 128 slots, about a third in each third of the slot range (three primaries that split
+    it evenly), and an id's shard is the same in every process (BLAKE2b, not Python's salted
+    ``hash``)."""
+    slots = [key_slot(keys.retired_layers_key(shard).encode())
+             for shard in range(keys.ALIAS_SHARDS)]
+    assert len(set(slots)) == keys.ALIAS_SHARDS
+    assert max(collections.Counter(slot * 3 // 16384 for slot in slots).values()) <= 56
+    assert keys.alias_key("k3x9qa") == f"ta:{{s:{keys.alias_shard('k3x9qa')}}}k3x9qa:alias"
     made = [store.create("a@example.org", HOUR_MS, None).alias for _ in range(40)]
-    assert len({keys.ends_key(alias.id) for alias in made}) > 8
+    assert len({keys.alias_shard(alias.id) for alias in made}) > 20
     for alias in made:
-        assert redis_client.zscore(keys.ends_key(alias.id), alias.id) == alias.expires_ms
+        shard = keys.alias_shard(alias.id)
+        assert key_slot(keys.alias_key(alias.id).encode()) == key_slot(
+            keys.retired_bits_key(shard).encode())
 
 
 def _recorded(runner, calls: list, monkeypatch) -> None:
@@ -482,8 +507,7 @@ def test_a_wrong_token_revokes_nothing(store, redis_client):
     created = store.create("a@example.org", HOUR_MS, None)
     with pytest.raises(AliasNotFound):
         store.revoke(created.alias.id, "not-the-token")
-    alias_id = created.alias.id
-    assert redis_client.zscore(keys.ends_key(alias_id), alias_id) == created.alias.expires_ms
+    assert redis_client.exists(keys.alias_key(created.alias.id)) == 1
     store.revoke(created.alias.id.upper(), None)  # the operator needs no token
     with pytest.raises(AliasNotFound):
         store.revoke(created.alias.id, None)
@@ -693,13 +717,16 @@ def test_the_last_use_erases_the_reverse_addresses(store, redis_client):
 
 def test_purge_and_an_ended_alias_erase_the_reverse_addresses(redis_client, clock):
     store = AliasStore(redis_client, clock=clock)
-    purged, reserved = _reverse_made(store, 1000), _reverse_made(store, 1000)
+    domain = _active_domain(redis_client, store, int(clock() * 1000))
+    purged = store.create("a@example.org", 1000, None, replies=True, domain=domain, custom=True)
+    store.reverse_addresses(purged.alias.id, ["b@example.org"])
+    reserved = _reverse_made(store, 1000)
     clock.advance(1.0)
     with pytest.raises(AliasNotFound):
         store.reserve(reserved.alias.id)  # finds it ended: erases it there and then
     assert _gone(redis_client, reserved.alias.id)
     assert store.purge() >= 1
-    assert _gone(redis_client, purged.alias.id)
+    assert keys_of(redis_client, purged.alias.id) == {keys.id_key(purged.alias.id)}
 
 
 def test_the_reverse_addresses_expire_with_the_alias(store, redis_client):

@@ -327,30 +327,43 @@ def capacity_run(workdir: Path, limit: int) -> Sample:
 
 
 # --- erasure: 1,000,000 aliases of which 1% ended, written with the store's key layout
+# Aliases at custom domains, the ones purge erases (an alias at the operator's domains goes by its
+# own expiry): ERASURE_DOMAINS domains, each listing its aliases with their ends.
+
+ERASURE_DOMAINS = 100
 
 
 def write_aliases(client, ids: list[str], expires_ms: int, with_ttl: bool = True) -> None:
-    """The keys AliasStore.create writes (tempalias/store/keys.py), in pipelined batches, but for
-    the retired-id bit set, which purge never reads."""
+    """The keys AliasStore.create writes at a custom domain (tempalias/store/keys.py), in
+    pipelined batches, the domains in ``ta:domains``; but for the ids' reservations, which purge
+    never reads."""
     now_ms = int(time.time() * 1000)
     field = keys.ALIAS_FIELDS
+    client.zadd(keys.DOMAINS_KEY, {domain_of(i): now_ms + 86_400_000
+                                   for i in range(ERASURE_DOMAINS)})
     for start in range(0, len(ids), 5000):
         pipe = client.pipeline(transaction=False)
         for alias_id in ids[start:start + 5000]:
             pipe.hset(keys.alias_key(alias_id), mapping={
-                field["target"]: f"{alias_id}@example.org", field["token"]: "A" * 22,
+                field["target"]: f"{alias_id}.example.org", field["token"]: "A" * 22,
                 field["created"]: now_ms})
             if with_ttl:
                 pipe.pexpireat(keys.alias_key(alias_id), expires_ms)
-        for ends, shard in keys.ends_by_shard(ids[start:start + 5000]).items():
-            pipe.zadd(ends, dict.fromkeys(shard, expires_ms))
+            local, domain = keys.split_id(alias_id)
+            pipe.zadd(keys.domain_aliases_key(domain), {local: expires_ms})
         pipe.execute()
 
 
+def domain_of(index: int) -> str:
+    return f"d{index}.erasure.example"
+
+
 def fresh_ids(count: int, taken: set[str]) -> list[str]:
+    """``local@DOMAIN`` ids never used before, spread over the ERASURE_DOMAINS domains."""
     ids: list[str] = []
     while len(ids) < count:
-        alias_id = secrets.token_hex(5)  # 10 characters of [0-9a-f]: a valid id
+        local = secrets.token_hex(5)  # 10 characters of [0-9a-f]: a valid local part
+        alias_id = f"{local}@{domain_of(len(taken) % ERASURE_DOMAINS)}"
         if alias_id not in taken:
             taken.add(alias_id)
             ids.append(alias_id)
@@ -358,19 +371,27 @@ def fresh_ids(count: int, taken: set[str]) -> list[str]:
 
 
 def untouched(client, ids: list[str]) -> int:
-    """How many of ``ids`` still have their hash (target intact) and their ends entry."""
+    """How many of ``ids`` still have their hash (target intact) and their domain's entry."""
     intact = 0
     for start in range(0, len(ids), 10000):
         pipe = client.pipeline(transaction=False)
         batch = ids[start:start + 10000]
         for alias_id in batch:
+            local, domain = keys.split_id(alias_id)
             pipe.hget(keys.alias_key(alias_id), keys.ALIAS_FIELDS["target"])
-            pipe.zscore(keys.ends_key(alias_id), alias_id)
+            pipe.zscore(keys.domain_aliases_key(domain), local)
         replies = pipe.execute()
         for index, alias_id in enumerate(batch):
-            if replies[2 * index] == f"{alias_id}@example.org" and replies[2 * index + 1]:
+            if replies[2 * index] == f"{alias_id}.example.org" and replies[2 * index + 1]:
                 intact += 1
     return intact
+
+
+def ended_entries(client) -> int:
+    """Entries of ended aliases still listed by their domains."""
+    now_ms = int(time.time() * 1000)
+    return sum(client.zcount(keys.domain_aliases_key(domain_of(i)), "-inf", now_ms)
+               for i in range(ERASURE_DOMAINS))
 
 
 def erasure_runs(workdir: Path, runs: int, total: int) -> Sample:
@@ -414,7 +435,7 @@ def erasure_runs(workdir: Path, runs: int, total: int) -> Sample:
                     samples.append({
                         "how": how, "run": run, "seconds": seconds, "purged": purged,
                         "expected": ended_count, "ended_sampled_gone": f"{gone}/{len(sampled)}",
-                        "ends_left": sum(client.zcard(ends) for ends in keys.ENDS_KEYS),
+                        "ends_left": ended_entries(client),
                         "memory_freed_mb": (memory_before - int(
                             client.info("memory")["used_memory"])) / 2**20})
             started = time.monotonic()

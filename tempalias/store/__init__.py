@@ -27,7 +27,7 @@ from tempalias.store.errors import (AliasExhausted, AliasNotFound, AliasRefused,
                                     DomainNotFound, DomainSuspended, DomainTaken, RateLimited,
                                     StoreError, StoreUnavailable, Throttled, UnknownDomain)
 from tempalias.store import keys
-from tempalias.store.keys import DOMAINS_KEY, ENDS_KEYS, IDLEN_KEY
+from tempalias.store.keys import DOMAINS_KEY, IDLEN_KEY
 from tempalias.store.ratelimits import Lease, RateLimiter
 from tempalias.store.retired import RetiredIds, Take
 
@@ -39,6 +39,6 @@ __all__ = [
     "Domain",
     "DomainStore", "PendingDomain", "AliasExhausted", "AliasNotFound", "AliasRefused",
     "AliasTaken", "DomainNotFound", "DomainSuspended", "DomainTaken", "RateLimited", "StoreError",
-    "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "ENDS_KEYS", "IDLEN_KEY",
+    "StoreUnavailable", "Throttled", "UnknownDomain", "DOMAINS_KEY", "IDLEN_KEY",
     "Lease", "RateLimiter", "RetiredIds", "Take", "keys",
 ]

@@ -40,7 +40,7 @@ from tempalias.store import keys
 from tempalias.store.errors import AliasNotFound, AliasTaken
 from tempalias.store.ratelimits import BUCKETS_LUA, bucket_args
 from tempalias.store.connections import Durability, NotReplicated
-from tempalias.store.retired import DEFAULT_ERROR, DEFAULT_IDS_PER_LAYER, RetiredIds
+from tempalias.store.retired import DEFAULT_ERROR, DEFAULT_IDS_PER_LAYER, TAKE_ID_LUA, RetiredIds
 from tempalias.store.runner import NOW_LUA, Call, Script, ScriptRunner, clock_arg, operation
 
 if TYPE_CHECKING:  # only for annotations: the store does not depend on the config
@@ -95,60 +95,78 @@ local function custom_domain(flag, at)
 end
 """
 
-# KEYS[1] - the id's reservation key (ta:{id}id): at a custom domain it is SET NX here, once;
-#           at the operator's domains the retired-id bit set keeps the ids (TAKE_ID, before this
-#           script), and only a reservation written before it (schema 1, not yet folded into
-#           the bit set by store/migration.py) is read here: it refuses the id
-# KEYS[2] - the alias hash (ta:{id}alias)
-# KEYS[3] - for an alias at a custom domain: the domain (ta:dom:{DOMAIN}), which must be active
-# KEYS[4] - and its live aliases (ta:dom:{DOMAIN}:aliases)
-# KEYS[5] - and every local part of its life (ta:dom:{DOMAIN}:ids)
-# ARGV[1] - target address
-# ARGV[2] - the management token's hash (``alias_token_hash``)
-# ARGV[3] - created, epoch ms
-# ARGV[4] - expires, epoch ms: the key's PEXPIREAT, the one place the alias's end is kept (and
-#           the score the caller gives its ta:ends shard)
-# ARGV[5] - uses allowed, or '' for an alias limited by time only
-# ARGV[6] - the operator's domain in the alias's address, or '' (an alias at a custom domain has
-#           it in its id; one made before several domains answers at every configured one)
-# ARGV[7] - the alias's local part at the custom domain of KEYS[3] (else unused)
-# ARGV[8] - '1' when its owner may reply through it (tempalias/reverse.py), else ''
-# returns 1, or 0 when the id was ever taken before or its alias hash exists (nothing is written
-#         then); error
-#         DOMAIN-UNKNOWN or DOMAIN-SUSPENDED <since ms> when the domain of KEYS[3] is not active
-CREATE_ALIAS = Script(DOMAIN_LUA + """
-if #KEYS > 2 then
-    local refusal = domain_refusal(KEYS[3])
-    if refusal then
-        return refusal
+# Lua of the creation scripts: the alias hash (KEYS[at]) written from ARGV[1..6] (see below),
+# with its end as the key's expiry.
+STORE_ALIAS_LUA = """
+local function store_alias(at)
+    local fields = {'t', ARGV[1], 'h', ARGV[2], 'c', ARGV[3]}
+    if ARGV[5] ~= '' then
+        table.insert(fields, 'u')
+        table.insert(fields, ARGV[5])
     end
+    if ARGV[6] ~= '' then
+        table.insert(fields, 'a')
+        table.insert(fields, ARGV[6])
+    end
+    if ARGV[7] == '1' then
+        table.insert(fields, 'r')
+        table.insert(fields, '1')
+    end
+    redis.call('HSET', KEYS[at], unpack(fields))
+    redis.call('PEXPIREAT', KEYS[at], ARGV[4])
 end
-if #KEYS > 2 then
-    if not redis.call('SET', KEYS[1], '1', 'NX') then
-        return 0
-    end
-elseif redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+"""
+
+# An alias at the operator's domains: its id taken for good in the retired-id bit set and its
+# hash stored, in one slot (the shard's, keys.py) and one round trip.
+# KEYS[1]   - the id's shard of the retired-id bit set: its layers (ta:retired:{s:N})
+# KEYS[2]   - and its bitmap (ta:retired:{s:N}:bits)
+# KEYS[3]   - the alias hash (ta:{id}alias)
+# ARGV[1]   - target address
+# ARGV[2]   - the management token's hash (``alias_token_hash``)
+# ARGV[3]   - created, epoch ms
+# ARGV[4]   - expires, epoch ms: the key's PEXPIREAT, the one place the alias's end is kept
+# ARGV[5]   - uses allowed, or '' for an alias limited by time only
+# ARGV[6]   - the operator's domain in the alias's address, or '' (one made before several
+#             domains answers at every configured one)
+# ARGV[7]   - '1' when its owner may reply through it (tempalias/reverse.py), else ''
+# ARGV[8..] - h1, h2, m, k, n of the id in the bit set (retired.py's take_id)
+# returns 1 when the alias is stored; 0 when the bit set took the id but its hash exists (never
+#         in schema 2: the id is burnt, nothing else is written); else, nothing written, the
+#         shard's false-positive rate: the bit set says the id may have been taken
+CREATE_ALIAS = Script(TAKE_ID_LUA + STORE_ALIAS_LUA + """
+local taken = take_id(KEYS[1], KEYS[2], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+if taken ~= 1 then
+    return taken
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
     return 0
 end
-local fields = {'t', ARGV[1], 'h', ARGV[2], 'c', ARGV[3]}
-if ARGV[5] ~= '' then
-    table.insert(fields, 'u')
-    table.insert(fields, ARGV[5])
+store_alias(3)
+return 1
+""")
+
+# An alias at a custom domain, in the domain's slot.
+# KEYS[1] - the id's reservation (ta:{DOMAIN}local:id), SET NX here, once in the domain's life
+# KEYS[2] - the alias hash (ta:{DOMAIN}local:alias)
+# KEYS[3] - the domain (ta:dom:{DOMAIN}), which must be active
+# KEYS[4] - its live aliases (ta:dom:{DOMAIN}:aliases): local part -> end, which purge reads
+# KEYS[5] - every local part of its life (ta:dom:{DOMAIN}:ids)
+# ARGV[1..7] - as CREATE_ALIAS's (ARGV[6] is ''; the id carries the domain)
+# ARGV[8] - the alias's local part
+# returns 1, or 0 when the local part was ever taken in the domain's life (nothing is written
+#         then); error DOMAIN-UNKNOWN or DOMAIN-SUSPENDED <since ms> when the domain is not active
+CREATE_DOMAIN_ALIAS = Script(DOMAIN_LUA + STORE_ALIAS_LUA + """
+local refusal = domain_refusal(KEYS[3])
+if refusal then
+    return refusal
 end
-if ARGV[6] ~= '' then
-    table.insert(fields, 'a')
-    table.insert(fields, ARGV[6])
+if not redis.call('SET', KEYS[1], '1', 'NX') then
+    return 0
 end
-if ARGV[8] == '1' then
-    table.insert(fields, 'r')
-    table.insert(fields, '1')
-end
-redis.call('HSET', KEYS[2], unpack(fields))
-redis.call('PEXPIREAT', KEYS[2], ARGV[4])
-if #KEYS > 2 then
-    redis.call('ZADD', KEYS[4], ARGV[4], ARGV[7])
-    redis.call('SADD', KEYS[5], ARGV[7])
-end
+store_alias(2)
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[8])
+redis.call('SADD', KEYS[5], ARGV[8])
 return 1
 """)
 
@@ -253,9 +271,8 @@ return {'counted', left}
 #           operator, who needs none
 #           (hashes are compared, so the comparison's timing tells nothing about the token)
 # ARGV[2] - the alias's local part at the custom domain (else unused)
-# returns 1 once KEYS[1..3] are erased and the alias left KEYS[4] (the caller then takes the id
-#         out of its ta:ends shard); error ALIAS-UNKNOWN when no live alias has that id and token
-#         (nothing is erased then)
+# returns 1 once KEYS[1..3] are erased and the alias left KEYS[4]; error ALIAS-UNKNOWN when no
+#         live alias has that id and token (nothing is erased then)
 REVOKE_ALIAS = Script("""
 local token = redis.call('HGET', KEYS[1], 'h')
 if not token or (ARGV[1] ~= '' and token ~= ARGV[1]) then
@@ -268,12 +285,12 @@ end
 return 1
 """)
 
-# KEYS[1] - a schedule: a shard of ta:ends (id -> expiry) or ta:domains (domain -> next check), ms
+# KEYS[1] - a schedule: a custom domain's aliases (ta:dom:{DOMAIN}:aliases: local part -> end)
+#           or ta:domains (domain -> next check), ms
 # ARGV[1] - now, ms, or '' for Redis's clock
 # ARGV[2] - at most this many
 # returns the members whose time has come, soonest first; their entries stay until the caller
-#         acted on them (for ta:ends: erased their keys, one UNLINK per alias, as each alias's
-#         keys are in a slot of their own)
+#         acted on them (for a domain's aliases: erased their keys)
 DUE = Script(NOW_LUA + """
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(ARGV[1]), 'LIMIT', 0, ARGV[2])
 """)
@@ -473,20 +490,26 @@ class _Order:
     replies: bool
     custom: bool  # ``domain`` is a custom one, which the id carries: not stored again
 
-    def call(self, alias_id: str, clock: Callable[[], float] | None) -> tuple[Alias, Call]:
-        """The alias under ``alias_id``, created now, and the CREATE_ALIAS call that stores it."""
+    def call(self, alias_id: str, clock: Callable[[], float] | None,
+             retired: RetiredIds) -> tuple[Alias, Call]:
+        """The alias under ``alias_id``, created now, and the call that stores it: CREATE_ALIAS
+        (its id taken in ``retired`` in the same script) or, at a custom domain,
+        CREATE_DOMAIN_ALIAS."""
         created_ms = int((clock or time.time)() * 1000)
         expires_ms = created_ms + self.lifetime_ms
         alias = Alias(alias_id, self.target, created_ms, expires_ms, self.uses, 0,
                       self.domain or None, self.replies)
+        args = [self.target, self.token_hash, created_ms, expires_ms,
+                "" if self.uses is None else self.uses, "" if self.custom else self.domain,
+                "1" if self.replies else ""]
         local, domain = keys.split_id(alias_id)
-        where = [] if domain is None else [
-            keys.domain_key(domain), keys.domain_aliases_key(domain), keys.domain_ids_key(domain)]
+        if domain is None:
+            shard, take = retired.keys_and_args(alias_id)
+            return alias, Call(CREATE_ALIAS, [*shard, keys.alias_key(alias_id)], [*args, *take])
         return alias, Call(
-            CREATE_ALIAS, [keys.id_key(alias_id), keys.alias_key(alias_id), *where],
-            [self.target, self.token_hash, created_ms, expires_ms,
-             "" if self.uses is None else self.uses, "" if self.custom else self.domain, local,
-             "1" if self.replies else ""])
+            CREATE_DOMAIN_ALIAS,
+            [keys.id_key(alias_id), keys.alias_key(alias_id), keys.domain_key(domain),
+             keys.domain_aliases_key(domain), keys.domain_ids_key(domain)], [*args, local])
 
 
 class AliasStore:
@@ -514,6 +537,7 @@ class AliasStore:
         self.retired = RetiredIds(self.runner, retired_ids_per_layer, retired_ids_error)
         self.id_length = id_length
         self._id_length_seen: int | None = None
+        self._schema_seen = False  # the keys are in schema 2 (``keys.SCHEMA``)
         self.id_alphabet = id_alphabet
         self.reservation_ms = int(reservation_seconds * 1000)
         self.clock = clock
@@ -539,12 +563,11 @@ class AliasStore:
         (AliasTaken when it is, or ever was in the domain's life, an alias there), else random.
         ``replies``: its owner may reply through it (``reverse_addresses``, ``reply_route``).
 
-        Two round trips at a configured domain: the id is taken in the retired-id bit set
-        (``RetiredIds``: no id is ever handed out twice), then the script and the ``ta:ends``
-        entry (in the id's shard, ``keys.ends_key``) travel in one write; ``ZADD NX`` cannot
-        touch a live alias's entry, and the entry is taken back should the script refuse. A
-        draw the bit set refuses costs one round trip; the id length is remembered per store and
-        refreshed from Redis when it grows (``CROWDED_LENGTH``).
+        One round trip at a configured domain: one script takes the id in the retired-id bit
+        set (``RetiredIds``: no id is ever handed out twice) and stores the alias, in the id's
+        shard. A draw the bit set refuses costs one round trip; the id length is remembered per
+        store and refreshed from Redis when it grows (``CROWDED_LENGTH``). Before the keys are
+        in schema 2 (``migration.py``), a draw is first checked against schema 1's reservation.
         """
         if (custom or local_part is not None) and not domain:
             raise ValueError("an alias at a custom domain needs its domain")
@@ -565,29 +588,48 @@ class AliasStore:
             alias_id = random_id(self.id_alphabet, length)
             if alias_id in RESERVED_IDS:
                 continue
-            [reply] = self.runner.send(self.retired.call(alias_id))
-            taken = self.retired.outcome(reply)
-            if taken.new:
-                alias, call = order.call(alias_id, self.clock)
-                ends = keys.ends_key(alias_id)
-                created, added = self.runner.send(
-                    call, ("ZADD", ends, "NX", alias.expires_ms, alias_id), durable=True)
-                if created:
-                    return NewAlias(alias, token)
-                if added:
-                    self.runner.send(("ZREM", ends, alias_id))
-                continue  # burnt (a schema 1 reservation): it tells nothing of this length
-            doubt *= taken.false_positive_rate
+            if not self._schema_current() and self._schema1_reserved(alias_id):
+                continue  # taken before schema 2: it tells nothing of this length
+            alias, call = order.call(alias_id, self.clock, self.retired)
+            try:
+                [reply] = self.runner.send(call, durable=True)
+            except NotReplicated as exc:
+                # Stored on the primary alone: hand nothing out (the client tries again), and
+                # take the alias back (best effort: the id stays taken, its hash would lapse).
+                if exc.replies and exc.replies[0] == 1:
+                    self.runner.send(("UNLINK", keys.alias_key(alias_id)))
+                raise
+            if reply == 1:
+                return NewAlias(alias, token)
+            if reply == 0:
+                continue  # burnt: it tells nothing of this length
+            doubt *= self.retired.outcome(reply).false_positive_rate
             if doubt <= CROWDED_LENGTH:
                 length = int(self.runner.call(RAISE_ID_LENGTH, [keys.IDLEN_KEY],
                                               [length, self.id_length]))
                 self._id_length_seen = length
                 doubt = 1.0
 
+    def _schema_current(self) -> bool:
+        """Whether the keys are in schema 2 (``migration.py``); remembered once they are."""
+        if not self._schema_seen:
+            [schema] = self.runner.send(("GET", keys.SCHEMA_KEY))
+            self._schema_seen = schema is not None and int(schema) >= keys.SCHEMA
+        return self._schema_seen
+
+    def _schema1_reserved(self, alias_id: str) -> bool:
+        """An id schema 1 reserved that the migration has not folded in yet: folded in now, as
+        the migration does (into the bit set, then its key deleted)."""
+        old = keys.schema1_key(alias_id, "id")
+        [reserved] = self.runner.send(("EXISTS", old))
+        if reserved:
+            self.runner.send(self.retired.call(alias_id))
+            self.runner.send(("DEL", old))
+        return bool(reserved)
+
     def _create_custom(self, order: _Order, local_part: str | None) -> Alias:
         """At a custom domain: the chosen local part, or random ones at the domain's own length
-        until one is free. The ``ta:ends`` entry follows once the alias exists: a refused
-        creation must not leave its expiry for a later alias of that id."""
+        until one is free."""
         domain = order.domain
         if local_part is not None:
             alias_id = normalise_id(f"{local_part}@{domain}")
@@ -611,11 +653,10 @@ class AliasStore:
                                           [length, self.id_length]))
 
     def _store_custom(self, order: _Order, alias_id: str) -> Alias | None:
-        alias, call = order.call(alias_id, self.clock)
+        alias, call = order.call(alias_id, self.clock, self.retired)
         if not self.runner.call(call.script, call.keys, call.args, subject=alias_id,
                                 durable=True):
             return None
-        self.runner.send(("ZADD", keys.ends_key(alias_id), alias.expires_ms, alias_id))
         return alias
 
     # --- reading and revoking, for the alias's owner
@@ -639,7 +680,6 @@ class AliasStore:
             raise AliasNotFound(alias_id)
         ending, local = _ending(normal)
         self.runner.call(REVOKE_ALIAS, ending, [offered, *local], subject=alias_id)
-        self.runner.send(("ZREM", keys.ends_key(normal), normal))
 
     @operation
     def lookup(self, alias_id: str) -> Alias:
@@ -728,7 +768,6 @@ class AliasStore:
             log.warning("use of %s counted, but no replica acknowledged it in time", alias_id)
             [result] = exc.replies
         if result[0] == "erased":
-            self.runner.send(("ZREM", keys.ends_key(alias_id), alias_id))
             return 0
         if result[0] == "counted":
             left = int(result[1])
@@ -787,35 +826,36 @@ class AliasStore:
     # --- upkeep
 
     def purge(self, batch: int = 1000) -> int:
-        """Erase every alias whose time is up; returns how many. Cost: the number that ended.
+        """Erase every alias at a custom domain whose time is up; returns how many. Cost: the
+        number that ended, and one look per custom domain.
 
-        Redis key expiry already hides and reclaims them; this bounds how long their bytes
-        may linger in memory (Redis reclaims expired keys lazily and by sampling). It walks every
-        shard of ``ta:ends``; each batch, of one shard, is one operation with its own budget, so
-        a long backlog is not cut off by the deadline.
+        An alias at the operator's domains needs none: its keys expire with it, and Redis takes
+        them back by itself. A custom domain's aliases are listed with their ends in the
+        domain's ``:aliases`` (its slot), which must lose them too: ``purge`` walks every domain
+        of ``ta:domains``; each batch, of one domain, is one operation with its own budget, so a
+        long backlog is not cut off by the deadline.
         """
         removed = 0
-        for ends in keys.ENDS_KEYS:
-            while True:
-                erased = self._purge_batch(ends, batch)
-                if not erased:
-                    break
+        for domain in self._domains():
+            while erased := self._purge_batch(domain, batch):
                 removed += erased
         return removed
 
     @operation
-    def _purge_batch(self, ends: str, batch: int) -> int:
-        [ended] = self.runner.send(Call(DUE, [ends], [clock_arg(self.clock), batch]))
+    def _domains(self) -> list[str]:
+        [found] = self.runner.send(("ZRANGE", keys.DOMAINS_KEY, 0, -1))
+        return found
+
+    @operation
+    def _purge_batch(self, domain: str, batch: int) -> int:
+        listed = keys.domain_aliases_key(domain)
+        [ended] = self.runner.send(Call(DUE, [listed], [clock_arg(self.clock), batch]))
         if not ended:
             return 0
-        erase: list[tuple] = []
-        for alias_id in ended:
-            erase.append(("UNLINK", keys.alias_key(alias_id), keys.held_key(alias_id),
-                          keys.revs_key(alias_id)))
-            local, domain = keys.split_id(alias_id)
-            if domain is not None:
-                erase.append(("ZREM", keys.domain_aliases_key(domain), local))
-        self.runner.send(*erase, ("ZREM", ends, *ended))
+        gone = [f"{local}@{domain}" for local in ended]
+        self.runner.send(*(("UNLINK", keys.alias_key(alias_id), keys.held_key(alias_id),
+                            keys.revs_key(alias_id)) for alias_id in gone),
+                         ("ZREM", listed, *ended))
         return len(ended)
 
     @operation

@@ -7,8 +7,8 @@ others, in one script. An active domain is checked again on a schedule (``ta:dom
 gone suspend it, records back restore it, and a domain suspended for the whole grace period is
 erased with every alias it ever had (their ids too: the domain's next owner starts afresh). Every
 key of one domain, its aliases' included, shares the hash tag ``{DOMAIN}``, so each script here
-touches one Redis Cluster slot; only the service-wide schedules (``ta:domains``, the shards of
-``ta:ends``) are kept by separate commands. A script that reaches keys it found in a set (the
+touches one Redis Cluster slot; only the service-wide schedule (``ta:domains``) is kept by
+separate commands. A script that reaches keys it found in a set (the
 registrations to erase, the aliases of an erased domain) builds them from the templates
 ``keys.py`` spells.
 
@@ -155,8 +155,7 @@ return {'still-suspended', since}
 # ARGV[2]   - prefix and ARGV[3] suffix of a registration's key around its TOKENHASH
 # ARGV[4..] - prefix and suffix, in pairs, of each key of an alias around its local part
 # returns {1 when anything of the domain was there, else 0; how many aliases were live (or ended
-#         but not yet purged); the local parts of its life, for the caller to take them out of
-#         the shards of ta:ends}; error DOMAIN-UNKNOWN when a token was offered and the domain
+#         but not yet purged)}; error DOMAIN-UNKNOWN when a token was offered and the domain
 #         is neither active nor suspended with it (nothing is erased then)
 ERASE_DOMAIN = Script(UNLINK_LUA + """
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
@@ -182,7 +181,7 @@ for _, loc in ipairs(locals) do
     end
 end
 unlink_all(gone)
-return {math.min(found, 1), live, locals}
+return {math.min(found, 1), live}
 """)
 
 # KEYS[1] - a registration (ta:dom:{DOMAIN}:pending:TOKENHASH)
@@ -390,8 +389,8 @@ class DomainStore:
         """Erase ``domain``: its record, every registration of it, every alias it ever had with
         all their keys (ids too: its next owner starts afresh), its buckets named in ``limits``
         (each alias's, ``keys.alias_limit_key``, and the domain's own, ``keys.limit_key(domain,
-        NAME)``; buckets of other names lapse by themselves), and its entries in ``ta:domains``
-        and the shards of ``ta:ends``. Returns how many aliases were live. ``token_hash``: the
+        NAME)``; buckets of other names lapse by themselves), and its entry in ``ta:domains``.
+        Returns how many aliases were live. ``token_hash``: the
         owner's, who may erase only an active or suspended domain that is theirs; None: the
         operator and the janitor. DomainNotFound when nothing of the domain was there, or not with that token.
 
@@ -399,7 +398,7 @@ class DomainStore:
         delivery, creation or verification sees it half erased."""
         names = tuple(limits)
         pending_prefix, pending_suffix = keys.pending_template(domain)
-        found, live, locals_ = self.runner.call(
+        found, live = self.runner.call(
             ERASE_DOMAIN,
             [keys.domain_key(domain), keys.registrations_key(domain),
              keys.domain_aliases_key(domain), keys.domain_ids_key(domain),
@@ -407,11 +406,7 @@ class DomainStore:
             ["" if token_hash is None else token_hash, pending_prefix, pending_suffix,
              *keys.alias_key_templates(domain, names)],
             subject=domain)
-        ended = [f"{local}@{domain}" for local in locals_]
-        self.runner.send(("ZREM", keys.DOMAINS_KEY, domain),
-                         *(("ZREM", ends, *shard[i:i + 1000])
-                           for ends, shard in keys.ends_by_shard(ended).items()
-                           for i in range(0, len(shard), 1000)))
+        self.runner.send(("ZREM", keys.DOMAINS_KEY, domain))
         if not found:
             raise DomainNotFound(domain)
         return int(live)

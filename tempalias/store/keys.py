@@ -2,15 +2,20 @@
 
 Every key of one alias shares its hash tag, so each script that works on an alias touches one
 Redis Cluster slot. An alias at one of the operator's domains has an id like ``k3x9qa`` and the
-tag ``{k3x9qa}``; an alias at a custom domain has the id ``local@DOMAIN`` and the tag ``{DOMAIN}``,
-shared with every key of that domain, so one script can erase a domain with all its aliases.
-Below, ``{id}`` stands for ``{k3x9qa}:`` or ``{DOMAIN}local:`` (DOMAIN: the A-label, lower case):
+tag of its shard, ``{s:N}`` (``N = alias_shard(id)`` < ``ALIAS_SHARDS``, 128), shared with that
+shard of the retired-id bit set, so that one script takes a new id for good and stores its alias
+(one round trip, one slot); the 128 tags are 128 slots spread over the slot range. An alias at a
+custom domain has the id ``local@DOMAIN`` and the tag ``{DOMAIN}``, shared with every key of that
+domain, so one script can erase a domain with all its aliases. Below, ``{id}`` stands for
+``{s:N}k3x9qa:`` or ``{DOMAIN}local:`` (DOMAIN: the A-label, lower case):
 
 - ``ta:{id}id``      at a custom domain, the id's reservation, ``SET NX`` once and kept until the
                      domain is erased (its next owner starts afresh), in the domain's ``:ids``
                      set. An id at the operator's domains has none: the retired-id bit set
                      remembers it for good (``ta:retired:...`` below); schema 1 gave it one,
-                     which ``store/migration.py`` folds into the bit set and deletes.
+                     ``ta:{k3x9qa}:id``, which ``store/migration.py`` folds into the bit set and
+                     deletes (and moves schema 1's ``ta:{k3x9qa}:alias``, ``:held`` and ``:revs``
+                     under the shard's tag).
 - ``ta:{id}alias``   hash, the alias, its fields one letter each (``ALIAS_FIELDS``), as the hash is
                      most of a live alias's bytes: ``t`` target, ``h`` its management token's
                      hash (base64url of the first 128 bits of its SHA-256, 22 characters), ``c``
@@ -20,7 +25,9 @@ Below, ``{id}`` stands for ``{k3x9qa}:`` or ``{DOMAIN}local:`` (DOMAIN: the A-la
                      made before several domains, which answer at every configured domain), and
                      ``r`` (``1``) when its owner may reply through it. Its end is the key's own
                      expiry (PEXPIREAT, read back by PEXPIRETIME), kept nowhere else, so Redis
-                     erases the alias by itself when its time is up. Schema 1 spelled the fields
+                     erases the alias by itself when its time is up (an expired key is gone for
+                     every command at once; its memory is taken back by Redis's expiry cycle),
+                     and no index of ends is kept for aliases at the operator's domains. Schema 1 spelled the fields
                      out (``target``, ``token`` as SHA-256 hex, ``expires``...): the migration
                      rewrites such a hash.
 - ``ta:{id}held``    sorted set of in-flight delivery reservations, scored by the moment they
@@ -54,28 +61,23 @@ A custom domain (tag ``{DOMAIN}``, shared with its aliases above):
 
 Keys of the whole service:
 
-- ``ta:ends:{end:N}`` sorted set id -> expiry (ms), ``N`` < ``ENDS_SHARDS`` (16): lets ``purge``
-                     reach exactly the aliases whose time is up, at a cost proportional to their
-                     number (no KEYS, no SCAN). Every creation, revocation, last use and purge
-                     writes one of them, so a single key would be one hot Redis Cluster slot: an
-                     id's entry is in shard ``crc32(id) % 16``, and the tags ``{end:0}`` ..
-                     ``{end:15}`` are 16 slots spread over the slot range (5, 6 and 5 of them on
-                     each of three primaries that split it evenly). Schema 1 had one ``ta:ends``
-                     (``OLD_ENDS_KEY``); ``store/migration.py`` moves its members here.
-- ``ta:retired:{retired:N}`` and ``ta:retired:{retired:N}:bits``, ``N`` < ``RETIRED_SHARDS``
-                     (16): every id ever handed out at the operator's domains, in a Bloom-style
-                     bit set (``retired.py``): a hash of the shard's layers (``layers``: each
-                     layer's offset, bits, positions and ids, ``offset,m,k,n;`` oldest first;
-                     ``count``: the ids in the newest) and the one bitmap that holds them all.
-                     The tags ``{retired:0}`` .. ``{retired:15}`` are 16 slots spread as those
-                     of ``ta:ends`` are (5, 5 and 6 of them on three primaries).
+- ``ta:retired:{s:N}`` and ``ta:retired:{s:N}:bits``, ``N`` < ``ALIAS_SHARDS``: every id ever
+                     handed out at the operator's domains, in a Bloom-style bit set
+                     (``retired.py``), sharded as the aliases are: a hash of the shard's layers
+                     (``layers``: each layer's offset, bits, positions and ids, ``offset,m,k,n;``
+                     oldest first; ``count``: the ids in the newest) and the one bitmap that
+                     holds them all.
 - ``ta:schema``      the version of this schema the keys are in (``2``), written when
                      ``store/migration.py`` has moved everything of schema 1 over.
 - ``ta:idlen``       the current id length; it only grows. One key: it is read once per process
                      and again only on a crowded length, and written a few times in the life of
                      the service, so its slot is never hot.
 - ``ta:domains``     sorted set DOMAIN -> the next check of its DNS records (ms), for the janitor
-                     alone (one look per process and interval), so one key is enough.
+                     alone (one look per process and interval), so one key is enough. ``purge``
+                     walks it too: a custom domain's ``:aliases`` (local part -> end) says which
+                     of its aliases have ended, their keys erased with their entries there.
+- ``ta:ends``        schema 1's sorted set of every alias's end; schema 2 keeps none
+                     (``OLD_ENDS_KEY``: the migration drops it).
 - ``ta:srs:{hash}``  how many delivery reports an SRS return address carried; expires with it.
 - ``ta:rl:{SUBJECT}:NAME`` a rate-limit bucket: SUBJECT is what is limited (``ip:192.0.2.7``,
                      ``net:2001:db8:1:2::/64``, ``to:<sha256 of the target>``, a custom domain, or
@@ -86,8 +88,7 @@ Keys of the whole service:
 
 from __future__ import annotations
 
-import zlib
-from typing import Iterable
+import hashlib
 
 # The fields of an alias hash (``alias_key``), by what each holds; schema 1 spelled them out as
 # these names (and kept ``expires`` too, which is the key's expiry now).
@@ -96,7 +97,7 @@ ALIAS_FIELDS = {"target": "t", "token": "h", "created": "c", "delivered": "d", "
 
 IDLEN_KEY = "ta:idlen"
 DOMAINS_KEY = "ta:domains"
-ENDS_SHARDS = 16
+ALIAS_SHARDS = 128
 LEASES = "open"  # the limit name of a subject's open connections (its lease set)
 _MARK = "\x00"  # stands for a local part in ``alias_key_templates`` (never in a key)
 
@@ -107,11 +108,29 @@ def split_id(alias_id: str) -> tuple[str, str | None]:
     return (local, domain) if at else (alias_id, None)
 
 
+def id_digest(alias_id: str) -> bytes:
+    """12 bytes of BLAKE2b of an id at the operator's domains: the first four pick its shard
+    (``alias_shard``), the rest the bit set's positions (``retired.py``). The same in every
+    process and release, unlike Python's ``hash``."""
+    return hashlib.blake2b(alias_id.encode("utf-8"), digest_size=12,
+                           person=b"tempalias-retire").digest()
+
+
+def alias_shard(alias_id: str) -> int:
+    return int.from_bytes(id_digest(alias_id)[0:4], "big") % ALIAS_SHARDS
+
+
+def _shard_tag(shard: int) -> str:
+    return f"{{s:{shard}}}"
+
+
 def _alias_base(alias_id: str) -> str:
-    """What every key of one alias starts with after its prefix: its hash tag, and its local part
-    when the tag is its custom domain's."""
+    """What every key of one alias starts with after its prefix: its hash tag (its shard's, or
+    its custom domain's) and its local part."""
     local, domain = split_id(alias_id)
-    return f"{{{alias_id}}}:" if domain is None else f"{{{domain}}}{local}:"
+    if domain is None:
+        return f"{_shard_tag(alias_shard(alias_id))}{alias_id}:"
+    return f"{{{domain}}}{local}:"
 
 
 def id_key(alias_id: str) -> str:
@@ -136,33 +155,17 @@ def alias_pattern(alias_id: str) -> str:
     return glob + "*"
 
 
-def ends_key(alias_id: str) -> str:
-    """The shard of ``ta:ends`` that holds the alias's expiry: a stable hash of its id (crc32,
-    the same in every process and release, unlike Python's ``hash``)."""
-    return _ends_shard(zlib.crc32(alias_id.encode("utf-8")) % ENDS_SHARDS)
+OLD_ENDS_KEY = "ta:ends"  # schema 1's one sorted set of ends, dropped by store/migration.py
 
 
-def _ends_shard(shard: int) -> str:
-    return f"ta:ends:{{end:{shard}}}"
-
-
-ENDS_KEYS = tuple(_ends_shard(shard) for shard in range(ENDS_SHARDS))  # every shard, for purge
-OLD_ENDS_KEY = "ta:ends"  # schema 1's one sorted set, emptied by store/migration.py
-
-
-def ends_by_shard(alias_ids: Iterable[str]) -> dict[str, list[str]]:
-    """``alias_ids`` grouped by the shard of ``ta:ends`` each is in: one ZADD or ZREM per shard."""
-    shards: dict[str, list[str]] = {}
-    for alias_id in alias_ids:
-        shards.setdefault(ends_key(alias_id), []).append(alias_id)
-    return shards
-
-
-RETIRED_SHARDS = 16
+def schema1_key(alias_id: str, name: str) -> str:
+    """A key schema 1 kept for an alias at the operator's domains (``id``, ``alias``, ``held``,
+    ``revs``): ``ta:{k3x9qa}:NAME``, for the migration alone."""
+    return f"ta:{{{alias_id}}}:{name}"
 
 
 def retired_layers_key(shard: int) -> str:
-    return f"ta:retired:{{retired:{shard}}}"
+    return f"ta:retired:{_shard_tag(shard)}"
 
 
 def retired_bits_key(shard: int) -> str:
@@ -170,6 +173,7 @@ def retired_bits_key(shard: int) -> str:
 
 
 SCHEMA_KEY = "ta:schema"
+SCHEMA = 2  # the version of this schema, which store/migration.py brings older keys to
 
 
 def report_key(return_hash: str) -> str:

@@ -2,21 +2,26 @@
 
 Schema 1 kept a reservation key for each id at the operator's domains forever (``ta:{id}:id``),
 spelled out an alias hash's fields (``target``, ``token`` as SHA-256 hex, ``expires``...) and
-kept every alias's end in one ``ta:ends``. Schema 2 (``keys.py``) remembers ids in the retired-id
-bit set (``retired.py``), keeps an alias in one-letter fields with its end as the key's own
-expiry, and shards ``ta:ends``. ``Migration.run``:
+kept every alias's end in one ``ta:ends``; an alias's keys had the id as their hash tag. Schema 2
+(``keys.py``) remembers ids in the retired-id bit set (``retired.py``), keeps an alias in
+one-letter fields with its end as the key's own expiry and nowhere else, under the hash tag of
+its id's shard. ``Migration.run``:
 
 1. folds every reservation of an id at the operator's domains into the bit set, then deletes
    it (a custom domain's ``ta:{DOMAIN}local:id`` stays: its domain's erasure reaches it);
 2. rewrites every alias hash in schema 1's field names, one script per alias (one slot), its
-   token's hash shortened to what ``alias_token_hash`` makes of the same token, its expiry kept;
-3. moves the members of ``ta:ends`` into their shards;
+   token's hash shortened to what ``alias_token_hash`` makes of the same token, its expiry kept,
+   and moves an operator's alias's keys (``alias``, ``held``, ``revs``) under its shard's tag
+   (RENAME keeps their expiry; schema 1 ran on one Redis only, where keys of two slots may be
+   renamed into each other);
+3. drops ``ta:ends``: an alias at the operator's domains expires by itself, one at a custom
+   domain is listed with its end in its domain's ``:aliases``, which purge walks;
 
 then writes ``ta:schema`` (``keys.SCHEMA_KEY``) = 2, so that the next start finds nothing to do.
 
 Each step can stop half way, run again, or run on several nodes at once, and loses nothing: a
 reservation is deleted only once the bit set holds its id; an alias is rewritten by one script
-that checks it is still in the old form; a member leaves ``ta:ends`` only once its shard has it.
+that checks it is still in the old form, and moved only once it is in the new one.
 Keys are found by SCAN (``scan_iter``, which in a cluster walks every primary), a thousand at a
 time, each batch one operation within the store's budget.
 
@@ -37,11 +42,11 @@ from tempalias.store.aliases import AliasStore, token_hash_of_hex
 from tempalias.store.errors import StoreUnavailable
 from tempalias.store.runner import Call, Script, operation
 
-SCHEMA = 2
+SCHEMA = keys.SCHEMA
 BATCH = 1000
 # schema 1's keys at the operator's domains; a custom domain's (ta:{DOMAIN}local:...) never match
 _OLD_RESERVATION = re.compile(r"ta:\{([a-z0-9]{1,64})\}:id")
-_OPERATORS_ALIAS = re.compile(r"ta:\{[a-z0-9]{1,64}\}:alias")
+_OPERATORS_ALIAS = re.compile(r"ta:\{([a-z0-9]{1,64})\}:alias")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 # KEYS[1]   - an alias hash (ta:{id}alias)
@@ -101,12 +106,12 @@ class Migrated:
 
     folded: int  # reservations of ids folded into the bit set, and deleted
     compacted: int  # alias hashes rewritten in one-letter fields
-    moved: int  # members of ta:ends moved into its shards
+    moved: int  # aliases at the operator's domains moved under their shard's tag
 
     def __str__(self) -> str:
         return (f"folded {self.folded} id reservations into the retired-id bit set, "
-                f"compacted {self.compacted} alias hashes, moved {self.moved} ta:ends entries "
-                f"into its shards; schema {SCHEMA}")
+                f"compacted {self.compacted} alias hashes, moved {self.moved} aliases under "
+                f"their shards' tags, dropped ta:ends; schema {SCHEMA}")
 
 
 def _batches(found: Iterator[str]) -> Iterator[list[str]]:
@@ -142,9 +147,8 @@ class Migration:
         """Every step, whatever ``ta:schema`` says, then ``ta:schema`` = 2."""
         folded = sum(self._fold(batch) for batch in self._found("ta:{*}:id", "string"))
         compacted = sum(self._compact(batch) for batch in self._found("ta:{*alias", "hash"))
-        moved = 0
-        while moved_now := self._move():
-            moved += moved_now
+        moved = sum(self._move(batch) for batch in self._found("ta:{*}:alias", "hash"))
+        self._drop_ends()
         self._mark()
         return Migrated(folded, compacted, moved)
 
@@ -177,16 +181,31 @@ class Migration:
         return sum(self.runner.send(*calls)) if calls else 0
 
     @operation
-    def _move(self) -> int:
-        [flat] = self.runner.send(("ZRANGE", keys.OLD_ENDS_KEY, 0, BATCH - 1, "WITHSCORES"))
-        if not flat:
+    def _move(self, found: list[str]) -> int:
+        """Schema 1's keys of an operator's alias, its hash compacted, under its shard's tag.
+        RENAME keeps a key's expiry; one another node moved meanwhile is no longer there, which
+        is no failure (redis-py's pipeline, which hands each reply back, error or not)."""
+        ids = [match.group(1) for key in found if (match := _OPERATORS_ALIAS.fullmatch(key))]
+        compact = self.runner.send(*(("HEXISTS", keys.schema1_key(alias_id, "alias"), "h")
+                                     for alias_id in ids)) if ids else []
+        ready = [alias_id for alias_id, done in zip(ids, compact) if done]
+        if not ready:
             return 0
-        ends = dict(zip(flat[::2], flat[1::2]))
-        self.runner.send(*(
-            ("ZADD", shard, *(part for alias_id in ids for part in (ends[alias_id], alias_id)))
-            for shard, ids in keys.ends_by_shard(ends).items()))
-        self.runner.send(("ZREM", keys.OLD_ENDS_KEY, *ends))
-        return len(ends)
+        pipe = self.redis.pipeline(transaction=False)
+        for alias_id in ready:
+            pipe.rename(keys.schema1_key(alias_id, "alias"), keys.alias_key(alias_id))
+            for name, new in (("held", keys.held_key), ("revs", keys.revs_key)):
+                pipe.rename(keys.schema1_key(alias_id, name), new(alias_id))
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError) and "no such key" not in str(
+                    reply):
+                raise reply
+        return sum(reply is True for reply in replies[::3])
+
+    @operation
+    def _drop_ends(self) -> None:
+        self.runner.send(("UNLINK", keys.OLD_ENDS_KEY))
 
     @operation
     def _mark(self) -> None:

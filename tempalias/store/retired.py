@@ -8,9 +8,11 @@ never says no for an id that was taken (no false negatives: bits are only ever s
 for one that was not with a chosen probability, which costs no more than another draw. At 1%
 that is -ln(0.01) / ln(2)² = 9.6 bits, 1.2 bytes, per id.
 
-- Shards: ``keys.RETIRED_SHARDS`` (16), an id's shard picked by a hash of it. A shard is a hash
-  of its layers (``keys.retired_layers_key``) and one bitmap (``keys.retired_bits_key``) with the
-  same hash tag, so TAKE_ID touches one Redis Cluster slot, and the shards spread over the nodes.
+- Shards: ``keys.ALIAS_SHARDS`` (128), an id's shard picked by a hash of it
+  (``keys.alias_shard``). A shard is a hash of its layers (``keys.retired_layers_key``) and one
+  bitmap (``keys.retired_bits_key``) under the hash tag of the shard's aliases, so that one
+  script (``aliases.CREATE_ALIAS``, with ``TAKE_ID_LUA``) takes an id and stores its alias in one
+  Redis Cluster slot, and the shards spread over the nodes.
 - Layers (a scalable Bloom filter, as Almeida et al. 2007, with layers of one size): a layer is
   sized when it opens, from the settings of that moment (``TEMPALIAS_RETIRED_IDS_PER_LAYER``
   ids over all shards, ``TEMPALIAS_RETIRED_IDS_ERROR``): m = ceil(-n ln p / ln(2)²) bits and
@@ -22,15 +24,14 @@ that is -ln(0.01) / ln(2)² = 9.6 bits, 1.2 bytes, per id.
 - Positions: BLAKE2b of the id gives the shard and two 32-bit numbers h1, h2; TAKE_ID reads bit
   (h1 + i h2) mod m of a layer for i < k (double hashing, Kirsch and Mitzenmacher 2006). Lua's
   numbers are doubles: everything stays below 2^53 (h1 + i h2 < 2^38, offsets < 2^32).
-- TAKE_ID tests and sets in one script per shard: of two creators of one id, one alone is told
-  it is new. An id it took whose alias then could not be stored is simply burnt.
+- ``take_id`` tests and sets in one script per shard: of two creators of one id, one alone is
+  told it is new. An id it took whose alias then could not be stored is simply burnt.
 
 Custom domains keep their own reservations (``ta:{DOMAIN}local:id``), erased with the domain.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -41,11 +42,12 @@ from tempalias.store.runner import Call, Script, ScriptRunner, operation
 DEFAULT_IDS_PER_LAYER = 1_000_000
 DEFAULT_ERROR = 0.01
 
-# KEYS[1] - the shard's layers (ta:retired:{retired:N}): 'layers', each "offset,m,k,n;" oldest
-#           first (bits, ids); 'count', the ids in the newest layer
-# KEYS[2] - the shard's bitmap (ta:retired:{retired:N}:bits), every layer at its offset
-# ARGV[1] - h1 and ARGV[2] - h2: the id's two hashes, below 2^32
-# ARGV[3] - m, ARGV[4] - k and ARGV[5] - n of a layer opened now (the settings' shape)
+# Lua of the scripts that take an id: take_id(layers, bits, h1, h2, m, k, n).
+# layers - the shard's layers (ta:retired:{s:N}): 'layers', each "offset,m,k,n;" oldest first
+#          (bits, ids); 'count', the ids in the newest layer
+# bits   - the shard's bitmap (ta:retired:{s:N}:bits), every layer at its offset
+# h1, h2 - the id's two hashes, below 2^32
+# m, k, n of a layer opened now (the settings' shape)
 # returns 1 when no layer may hold the id: its k bits are now set in the newest layer (opened
 #         when the newest was full) and counted; else, with nothing written, the chance that a
 #         refusal of an id never taken happens here, that any layer's k bits are set by others:
@@ -54,62 +56,72 @@ DEFAULT_ERROR = 0.01
 # A layer opened in a bitmap shorter than 1 MiB is written at its exact length (GET, SET): SETBIT
 # past the end would grow the string to twice what it needs (sds's greedy growth, up to
 # SDS_MAX_PREALLOC, 1 MiB), and a longer one by 1 MiB at most.
-TAKE_ID = Script("""
-local h1, h2 = tonumber(ARGV[1]), tonumber(ARGV[2])
-local meta = redis.call('HMGET', KEYS[1], 'layers', 'count')
-local layers = {}
-for offset, m, k, n in string.gmatch(meta[1] or '', '(%d+),(%d+),(%d+),(%d+);') do
-    table.insert(layers, {offset = tonumber(offset), m = tonumber(m), k = tonumber(k),
-                          n = tonumber(n), count = tonumber(n)})
-end
-local count = tonumber(meta[2] or '0')
-if #layers > 0 then
-    layers[#layers].count = count
-end
+TAKE_ID_LUA = """
+local function take_id(layers_key, bits_key, h1, h2, new_m, new_k, new_n)
+    h1, h2 = tonumber(h1), tonumber(h2)
+    local meta = redis.call('HMGET', layers_key, 'layers', 'count')
+    local layers = {}
+    for offset, m, k, n in string.gmatch(meta[1] or '', '(%d+),(%d+),(%d+),(%d+);') do
+        table.insert(layers, {offset = tonumber(offset), m = tonumber(m), k = tonumber(k),
+                              n = tonumber(n), count = tonumber(n)})
+    end
+    local count = tonumber(meta[2] or '0')
+    if #layers > 0 then
+        layers[#layers].count = count
+    end
 
-local function may_hold(layer)
-    for i = 0, layer.k - 1 do
-        if redis.call('GETBIT', KEYS[2], layer.offset + (h1 + i * h2) % layer.m) == 0 then
-            return false
+    local function may_hold(layer)
+        for i = 0, layer.k - 1 do
+            if redis.call('GETBIT', bits_key, layer.offset + (h1 + i * h2) % layer.m) == 0 then
+                return false
+            end
+        end
+        return true
+    end
+
+    for _, layer in ipairs(layers) do
+        if may_hold(layer) then
+            local rate = 0
+            for _, each in ipairs(layers) do
+                local here = (1 - math.exp(-each.k * each.count / each.m)) ^ each.k
+                rate = rate + here - rate * here  -- P(A or B), exact for tiny rates too
+            end
+            return string.format('%.6g', rate)
         end
     end
-    return true
-end
 
-for _, layer in ipairs(layers) do
-    if may_hold(layer) then
-        local rate = 0
-        for _, each in ipairs(layers) do
-            local here = (1 - math.exp(-each.k * each.count / each.m)) ^ each.k
-            rate = rate + here - rate * here  -- P(A or B), exact for tiny rates too
+    local newest = layers[#layers]
+    if not newest or count >= newest.n then
+        local offset = 0
+        if newest then
+            offset = newest.offset + newest.m
         end
-        return string.format('%.6g', rate)
+        newest = {offset = offset, m = tonumber(new_m), k = tonumber(new_k),
+                  n = tonumber(new_n)}
+        local bytes = math.ceil((offset + newest.m) / 8)
+        if bytes < 1048576 then
+            local bits = redis.call('GET', bits_key) or ''
+            redis.call('SET', bits_key, bits .. string.rep('\\0', bytes - #bits))
+        else
+            redis.call('SETBIT', bits_key, offset + newest.m - 1, 0)
+        end
+        redis.call('HSET', layers_key, 'layers', (meta[1] or '') .. table.concat(
+            {newest.offset, newest.m, newest.k, newest.n}, ',') .. ';')
+        count = 0
     end
+    for i = 0, newest.k - 1 do
+        redis.call('SETBIT', bits_key, newest.offset + (h1 + i * h2) % newest.m, 1)
+    end
+    redis.call('HSET', layers_key, 'count', count + 1)
+    return 1
 end
+"""
 
-local newest = layers[#layers]
-if not newest or count >= newest.n then
-    local offset = 0
-    if newest then
-        offset = newest.offset + newest.m
-    end
-    newest = {offset = offset, m = tonumber(ARGV[3]), k = tonumber(ARGV[4]), n = tonumber(ARGV[5])}
-    local bytes = math.ceil((offset + newest.m) / 8)
-    if bytes < 1048576 then
-        local bits = redis.call('GET', KEYS[2]) or ''
-        redis.call('SET', KEYS[2], bits .. string.rep('\\0', bytes - #bits))
-    else
-        redis.call('SETBIT', KEYS[2], offset + newest.m - 1, 0)
-    end
-    redis.call('HSET', KEYS[1], 'layers', (meta[1] or '') .. table.concat(
-        {newest.offset, newest.m, newest.k, newest.n}, ',') .. ';')
-    count = 0
-end
-for i = 0, newest.k - 1 do
-    redis.call('SETBIT', KEYS[2], newest.offset + (h1 + i * h2) % newest.m, 1)
-end
-redis.call('HSET', KEYS[1], 'count', count + 1)
-return 1
+# KEYS[1] - the shard's layers (ta:retired:{s:N}), KEYS[2] - its bitmap, as take_id's
+# ARGV[1..5] - h1, h2, m, k, n, as take_id's
+# returns take_id's answer: 1, or the shard's false-positive rate (the migration folds ids in)
+TAKE_ID = Script(TAKE_ID_LUA + """
+return take_id(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 """)
 
 
@@ -122,7 +134,7 @@ class LayerShape:
     positions: int
 
 
-def layer_shape(ids_per_layer: int, error: float, shards: int = keys.RETIRED_SHARDS) -> LayerShape:
+def layer_shape(ids_per_layer: int, error: float, shards: int = keys.ALIAS_SHARDS) -> LayerShape:
     """The shape of a layer opened with these settings: n = ids per shard, m = ceil(-n ln p /
     ln(2)²) bits, k = round(m / n ln 2) positions (at least one)."""
     if not 0 < error < 1:
@@ -152,18 +164,21 @@ class RetiredIds:
         self.error = error
         self.shape = layer_shape(ids_per_layer, error)
 
-    def call(self, alias_id: str) -> Call:
-        """The TAKE_ID call of ``alias_id``, to send alone or with others; ``outcome`` reads its
-        reply."""
-        digest = hashlib.blake2b(alias_id.encode("utf-8"), digest_size=12,
-                                 person=b"tempalias-retire").digest()
-        shard = int.from_bytes(digest[0:4], "big") % keys.RETIRED_SHARDS
+    def keys_and_args(self, alias_id: str) -> tuple[list[str], list[int]]:
+        """take_id's keys (the id's shard) and arguments (h1, h2, m, k, n) for ``alias_id``."""
+        digest = keys.id_digest(alias_id)
+        shard = keys.alias_shard(alias_id)
         first = int.from_bytes(digest[4:8], "big")
         # odd, so that a layer whose m is even still gets k distinct positions from most ids
         step = int.from_bytes(digest[8:12], "big") | 1
         shape = self.shape
-        return Call(TAKE_ID, [keys.retired_layers_key(shard), keys.retired_bits_key(shard)],
-                    [first, step, shape.bits, shape.positions, shape.ids])
+        return ([keys.retired_layers_key(shard), keys.retired_bits_key(shard)],
+                [first, step, shape.bits, shape.positions, shape.ids])
+
+    def call(self, alias_id: str) -> Call:
+        """The TAKE_ID call of ``alias_id``, to send alone or with others; ``outcome`` reads its
+        reply."""
+        return Call(TAKE_ID, *self.keys_and_args(alias_id))
 
     @staticmethod
     def outcome(reply: object) -> Take:
