@@ -163,12 +163,12 @@ def test_body_that_is_not_an_object_is_422(service, body):
     ({"target": "a@example.org", "replies": None}, "replies"),
     ({"target": "a@example.org", "replies": [True]}, "replies"),
 ])
-def test_invalid_field_is_422_naming_it_and_creates_nothing(service, ends_count, fields, field):
-    before = ends_count()
+def test_invalid_field_is_422_naming_it_and_creates_nothing(service, ids_taken, fields, field):
+    before = ids_taken()
     answer = create(service, **fields) if fields else requests.post(
         f"{service.http_url}/api/v1/aliases", data=b"{}", headers=JSON, timeout=10)
     assert_json_error(answer, 422, "invalid-field", field)
-    assert ends_count() == before
+    assert ids_taken() == before
 
 
 def test_an_alias_that_takes_replies_says_so_in_its_answer_and_to_its_owner(service, store):
@@ -206,12 +206,12 @@ def test_a_target_domain_keeps_its_sharp_s_by_idna_2008(service):
 
 
 @pytest.mark.parametrize("target", ["a@i❤.example", "a@ab\u0627.example", "a@a\u200db.example"])
-def test_a_domain_idna_2008_refuses_is_an_invalid_field_saying_so(service, ends_count, target):
+def test_a_domain_idna_2008_refuses_is_an_invalid_field_saying_so(service, ids_taken, target):
     """A symbol, a left-to-right label with an Arabic letter (bidi), a joiner out of context."""
-    before = ends_count()
+    before = ids_taken()
     body = assert_json_error(create(service, target=target), 422, "invalid-field", "target")
     assert "IDNA 2008" in body["description"]
-    assert ends_count() == before
+    assert ids_taken() == before
 
 
 def test_oversized_body_is_413_without_reading_it(service):

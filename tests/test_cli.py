@@ -68,7 +68,13 @@ def test_create_refuses_invalid_input_with_one_line(admin_env):
 
 def test_purge_reports_what_it_removed(admin_env, store):
     store.purge()
-    ended = store.create("a@example.org", 1, None)
+    domain = f"purge{secrets.token_hex(4)}.example.org"
+    domains = DomainStore(store.redis, runner=store.runner)
+    now = int(time.time() * 1000)
+    domains.register(domain, hash_token("owner"), now)
+    domains.activate(domain, hash_token("owner"), "tempalias-verify=x", now)
+    ended = store.create("a@example.org", 1, None, domain=domain, custom=True)
+    wait_for(lambda: time.time() * 1000 > ended.alias.expires_ms, 5, "the alias to end")
     result = tempalias("purge", env=admin_env)
     assert result.returncode == 0
     assert re.match(r"purged \d+ ended alias", result.stdout)
@@ -83,8 +89,8 @@ def test_migrate_says_what_it_did_and_finds_nothing_the_second_time(own_redis,
     first = tempalias("migrate", env=env)
     assert first.returncode == 0, first.stderr
     assert first.stdout == ("tempalias migrate: folded 1 id reservations into the retired-id "
-                            "bit set, compacted 1 alias hashes, moved 1 ta:ends entries into "
-                            "its shards; schema 2\n")
+                            "bit set, compacted 1 alias hashes, moved 1 aliases under their "
+                            "shards' tags, dropped ta:ends; schema 2\n")
     again = tempalias("migrate", env=env)
     assert again.returncode == 0 and "folded 0 " in again.stdout and "moved 0 " in again.stdout
     assert own_redis.get(keys.SCHEMA_KEY) == "2"

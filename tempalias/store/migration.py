@@ -12,8 +12,7 @@ its id's shard. ``Migration.run``:
 2. rewrites every alias hash in schema 1's field names, one script per alias (one slot), its
    token's hash shortened to what ``alias_token_hash`` makes of the same token, its expiry kept,
    and moves an operator's alias's keys (``alias``, ``held``, ``revs``) under its shard's tag
-   (RENAME keeps their expiry; schema 1 ran on one Redis only, where keys of two slots may be
-   renamed into each other);
+   (DUMP and RESTORE with their expiry, then DEL: between two slots, as on a Cluster);
 3. drops ``ta:ends``: an alias at the operator's domains expires by itself, one at a custom
    domain is listed with its end in its domain's ``:aliases``, which purge walks;
 
@@ -182,26 +181,38 @@ class Migration:
 
     @operation
     def _move(self, found: list[str]) -> int:
-        """Schema 1's keys of an operator's alias, its hash compacted, under its shard's tag.
-        RENAME keeps a key's expiry; one another node moved meanwhile is no longer there, which
-        is no failure (redis-py's pipeline, which hands each reply back, error or not)."""
+        """Schema 1's keys of an operator's alias, its hash compacted, under its shard's tag:
+        DUMP, RESTORE at its new name with the same expiry, then DEL, which works between two
+        slots on a Cluster too (RENAME does not). A key another node moved meanwhile is gone
+        (nothing to dump) or already there (BUSYKEY): no failure. redis-py's pipelines hand
+        each reply back, error or not."""
         ids = [match.group(1) for key in found if (match := _OPERATORS_ALIAS.fullmatch(key))]
         compact = self.runner.send(*(("HEXISTS", keys.schema1_key(alias_id, "alias"), "h")
                                      for alias_id in ids)) if ids else []
-        ready = [alias_id for alias_id, done in zip(ids, compact) if done]
-        if not ready:
+        pairs = [(keys.schema1_key(alias_id, name), new(alias_id))
+                 for alias_id, done in zip(ids, compact) if done
+                 for name, new in (("alias", keys.alias_key), ("held", keys.held_key),
+                                   ("revs", keys.revs_key))]
+        if not pairs:
             return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for alias_id in ready:
-            pipe.rename(keys.schema1_key(alias_id, "alias"), keys.alias_key(alias_id))
-            for name, new in (("held", keys.held_key), ("revs", keys.revs_key)):
-                pipe.rename(keys.schema1_key(alias_id, name), new(alias_id))
-        replies = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, redis.exceptions.ResponseError) and "no such key" not in str(
-                    reply):
+        read = self.redis.pipeline(transaction=False)
+        for old, _ in pairs:
+            read.dump(old)
+            read.pexpiretime(old)
+        dumped = read.execute()
+        write = self.redis.pipeline(transaction=False)
+        moved = [(old, new) for (old, new), value in zip(pairs, dumped[::2]) if value is not None]
+        for (old, new), value, ends in zip(pairs, dumped[::2], dumped[1::2]):
+            if value is not None:
+                write.restore(new, max(0, ends), value, absttl=ends > 0)
+        restored = write.execute(raise_on_error=False) if moved else []
+        for reply in restored:
+            if isinstance(reply, redis.exceptions.ResponseError) and "BUSYKEY" not in str(reply):
                 raise reply
-        return sum(reply is True for reply in replies[::3])
+        if moved:
+            self.runner.send(*(("DEL", old) for old, _ in moved))
+        return sum(reply is True or reply == "OK" for (old, _), reply in zip(moved, restored)
+                   if old.endswith(":alias"))
 
     @operation
     def _drop_ends(self) -> None:
