@@ -298,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser(
         "migrate", help="bring Redis's keys to this version's schema (serve does it once)",
         description="fold an older tempalias's id reservations into the retired-id bit set, "
-                    "rewrite its alias hashes compactly and move its ta:ends into shards; "
-                    "idempotent, safe beside running nodes of this version; prints what it did")
+                    "rewrite its alias hashes compactly under their shards' tags and drop "
+                    "ta:ends; idempotent, safe beside running nodes of this version; prints what "
+                    "it did")
     migrate.set_defaults(run=cmd_migrate)
     domain = commands.add_parser(
         "domain", help="custom domains (operator view, no token needed)",

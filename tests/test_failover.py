@@ -12,6 +12,7 @@ serves again without a restart.
 from __future__ import annotations
 
 import re
+import smtplib
 import time
 from collections import Counter
 
@@ -167,3 +168,24 @@ def test_three_nodes_on_a_cluster_share_aliases_purge_and_survive_a_primary_dyin
 def _slot(key: str) -> int:
     from redis.crc import key_slot
     return key_slot(key.encode())
+
+
+def test_rate_limits_and_the_connection_cap_hold_across_nodes(service_factory, own_peer):
+    """Kept in Redis, not in a node: what one node has spent, the other refuses."""
+    env = {"TEMPALIAS_TRUSTED_NETWORKS": "", "TEMPALIAS_CREATE_RATE_PER_IP": "2/1h",
+           "TEMPALIAS_CREATE_DAILY_PER_IP": "0", "TEMPALIAS_CREATE_DAILY_PER_TARGET": "0",
+           "TEMPALIAS_SMTP_CONCURRENT_PER_IP": "1", "TEMPALIAS_RBL_ZONES": "",
+           "TEMPALIAS_SMARTHOST": own_peer().address}
+    first, second = service_factory(env=env), service_factory(env=env)
+    target = f"limits-{time.monotonic_ns()}@failover.example"
+    for node in (first, second):
+        assert requests.post(f"{node.http_url}/api/v1/aliases", timeout=10,
+                             json={"target": target}).status_code == 201
+    refused = requests.post(f"{first.http_url}/api/v1/aliases", timeout=10,
+                            json={"target": target})
+    assert refused.status_code == 429 and refused.headers.get("Retry-After")
+    with smtplib.SMTP("127.0.0.1", first.smtp_port, timeout=10) as held:
+        held.ehlo()
+        with pytest.raises(smtplib.SMTPConnectError) as greeting:
+            smtplib.SMTP("127.0.0.1", second.smtp_port, timeout=10)
+        assert greeting.value.smtp_code == 421

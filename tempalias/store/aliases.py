@@ -236,9 +236,9 @@ return {alias[1], alias[4] or '', alias[3] or ''}
 # ARGV[1] - the reservation id RESERVE_USE was given
 # ARGV[2] - the alias's local part at the custom domain (else unused)
 # returns {'counted', uses_left or -1 when unlimited} | {'erased', 0} when that was the last use
-#         (KEYS[1..3] are erased, and it leaves KEYS[4] too) | {'unknown'} when the alias ended while
-#         the message was under way | {'settled'} when the reservation is not held: counted
-#         before (a commit sent again after its answer was lost counts once) or lapsed
+#         (KEYS[1..3] are erased, and it leaves KEYS[4] too) | {'unknown'} when the alias ended
+#         while the message was under way | {'settled'} when the reservation is not held:
+#         counted before (a commit sent again after its answer was lost counts once) or lapsed
 COMMIT_USE = Script("""
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
     return {'settled'}
