@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -29,3 +30,42 @@ def test_every_cited_document_is_part_of_the_project():
             if not ((path.parent / cited).is_file() or (REPO / cited).is_file()):
                 missing.append(f"{path.relative_to(REPO)} cites {cited}")
     assert missing == []
+
+
+SHELL_BLOCK = re.compile(r"```sh\n(.*?)```", re.DOTALL)
+DOCUMENTS = ["README.md", *sorted(str(path.relative_to(REPO)) for path in (REPO / "docs").glob("*.md"))]
+
+
+def _shell_lines(document: str) -> list[str]:
+    """The commands of a document's ``sh`` blocks, continuation lines joined, comments dropped."""
+    text = (REPO / document).read_text(encoding="utf-8")
+    commands = []
+    for block in SHELL_BLOCK.findall(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def test_every_tempalias_command_in_the_docs_parses_as_written():
+    """Issue 16: the docs' commands cannot go stale: each ``tempalias ...`` line of a document's
+    ``sh`` blocks is one the command line still accepts, options and all."""
+    from tempalias.cli import build_parser
+
+    parser = build_parser()
+    seen = 0
+    for document in DOCUMENTS:
+        for line in _shell_lines(document):
+            words = shlex.split(line)
+            at = next((i for i, word in enumerate(words) if word.endswith("bin/tempalias")
+                       or word == "tempalias"), None)
+            if at is None:
+                continue
+            args = words[at + 1:]
+            try:
+                parser.parse_args(args)
+            except SystemExit as exc:
+                raise AssertionError(f"{document}: {line!r} does not parse") from exc
+            seen += 1
+    assert seen >= 8  # README's administration commands and the custom domains' ones at least
