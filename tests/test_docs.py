@@ -69,3 +69,15 @@ def test_every_tempalias_command_in_the_docs_parses_as_written():
                 raise AssertionError(f"{document}: {line!r} does not parse") from exc
             seen += 1
     assert seen >= 8  # README's administration commands and the custom domains' ones at least
+
+
+def test_every_setting_the_docs_name_exists():
+    """A setting renamed or removed in the code leaves no document naming the old one."""
+    from tempalias.config import SETTINGS, env_name
+
+    known = {env_name(setting) for setting in SETTINGS}
+    stale = {f"{document}: {name}" for document in DOCUMENTS
+             for name in re.findall(r"\bTEMPALIAS_[A-Z0-9_]*[A-Z0-9]\b",
+                                    (REPO / document).read_text(encoding="utf-8"))
+             if name not in known}
+    assert stale == set()
