@@ -1,14 +1,14 @@
 """The benchmark as pictures: PNG charts of a result (the content of the JSON ``python -m
 loadtest.bench`` writes), two per section that ran (http, smtp, cluster).
 
-- ``SECTION-throughput.png``: each case's median rate as a horizontal bar, the range of its runs
-  as a whisker, and written after it the ratio to each baseline of its panel: hello-world with as
-  many workers (http); the direct ceiling, the minimal relay with kept upstream connections and
-  Postfix in the same shape (smtp); the single redis-server (cluster). The report's tables hold
-  the same numbers; a chart shows at a glance how far each case is from what it is measured
-  against, which is what the targets are about.
-- ``SECTION-latency.png``: p50 and p99 of each case that measured them (wrk's for HTTP and for the
-  cluster's creation; the latency probe's single messages for SMTP).
+- ``STEM-SECTION-throughput.png``: each case's median rate as a horizontal bar, the range of its
+  runs as a whisker, and written after it the ratio to each baseline of its panel: hello-world
+  with as many workers (http); the direct ceiling, the minimal relay with kept upstream
+  connections and Postfix in the same shape (smtp); the single redis-server (cluster). The
+  report's tables hold the same numbers; a chart shows at a glance how far each case is from what
+  it is measured against, which is what the targets are about.
+- ``STEM-SECTION-latency.png``: p50 and p99 of each case that measured them (wrk's for HTTP and
+  for the cluster's creation; the latency probe's single messages for SMTP).
 
 A case the result lacks is not drawn, and no ratio to a baseline the result lacks is written: a
 run with ``--only`` or one that stopped half-way still gets charts of what it measured.
@@ -17,8 +17,8 @@ Drawn on matplotlib's Agg canvas directly (no display, no pyplot and its global 
 matplotlib is in setup.py's ``test`` extra, which ``make bench`` installs; the service never
 imports it.
 
-``python -m loadtest.bench.charts RESULT.json [OUTDIR]`` draws them from a JSON kept earlier,
-into OUTDIR (default: the JSON's directory), named after the JSON.
+STEM is the JSON's name without ``.json``. ``python -m loadtest.bench.charts RESULT.json [OUTDIR]``
+draws them from a JSON kept earlier, into OUTDIR (default: the JSON's directory).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from loadtest.bench.cases import (DIRECT, HELLO_WORLD, MINIRELAY_KEPT, POSTFIX, SINGLE_REDIS)
+from loadtest.bench.cases import DIRECT, HELLO_WORLD, MINIRELAY_KEPT, POSTFIX, SINGLE_REDIS
 from loadtest.bench.tools import WRK_CONNECTIONS
 
 UNITS = {"req_per_s": "requests/s", "msg_per_s": "messages/s"}
