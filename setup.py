@@ -37,6 +37,9 @@ setup(
             "dnslib>=0.9.24,<0.10",
             "requests>=2.31,<3",
             "locust>=2.40,<3",
+            # the benchmark's charts (loadtest/bench/charts.py, make bench) and their test; never
+            # imported by the service
+            "matplotlib>=3.8,<4",
             # tests/test_packaging.py builds the wheel offline, with bdist_wheel built in.
             "setuptools>=70.1",
         ],

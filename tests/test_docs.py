@@ -81,3 +81,19 @@ def test_every_setting_the_docs_name_exists():
                                     (REPO / document).read_text(encoding="utf-8"))
              if name not in known}
     assert stale == set()
+
+
+# A Markdown image, ![text](path), whose path is relative (not a URL)
+SHOWN_IMAGE = re.compile(r"!\[[^\]]*\]\((?![a-z]+:)([^)\s]+)\)")
+
+
+def test_every_image_a_document_shows_is_part_of_the_project():
+    """The README's charts are committed files (docs/images/); a renamed or unadded one would show
+    as a broken image only on the rendered page."""
+    documents = [path for path in project_files() if path.suffix == ".md"]
+    shown = [(path, image) for path in documents
+             for image in SHOWN_IMAGE.findall(path.read_text(encoding="utf-8"))]
+    assert any(image.endswith(".png") for _, image in shown)  # the pattern finds the README's
+    missing = [f"{path.relative_to(REPO)} shows {image}" for path, image in shown
+               if not (path.parent / image).is_file()]
+    assert missing == []

@@ -1,4 +1,5 @@
-"""``python -m loadtest.bench``: run the chosen sections, write the JSON, print the report."""
+"""``python -m loadtest.bench``: run the chosen sections, write the JSON, print the report, draw
+the charts beside the JSON."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench import report
+# charts imports matplotlib (setup.py's test extra): without it a run stops here, not at its end
+from loadtest.bench import charts, report
 from loadtest.bench.cases import (HTTP_WORKERS, capacity_run, cluster_run, erasure_runs,
                                   http_run, profile_missed, smtp_run)
 from loadtest.bench.targets import evaluate, to_profile
@@ -108,6 +110,8 @@ def main() -> int:
     save()
     print("\n".join(lines))
     print(f"written: {output}")
+    for path in charts.write_charts(result, output.parent, output.stem):
+        print(f"chart: {path}")
     return 0
 
 
