@@ -22,6 +22,7 @@ from tempalias.aliases import (  # noqa: E402
 from tempalias.domains import DomainNotFound, DomainService, DomainTaken  # noqa: E402
 from tempalias.config import Config, ConfigError, load_config  # noqa: E402
 from tempalias.embedded_redis import EmbeddedRedisError, RedisServer  # noqa: E402
+from tempalias import logformat  # noqa: E402
 from tempalias.store import AliasStore, Durability, connect  # noqa: E402
 from tempalias.store.migration import Migration  # noqa: E402
 
@@ -397,8 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tempalias: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level, stream=sys.stderr,
-                        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    logformat.configure(config.log_level, config.log_format)
     # What the format does not show is not gathered (the logging HOWTO's "Optimization"): the
     # caller's frame, thread and multiprocessing names cost a tenth of a request's CPU otherwise.
     logging._srcfile = None
