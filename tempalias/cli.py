@@ -324,6 +324,61 @@ def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"print {what} as one JSON object on stdout")
 
 
+def run_checks(config: Config) -> list:
+    """Every check of ``tempalias/checks.py`` on this configuration, in the order an operator
+    mends them: the store, the smarthost, the certificate, the block lists, each domain's records.
+    Only what cannot be checked (a DKIM key that does not load) stops the domains' part."""
+    from tempalias import checks, dnsrecords
+    from tempalias.dkimkeys import DkimKeyError, load_or_create_keys
+    from tempalias.resolver import make_resolver
+
+    results = [checks.Result(checks.OK, "the configuration parses")]
+    if config.redis_url is None:
+        embedded = _embedded_redis(config)
+        url = embedded.url if embedded.is_answering() else None
+    else:
+        url = config.redis_url
+    results += checks.redis_server(url, config.redis_timeout,
+                                   config.redis_password if config.redis_url else None)
+    results += checks.smarthost(config.section("smarthost"),
+                                config.banner_hostname or config.primary_domain)
+    results += checks.tls_certificate(config.tls_cert, config.tls_key)
+    results += checks.rbl_zones(config.rbl_zones,
+                                make_resolver(config.dns_servers, config.rbl_timeout),
+                                config.rbl_timeout)
+    try:
+        keys = load_or_create_keys(config.section("signing"), config.data_dir)
+    except DkimKeyError as exc:
+        return results + [checks.Result(checks.FAIL, f"DKIM key: {exc}",
+                                        "correct TEMPALIAS_DKIM_KEY")]
+    mx_host = config.mx_hostname or config.banner_hostname or config.primary_domain
+    for domain in config.domains:
+        if domain.endswith(".localhost"):  # RFC 6761: this machine's own; no zone to publish in
+            results.append(checks.Result(checks.OK, f"{domain}: local only, no DNS records"))
+            continue
+        results += checks.domain_records(
+            domain, dnsrecords.expected(domain, keys, mx_host),
+            make_resolver(config.dns_servers, config.dns_timeout))
+    return results
+
+
+def print_checks(results: list, as_json: bool) -> int:
+    """One line per check (or one JSON object); exit 1 on any FAIL, else 0."""
+    from tempalias import checks
+
+    failed = checks.failed(results)
+    if as_json:
+        _print_json({"ok": not failed, "checks": [result.as_json() for result in results]})
+    else:
+        for result in results:
+            print(result.line())
+    return 1 if failed else 0
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    return print_checks(run_checks(config), args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tempalias",
                                      description=_plain(__doc__.splitlines()[0]))
@@ -385,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
                              help="print the records without looking them up")
     _json_flag(dns_records, "the records and what DNS holds for each")
     dns_records.set_defaults(run=cmd_dns_records)
+    check = commands.add_parser(
+        "check", help="check the settings, Redis, the smarthost, TLS, block lists and DNS",
+        description="one line per check: OK, WARN (look at it) or FAIL (mail stops or aliases "
+                    "are lost), what was found and what to do. Exit 0 without a FAIL, 1 with one")
+    _json_flag(check, "the results")
+    check.set_defaults(run=cmd_check)
     return parser
 
 
@@ -396,6 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
+        if args.command == "check":  # the first check's result, not a refusal to check
+            from tempalias.checks import FAIL, Result
+
+            return print_checks([Result(FAIL, f"the configuration does not parse: {exc}",
+                                        "correct that setting")], args.json)
         print(f"tempalias: configuration error: {exc}", file=sys.stderr)
         return 2
     logformat.configure(config.log_level, config.log_format)
