@@ -12,7 +12,10 @@ tempalias starts:
   prints the DNS records each configured domain publishes (``tempalias dns-records --no-check
   DOMAIN``: MX, SPF, DKIM, DMARC) on the console and into PATH; with ``--motd-from PATH`` (the
   same unit's root step) puts them into /etc/motd, where the operator sees them at login.
-  Without network there, ``tempalias dns-records DOMAIN`` checks them later;
+  Without network there, ``tempalias dns-records DOMAIN`` checks them later; with ``--check``
+  (the same unit's last step, as the tempalias user with network) prints what ``tempalias
+  check`` finds on the console and exits 0 whatever it finds: a FAIL is for the operator to
+  read, not a reason to fail the boot;
 - reads the operator's settings, a ``[tempalias]`` INI section with the same keys as
   tempalias.ini (domains, smarthost, public_url, ...), from the first of these that exists:
     1. qemu's firmware config: ``-fw_cfg name=opt/tempalias/tempalias.ini,file=PATH``
@@ -256,6 +259,21 @@ def show_dns_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def check(args: argparse.Namespace) -> int:
+    """``tempalias check`` on the console; 0 whatever it finds (or if it cannot run)."""
+    try:
+        result = subprocess.run([args.check_with, "-m", "tempalias", "--config", args.config,
+                                 "check"], capture_output=True, text=True, timeout=300,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"tempalias-firstboot: tempalias check did not run: {exc}", flush=True)
+        return 0
+    verdict = "some FAIL: read what to do" if result.returncode else "no FAIL"
+    print(f"tempalias-firstboot: tempalias check ({verdict})\n{result.stdout.rstrip()}"
+          + (f"\n{result.stderr.rstrip()}" if result.stderr.strip() else ""), flush=True)
+    return 0
+
+
 def motd_from(args: argparse.Namespace) -> int:
     """The records ``show_dns_records`` wrote, in place of the motd's earlier block."""
     block = _read(args.motd_from) or ""
@@ -307,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead: make the DKIM key, print the DNS records, write them here")
     parser.add_argument("--motd-from", metavar="PATH",
                         help="instead: put the DNS records written by --dns-records into --motd")
+    parser.add_argument("--check", action="store_true",
+                        help="instead: print what tempalias check finds; exit 0 regardless")
     parser.add_argument("--motd", default="/etc/motd")
     return parser
 
@@ -318,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             return show_dns_records(args)
         if args.motd_from:
             return motd_from(args)
+        if args.check:
+            return check(args)
         return run(args)
     except FirstBootError as exc:
         print(f"tempalias-firstboot: {exc}", file=sys.stderr, flush=True)

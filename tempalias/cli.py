@@ -22,6 +22,7 @@ from tempalias.aliases import (  # noqa: E402
 from tempalias.domains import DomainNotFound, DomainService, DomainTaken  # noqa: E402
 from tempalias.config import Config, ConfigError, load_config  # noqa: E402
 from tempalias.embedded_redis import EmbeddedRedisError, RedisServer  # noqa: E402
+from tempalias import logformat  # noqa: E402
 from tempalias.store import AliasStore, Durability, connect  # noqa: E402
 from tempalias.store.migration import Migration  # noqa: E402
 
@@ -136,6 +137,20 @@ def cmd_domain(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_json(body: dict) -> None:
+    """``--json``: one object on one line of stdout, for a script to read."""
+    print(json.dumps(body, ensure_ascii=False))
+
+
+def _record_json(record, status=None) -> dict:
+    """A record as the REST API's domains show one (type, name, value), with why it is there and,
+    when it was looked up, what DNS holds."""
+    body = {"type": record.type, "name": record.name, "value": record.value, "why": record.why}
+    if status is not None:
+        body.update(state=status.state, found=list(status.found))
+    return body
+
+
 def cmd_dns_records(config: Config, args: argparse.Namespace) -> int:
     """The records of ``dnsrecords.expected`` as zone-file lines, each with what DNS holds: exit
     0 all present, 1 some missing or different, 2 bad input, 3 DNS did not answer."""
@@ -155,11 +170,17 @@ def cmd_dns_records(config: Config, args: argparse.Namespace) -> int:
     mx_host = config.mx_hostname or config.banner_hostname or config.primary_domain
     records = dnsrecords.expected(domain, keys, mx_host, spf_include)
     if args.no_check:
+        if args.json:
+            _print_json({"domain": domain, "records": [_record_json(r) for r in records]})
+            return 0
         for record in records:
             print(f"; {record.why}\n{dnsrecords.zone_text(record)}\n")
         return 0
     results = dnsrecords.check(records, make_resolver(config.dns_servers, config.dns_timeout))
-    for record, status in results:
+    if args.json:
+        _print_json({"domain": domain,
+                     "records": [_record_json(record, status) for record, status in results]})
+    for record, status in ([] if args.json else results):
         print(f"; [{status.state}] {record.why}")
         for found in status.found:
             print(f";   published instead: {found}")
@@ -167,6 +188,8 @@ def cmd_dns_records(config: Config, args: argparse.Namespace) -> int:
     states = {status.state for _, status in results}
     present = sum(status.state == dnsrecords.PRESENT for _, status in results)
     summary = f"{domain_to_unicode(domain)}: {present} of {len(results)} records present"
+    if args.json:  # the exit status says the rest; stdout stays one object
+        return 3 if dnsrecords.UNKNOWN in states else 0 if states == {dnsrecords.PRESENT} else 1
     if dnsrecords.UNKNOWN in states:
         print(f"{summary}; DNS did not answer for some, try again later", file=sys.stderr)
         return 3
@@ -244,6 +267,9 @@ def cmd_create(config: Config, args: argparse.Namespace) -> int:
         return 2
     with _aliases(config) as aliases:
         created = aliases.create(order.target, order.days, order.uses)
+    if args.json:  # the fields of POST /api/v1/aliases
+        _print_json({**created.view.summary(), "token": created.token})
+        return 0
     print(f"address: {created.view.address}")
     print(f"token:   {created.token}")
     print(f"expires: {iso_utc(created.view.alias.expires_ms)}")
@@ -254,6 +280,9 @@ def cmd_create(config: Config, args: argparse.Namespace) -> int:
 def cmd_show(config: Config, args: argparse.Namespace) -> int:
     with _aliases(config) as aliases:
         view = aliases.show_as_operator(args.id)
+    if args.json:  # the fields of GET /api/v1/aliases/{id}
+        _print_json({**view.summary(), "delivered": view.alias.delivered, "active": view.active})
+        return 0
     print(json.dumps({**view.summary(), "delivered": view.alias.delivered}, indent=2))
     return 0
 
@@ -272,8 +301,89 @@ def cmd_purge(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed distribution's version; from a checkout that was never installed (``make
+    run``, the tests), the package's own ``__version__``."""
+    from importlib import metadata
+
+    import tempalias
+
+    try:
+        return metadata.version("tempalias")
+    except metadata.PackageNotFoundError:
+        return tempalias.__version__
+
+
+def _plain(text: str) -> str:
+    """A docstring's line as help: without reStructuredText's ````literal```` quotes."""
+    return text.replace("``", "")
+
+
+def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help=f"print {what} as one JSON object on stdout")
+
+
+def run_checks(config: Config) -> list:
+    """Every check of ``tempalias/checks.py`` on this configuration, in the order an operator
+    mends them: the store, the smarthost, the certificate, the block lists, each domain's records.
+    Only what cannot be checked (a DKIM key that does not load) stops the domains' part."""
+    from tempalias import checks, dnsrecords
+    from tempalias.dkimkeys import DkimKeyError, load_or_create_keys
+    from tempalias.resolver import make_resolver
+
+    results = [checks.Result(checks.OK, "the configuration parses")]
+    if config.redis_url is None:
+        embedded = _embedded_redis(config)
+        url = embedded.url if embedded.is_answering() else None
+    else:
+        url = config.redis_url
+    results += checks.redis_server(url, config.redis_timeout,
+                                   config.redis_password if config.redis_url else None)
+    results += checks.smarthost(config.section("smarthost"),
+                                config.banner_hostname or config.primary_domain)
+    results += checks.tls_certificate(config.tls_cert, config.tls_key)
+    results += checks.rbl_zones(config.rbl_zones,
+                                make_resolver(config.dns_servers, config.rbl_timeout),
+                                config.rbl_timeout)
+    try:
+        keys = load_or_create_keys(config.section("signing"), config.data_dir)
+    except DkimKeyError as exc:
+        return results + [checks.Result(checks.FAIL, f"DKIM key: {exc}",
+                                        "correct TEMPALIAS_DKIM_KEY")]
+    mx_host = config.mx_hostname or config.banner_hostname or config.primary_domain
+    for domain in config.domains:
+        if domain.endswith(".localhost"):  # RFC 6761: this machine's own; no zone to publish in
+            results.append(checks.Result(checks.OK, f"{domain}: local only, no DNS records"))
+            continue
+        results += checks.domain_records(
+            domain, dnsrecords.expected(domain, keys, mx_host),
+            make_resolver(config.dns_servers, config.dns_timeout))
+    return results
+
+
+def print_checks(results: list, as_json: bool) -> int:
+    """One line per check (or one JSON object); exit 1 on any FAIL, else 0."""
+    from tempalias import checks
+
+    failed = checks.failed(results)
+    if as_json:
+        _print_json({"ok": not failed, "checks": [result.as_json() for result in results]})
+    else:
+        for result in results:
+            print(result.line())
+    return 1 if failed else 0
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    return print_checks(run_checks(config), args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tempalias", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tempalias",
+                                     description=_plain(__doc__.splitlines()[0]))
+    parser.add_argument("--version", action="version", version=f"tempalias {version()}",
+                        help="print the version and exit")
     parser.add_argument("--config", metavar="PATH", help="INI file with a [tempalias] section")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the HTTP API and the SMTP proxy")
@@ -283,15 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes sharing the ports (default TEMPALIAS_WORKERS; 0: one per CPU)")
     serve.set_defaults(run=cmd_serve)
     create = commands.add_parser("create", help="create an alias and print its address and token")
-    create.add_argument("--target", required=True)
-    create.add_argument("--days", type=int)
-    create.add_argument("--uses", type=int)
+    create.add_argument("--target", required=True, metavar="ADDRESS",
+                        help="the mailbox the alias forwards to")
+    create.add_argument("--days", type=int, metavar="N",
+                        help="days the alias lives (default TEMPALIAS_DEFAULT_DAYS)")
+    create.add_argument("--uses", type=int, metavar="N",
+                        help="messages it carries before it ends (default: no limit)")
+    _json_flag(create, "the alias with its token, as the REST API does,")
     create.set_defaults(run=cmd_create)
     show = commands.add_parser("show", help="show an alias (operator view, no token needed)")
-    show.add_argument("id")
+    show.add_argument("id", help="the alias's id (or local@domain in a custom domain)")
+    _json_flag(show, "the alias, as the REST API does,")
     show.set_defaults(run=cmd_show)
     revoke = commands.add_parser("revoke", help="revoke an alias and erase its data")
-    revoke.add_argument("id")
+    revoke.add_argument("id", help="the alias's id (or local@domain in a custom domain)")
     revoke.set_defaults(run=cmd_revoke)
     purge = commands.add_parser("purge", help="erase ended aliases now (for cron or a timer)")
     purge.set_defaults(run=cmd_purge)
@@ -308,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "verify: look the records up, and activate the registration whose records "
                     "are published; show: its status; remove: erase it with every alias in it; "
                     "recheck: check every active domain that is due now, as the service does")
-    domain.add_argument("action", choices=("add", "verify", "show", "remove", "recheck"))
+    domain.add_argument("action", choices=("add", "verify", "show", "remove", "recheck"),
+                        help="what to do (see above)")
     domain.add_argument("domain", nargs="?", help="the domain (not for recheck)")
     domain.set_defaults(run=cmd_domain)
     dns_records = commands.add_parser(
@@ -322,7 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the smarthost's SPF record, to include in the domain's")
     dns_records.add_argument("--no-check", action="store_true",
                              help="print the records without looking them up")
+    _json_flag(dns_records, "the records and what DNS holds for each")
     dns_records.set_defaults(run=cmd_dns_records)
+    check = commands.add_parser(
+        "check", help="check the settings, Redis, the smarthost, TLS, block lists and DNS",
+        description="one line per check: OK, WARN (look at it) or FAIL (mail stops or aliases "
+                    "are lost), what was found and what to do. Exit 0 without a FAIL, 1 with one")
+    _json_flag(check, "the results")
+    check.set_defaults(run=cmd_check)
     return parser
 
 
@@ -334,10 +457,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
+        if args.command == "check":  # the first check's result, not a refusal to check
+            from tempalias.checks import FAIL, Result
+
+            return print_checks([Result(FAIL, f"the configuration does not parse: {exc}",
+                                        "correct that setting")], args.json)
         print(f"tempalias: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level, stream=sys.stderr,
-                        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    logformat.configure(config.log_level, config.log_format)
     # What the format does not show is not gathered (the logging HOWTO's "Optimization"): the
     # caller's frame, thread and multiprocessing names cost a tenth of a request's CPU otherwise.
     logging._srcfile = None

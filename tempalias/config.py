@@ -368,6 +368,9 @@ class Config:
         "TEMPALIAS_REDIS_TIMEOUT is used); then a creation answers 503, a delivery 4xx")
     log_level: str = setting("INFO", _log_level, "service",
         "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = setting("text", _one_of("text", "json"), "service",
+        "text, or json: one object a line with the fields time, level, logger, event, pid and "
+        "for SMTP lines client, outcome, queue_id")
     workers: int = setting(0, _int_between(0, 256), "service",
         "worker processes sharing the ports; 0: one per CPU")
     purge_interval: float = setting(300.0, _seconds, "service",

@@ -329,16 +329,40 @@ def test_first_boot_makes_a_secret_once_and_applies_operator_settings(firstboot_
     assert load_config(str(ini), environ={}).srs_secret == config.srs_secret
 
 
-def _dns_records_step(tmp_path: Path, *step: str) -> subprocess.CompletedProcess:
+def _dns_records_step(tmp_path: Path, *step: str, env: dict[str, str] | None = None
+                      ) -> subprocess.CompletedProcess:
     """tempalias-dns-records.service's steps; the data directory (the DKIM key) is the test's by
     the environment, which wins over the ini's /var/lib/tempalias."""
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith("TEMPALIAS_")}
     environment["TEMPALIAS_DATA_DIR"] = str(tmp_path / "data")
+    environment.update(env or {})
     return run(["/usr/bin/python3", str(APPLIANCE / "firstboot.py"),
                 "--config", str(tmp_path / "etc" / "tempalias.ini"),
                 "--check-with", sys.executable, "--motd", str(tmp_path / "motd"), *step],
                cwd=REPO, env=environment)
+
+
+def test_first_boot_prints_what_tempalias_check_finds_without_failing(firstboot_dir, dns_zone,
+                                                                     redis_server):
+    unit = (SYSTEMD / "tempalias-dns-records.service").read_text()
+    assert "ExecStartPost=+/usr/sbin/runuser -u tempalias -- /usr/bin/python3 " \
+        "/opt/tempalias/src/appliance/firstboot.py --check" in unit
+    _fw_cfg_file(firstboot_dir, "tempalias.ini", "[tempalias]\ndomains = boot.example\n")
+    assert _firstboot(firstboot_dir).returncode == 0
+    local = {"TEMPALIAS_DNS_SERVERS": dns_zone.address, "TEMPALIAS_DNS_TIMEOUT": "1"}
+
+    # the ini's Redis socket (/var/lib/tempalias) is not there: a FAIL, shown, and the boot goes on
+    failing = _dns_records_step(firstboot_dir, "--check", env=local)
+    assert failing.returncode == 0, failing.stderr
+    assert "tempalias check (some FAIL: read what to do)" in failing.stdout
+    assert re.search(r"^FAIL redis did not answer", failing.stdout, re.M)
+    assert re.search(r"^WARN boot\.example: MX record", failing.stdout, re.M)
+
+    passing = _dns_records_step(firstboot_dir, "--check",
+                                env={**local, "TEMPALIAS_REDIS_URL": redis_server.url})
+    assert passing.returncode == 0 and "tempalias check (no FAIL)" in passing.stdout
+    assert re.search(r"^OK   redis answers", passing.stdout, re.M)
 
 
 def test_first_boot_makes_the_dkim_key_and_shows_the_dns_records(firstboot_dir):

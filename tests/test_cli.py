@@ -20,6 +20,7 @@ import requests
 from harness.processes import ServiceProcess, wait_for
 from tempalias.config import Listen, load_config
 from tempalias.dkimkeys import load_or_create_keys
+from tempalias.dnsrecords import Record, zone_text
 from tempalias.resolver import make_resolver
 from tempalias.signing import Signer
 from tempalias.store import DomainStore, hash_token, keys
@@ -58,6 +59,38 @@ def test_create_show_revoke(admin_env, store):
     assert revoked.returncode == 0 and "revoked" in revoked.stdout
     missing = tempalias("show", alias_id, env=admin_env)
     assert missing.returncode == 1 and "no live alias" in missing.stderr
+
+
+def test_create_and_show_in_json_have_the_rest_apis_fields(admin_env, store):
+    created = tempalias("create", "--target", "json@example.org", "--uses", "2", "--json",
+                        env=admin_env)
+    assert created.returncode == 0, created.stderr
+    body = json.loads(created.stdout)  # one object, nothing else on stdout
+    assert set(body) == {"id", "address", "target", "created_at", "expires_at", "uses_left",
+                         "replies", "token"}
+    assert store.get(body["id"], body["token"]).uses_left == 2
+
+    shown = tempalias("show", "--json", body["id"], env=admin_env)
+    assert shown.returncode == 0 and shown.stdout.count("\n") == 1
+    assert json.loads(shown.stdout) == {**{k: v for k, v in body.items() if k != "token"},
+                                        "delivered": 0, "active": True}
+    tempalias("revoke", body["id"], env=admin_env)
+    missing = tempalias("show", "--json", body["id"], env=admin_env)
+    assert missing.returncode == 1 and missing.stdout == ""
+
+
+def test_version_and_help():
+    version = tempalias("--version")
+    assert version.returncode == 0
+    assert re.fullmatch(r"tempalias \d+\.\d+\.\d+\n", version.stdout)
+    top = tempalias("--help")
+    assert top.returncode == 0 and "``" not in top.stdout
+    for command in ("serve", "create", "show", "revoke", "purge", "migrate", "domain",
+                    "dns-records", "check"):
+        assert re.search(rf"^    {command} +\S", top.stdout, re.M)  # each with its line
+        shown = tempalias(command, "--help")
+        options = re.findall(r"^  (-[-\w]+(?: \w+)?|\w+) *(.*)$", shown.stdout, re.M)
+        assert options and all(text for _, text in options), (command, shown.stdout)
 
 
 def test_create_refuses_invalid_input_with_one_line(admin_env):
@@ -227,6 +260,33 @@ def test_dns_records_prints_what_to_publish_and_sees_it_published(records_env, d
     assert different.returncode == 1
     assert "; [different] MX" in different.stdout
     assert ";   published instead: 10 mail.elsewhere.example" in different.stdout
+
+
+def test_dns_records_in_json(records_env, dns_zone):
+    dns_zone.set_records("records.example", "MX", ["10 mail.elsewhere.example"])
+    missing = tempalias("dns-records", "--json", "records.example", env=records_env)
+    assert missing.returncode == 1
+    body = json.loads(missing.stdout)
+    assert body["domain"] == "records.example"
+    assert [(r["type"], r["state"]) for r in body["records"]] == [
+        ("MX", "different"), ("TXT", "missing"), ("TXT", "missing"), ("TXT", "missing"),
+        ("TXT", "missing")]
+    assert body["records"][0]["found"] == ["10 mail.elsewhere.example"]
+    assert set(body["records"][0]) == {"type", "name", "value", "why", "state", "found"}
+
+    dns_zone.clear_records("records.example")
+    for record in body["records"]:  # as the operator would: the zone-file lines
+        dns_zone.publish(zone_text(Record(record["name"], record["type"], record["value"], "")))
+    present = tempalias("dns-records", "--json", "records.example", env=records_env)
+    assert present.returncode == 0, present.stderr
+    assert {r["state"] for r in json.loads(present.stdout)["records"]} == {"present"}
+
+    dns_zone.fail("_dmarc.records.example", "servfail")
+    unknown = tempalias("dns-records", "--json", "records.example", env=records_env)
+    assert unknown.returncode == 3 and json.loads(unknown.stdout)["records"][-1]["state"] == "unknown"
+    unchecked = tempalias("dns-records", "--json", "--no-check", "records.example", env=records_env)
+    assert unchecked.returncode == 0
+    assert "state" not in json.loads(unchecked.stdout)["records"][0]
 
 
 def test_dns_records_when_dns_does_not_answer(records_env, dns_zone):

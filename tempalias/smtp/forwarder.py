@@ -223,7 +223,8 @@ class Outbound:
         except AliasRefused:
             return replies.NO_SUCH_ALIAS, None
         except StoreUnavailable as exc:
-            log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
+            log.warning("smtp client=%s: %s", self.session.peer_ip, exc,
+                        extra={"client": self.session.peer_ip})
             # its answer may have been lost after Redis held the use: give that back too
             forwarder.settlements.release_later(
                 Reservation(normalise_id(alias_id) or alias_id, "", reservation_id))
@@ -254,7 +255,8 @@ class Outbound:
         except AliasNotFound:
             return replies.NO_SUCH_REVERSE, None
         except StoreUnavailable as exc:
-            log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
+            log.warning("smtp client=%s: %s", self.session.peer_ip, exc,
+                        extra={"client": self.session.peer_ip})
             return replies.STORE_UNAVAILABLE, None
         at_domain = address.rpartition("@")[2]
         alias_domain = route.domain or at_domain
@@ -306,7 +308,8 @@ class Outbound:
             except AliasNotFound:
                 return replies.BAD_SRS, None
             except StoreUnavailable as exc:
-                log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
+                log.warning("smtp client=%s: %s", self.session.peer_ip, exc,
+                            extra={"client": self.session.peer_ip})
                 return replies.STORE_UNAVAILABLE, None
             return_path = ReturnPath(owner, return_path.alias, return_path.hash, True)
         if not return_path.sender.isascii() and not envelope.smtputf8:
@@ -334,7 +337,7 @@ class Outbound:
                 verdict = self.transaction.add_recipient(recipient.target)
         except DeliveryError as exc:
             log.warning("smtp client=%s id=%s: %s", self.session.peer_ip, recipient.label,
-                        exc.detail)
+                        exc.detail, extra={"client": self.session.peer_ip})
             if not envelope.recipients:
                 self.transaction = None  # the next recipient may try a fresh connection
             forwarder.release(recipient)
@@ -459,7 +462,8 @@ class Outbound:
             allowed = forwarder.store.take_report(return_path.hash, forwarder.max_reports,
                                                   RETURN_ADDRESS_LIFETIME_MS)
         except StoreUnavailable as exc:
-            log.warning("smtp client=%s: %s", self.session.peer_ip, exc)
+            log.warning("smtp client=%s: %s", self.session.peer_ip, exc,
+                        extra={"client": self.session.peer_ip})
             self.end("not delivered (store unavailable)")
             return replies.STORE_UNAVAILABLE
         if not allowed:
@@ -512,4 +516,6 @@ class Outbound:
                            for r in envelope.recipients) or "-"
         log.info("smtp transaction client=%s id=%s aliases=%s refused=%d outcome=%s queue_id=%s",
                  self.session.peer_ip, envelope.local_id or "-", aliases, envelope.refused,
-                 outcome, self.queue_id or "-")
+                 outcome, self.queue_id or "-",
+                 extra={"client": self.session.peer_ip, "outcome": outcome,
+                        "queue_id": self.queue_id})

@@ -114,7 +114,8 @@ class SMTPProtocol:
         except GreenletExit:
             farewell, reason = replies.SHUTTING_DOWN, "service shutting down"
         except Exception:
-            log.exception("smtp client=%s: unexpected error", self.session.peer_ip)
+            log.exception("smtp client=%s: unexpected error", self.session.peer_ip,
+                          extra={"client": self.session.peer_ip})
             farewell, reason = replies.LOCAL_ERROR.with_text("local error, closing"), "local error"
         finally:
             try:
@@ -159,7 +160,8 @@ class SMTPProtocol:
         except (Closing, ClientGone, socket.timeout, _DataTimeout, GreenletExit):
             raise
         except Exception:
-            log.exception("smtp client=%s: error in %s", self.session.peer_ip, verb.upper())
+            log.exception("smtp client=%s: error in %s", self.session.peer_ip, verb.upper(),
+                          extra={"client": self.session.peer_ip})
             self._end_envelope("local error")
             self._reply(replies.LOCAL_ERROR)
 

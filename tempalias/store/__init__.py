@@ -13,6 +13,7 @@
 - ``migration.py``: ``Migration``: an older tempalias's keys brought to this schema, once.
 - ``domains.py``: ``DomainStore``: custom domains registered, activated, read, checked, erased.
 - ``ratelimits.py``: ``RateLimiter``: token buckets and connection leases (tempalias/abuse.py).
+- ``health.py``: ``server_settings``: the read-only ``CONFIG GET`` of ``tempalias check``.
 - ``errors.py``: what the store raises.
 """
 

@@ -18,7 +18,8 @@ it. A write sent with a ``Durability`` is followed, on the same connection and i
 by ``WAIT``: the primary answers how many replicas have it, and fewer than asked raises
 ``NotReplicated`` (carrying the replies: the write itself happened on the primary).
 
-Only the script runner (``runner.py``) sends commands on these.
+Only the script runner (``runner.py``) sends commands on these (and ``health.py`` its read-only
+``CONFIG GET``).
 """
 
 from __future__ import annotations
