@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,27 +50,39 @@ def _shell_lines(document: str) -> list[str]:
     return commands
 
 
+# Parses each command line it is given (JSON, on stdin) with tempalias's own parser, in a process
+# of its own: importing tempalias.cli monkey-patches the importer with gevent. Prints the ones
+# that do not parse; --help and --version (exit 0) parse.
+PARSE_ALL = """
+import contextlib, io, json, sys
+from tempalias.cli import build_parser
+bad = []
+for args in json.load(sys.stdin):
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            build_parser().parse_args(args)
+    except SystemExit as exc:
+        if exc.code:
+            bad.append(args)
+print(json.dumps(bad))
+"""
+
+
 def test_every_tempalias_command_in_the_docs_parses_as_written():
     """Issue 16: the docs' commands cannot go stale: each ``tempalias ...`` line of a document's
     ``sh`` blocks is one the command line still accepts, options and all."""
-    from tempalias.cli import build_parser
-
-    parser = build_parser()
-    seen = 0
+    found = []
     for document in DOCUMENTS:
         for line in _shell_lines(document):
             words = shlex.split(line)
             at = next((i for i, word in enumerate(words) if word.endswith("bin/tempalias")
                        or word == "tempalias"), None)
-            if at is None:
-                continue
-            args = words[at + 1:]
-            try:
-                parser.parse_args(args)
-            except SystemExit as exc:
-                raise AssertionError(f"{document}: {line!r} does not parse") from exc
-            seen += 1
-    assert seen >= 8  # README's administration commands and the custom domains' ones at least
+            if at is not None:
+                found.append(words[at + 1:])
+    assert len(found) >= 8  # README's administration commands and the custom domains' ones
+    parsed = subprocess.run([sys.executable, "-c", PARSE_ALL], input=json.dumps(found),
+                            capture_output=True, text=True, cwd=REPO, timeout=60, check=True)
+    assert json.loads(parsed.stdout) == []
 
 
 def test_every_setting_the_docs_name_exists():
