@@ -78,7 +78,7 @@ def _line(setting: Setting) -> str:
     except ValueError:
         round_trips = False
     if not round_trips:
-        return f"; {setting.name} =   (default: built in, see the README)"
+        return f"; {setting.name} =   (default: built in, see docs/configuration.md)"
     return f"; {setting.name} = {text}".rstrip()
 
 

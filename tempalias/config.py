@@ -1,8 +1,9 @@
 """Typed configuration: defaults, then an optional INI file, then ``TEMPALIAS_*`` variables.
 
 Every setting is declared once in ``SETTINGS`` with its parser, so the INI file, the
-environment and the README's table cannot drift apart. A bad value raises ``ConfigError``
-whose message is one line naming the setting; the CLI prints it and exits non-zero.
+environment and the settings table (docs/configuration.md) cannot drift apart. A bad value
+raises ``ConfigError`` whose message is one line naming the setting; the CLI prints it and exits
+non-zero.
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ def _boolean(raw: str) -> bool:
 
 def setting(default: Any, parse: Callable[[str], Any], section: str, doc: str) -> Any:
     """A Config field with everything else about it: how its text is parsed, which part of the
-    service uses it (``Config.section``), and its one-line doc for the README and the INI file."""
+    service uses it (``Config.section``), and its one-line doc for the settings table and the INI file."""
     return field(default=default, metadata={"parse": parse, "section": section, "doc": doc})
 
 

@@ -1,7 +1,8 @@
-"""The README's configuration table, written from ``config.SETTINGS`` so that it cannot drift.
+"""The one table of every setting (docs/configuration.md), written from ``config.SETTINGS`` so
+that it cannot drift.
 
-``python -m tempalias.settings_doc`` prints it; ``--write README.md`` replaces the block between
-the ``settings:start`` and ``settings:end`` markers.
+``python -m tempalias.settings_doc`` prints it; ``--write docs/configuration.md`` replaces the
+block between the ``settings:start`` and ``settings:end`` markers.
 """
 
 from __future__ import annotations
