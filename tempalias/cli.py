@@ -193,15 +193,15 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     workers = workers or default_worker_count()
     metrics.use_directory(os.path.join(config.data_dir, "metrics"))  # before anything counts
     if workers == 1:
-        with _store(config, exclusive=True) as store, \
-                _metrics_server(config, store) as metrics_ports:
+        with _store(config, exclusive=True) as store:
             migrate_schema(store)  # before any worker serves
-            service = Service(config, store)
-            service.start()
-            if args.ready_file:
-                write_ready_file(args.ready_file, {**service.ports(), **metrics_ports})
-            log.info("ready: domains %s", ", ".join(config.domains))
-            service.serve_until_signalled()
+            service = Service(config, store)  # its ports first: a taken one is the error shown
+            with _metrics_server(config, store) as server:
+                service.start()
+                if args.ready_file:
+                    write_ready_file(args.ready_file, {**service.ports(), **_port_of(server)})
+                log.info("ready: domains %s", ", ".join(config.domains))
+                service.serve_until_signalled()
         return 0
 
     with _redis_url(config, exclusive=True) as url:
@@ -212,7 +212,11 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
             store.close()
             raise
 
+        inherited: list = []  # the parent's metrics server, which a forked worker must forget
+
         def worker_main(sockets) -> int:
+            for server in inherited:
+                server.forget()
             store = _open_store(url, config)
             try:
                 service = Service(config, store, sockets)
@@ -226,10 +230,11 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
                                       config.drain_seconds, workers, worker_main,
                                       on_exit=metrics.worker_exited)
         try:
-            with _metrics_server(config, store) as metrics_ports:
+            with _metrics_server(config, store) as server:
+                inherited += [server] if server else []
                 supervisor.start()
                 if args.ready_file:
-                    write_ready_file(args.ready_file, {**supervisor.ports(), **metrics_ports})
+                    write_ready_file(args.ready_file, {**supervisor.ports(), **_port_of(server)})
                 log.info("ready: %d workers, domains %s", workers, ", ".join(config.domains))
                 return supervisor.run()
         finally:
@@ -237,25 +242,28 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _metrics_server(config: Config, store: AliasStore) -> Iterator[dict[str, int]]:
-    """``/metrics`` from this process (the workers' parent, or the one process), its socket
-    bound and its greenlets started only here: a forked worker serves none of it. Yields its
-    port for the ready file ({} when it is off)."""
+def _metrics_server(config: Config, store: AliasStore) -> Iterator["metrics.MetricsServer | None"]:
+    """``/metrics`` served from this process (the workers' parent, or the one process), the
+    live-alias gauge read on ``store``; None when it is off. A worker forked meanwhile must
+    ``forget`` it."""
     if config.metrics_listen is None:
-        yield {}
+        yield None
         return
     from tempalias.listeners import make_listener
     from tempalias.service import stats_store_of
 
-    live = metrics.LiveAliases(stats_store_of(store))
-    server = metrics.MetricsServer(make_listener(config.metrics_listen), extra=[live])
-    live.start()
+    server = metrics.MetricsServer(make_listener(config.metrics_listen),
+                                   metrics.LiveAliases(stats_store_of(store)))
     server.start()
     try:
-        yield {"metrics": server.port}
+        yield server
     finally:
         server.stop()
-        live.stop()
+
+
+def _port_of(server: "metrics.MetricsServer | None") -> dict[str, int]:
+    """The metrics port for the ready file, if it serves."""
+    return {"metrics": server.port} if server else {}
 
 
 def cmd_migrate(config: Config, args: argparse.Namespace) -> int:

@@ -356,21 +356,32 @@ class LiveAliases(_Periodic):
 
 class MetricsServer:
     """``/metrics`` on its own listening socket, served by a small pywsgi server of the process
-    that owns the directory (the parent of the workers, or the one process)."""
+    that owns the directory (the parent of the workers, or the one process), with the
+    live-alias gauge that process reads."""
 
-    def __init__(self, listener: socket.socket, extra: Iterable = ()) -> None:
+    def __init__(self, listener: socket.socket, live: LiveAliases) -> None:
         from gevent.pywsgi import WSGIServer
 
         self.socket = listener
-        self.server = WSGIServer(listener, metrics_app(registry(extra)), log=None)
+        self.live = live
+        self.server = WSGIServer(listener, metrics_app(registry([live])), log=None)
 
     @property
     def port(self) -> int:
         return self.socket.getsockname()[1]
 
     def start(self) -> None:
+        self.live.start()
         self.server.start()
         log.info("metrics on %s:%d/metrics", self.socket.getsockname()[0], self.port)
 
     def stop(self) -> None:
         self.server.stop(timeout=1)
+        self.live.stop()
+
+    def forget(self) -> None:
+        """In a worker just forked: fork copied the listening socket and the gauge's greenlet
+        (with the parent's Redis connections); close the copy and kill the greenlet, so that the
+        worker neither answers scrapes nor talks on the parent's connections."""
+        self.live.stop()
+        self.server.close()

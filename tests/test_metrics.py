@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -149,3 +150,21 @@ def test_dashboard_names_only_families_a_scrape_exposes(workers_service):
             named = set(re.findall(r"\b(?:tempalias|process)_[a-z_]+\b", target["expr"]))
             assert named, target["expr"]
             assert named <= exposed, (panel["title"], named - exposed)
+
+
+def test_only_the_parent_listens_for_scrapes(workers_service):
+    """A worker is forked with the parent's metrics socket and gauge: it must let go of both."""
+    service, _ = workers_service
+    port = service.ports["metrics"]
+    parent = psutil.Process(service.pid)
+
+    def workers():
+        found = [child for child in parent.children() if "redis" not in child.name()]
+        return found if len(found) == 2 else None
+
+    def listening(process) -> bool:
+        return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in process.net_connections(kind="tcp"))
+
+    assert listening(parent)
+    assert not any(listening(worker) for worker in wait_for(workers, 30, "two workers"))
