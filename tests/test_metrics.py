@@ -129,10 +129,27 @@ def test_public_http_port_does_not_serve_metrics(service):
                         timeout=10).status_code == 404
 
 
-def test_one_process_counts_a_creation(service):
-    before = value(scrape(service), "tempalias_aliases_created_total", door="api")
-    create_alias(service)
-    assert value(scrape(service), "tempalias_aliases_created_total", door="api") == before + 1
+def test_one_process_counts_each_door_and_what_owners_do(service):
+    before = scrape(service)
+    answer = requests.post(f"{service.http_url}/api/v1/aliases", timeout=10,
+                           json={"target": "owner@target.example"})
+    alias = f"{service.http_url}/api/v1/aliases/{answer.json()['id']}"
+    owner = {"Authorization": f"Bearer {answer.json()['token']}"}
+    assert requests.get(alias, headers=owner, timeout=10).status_code == 200
+    assert requests.delete(alias, headers=owner, timeout=10).status_code == 204
+    assert requests.get(alias, headers=owner, timeout=10).status_code == 404
+    assert requests.post(f"{service.http_url}/aliases", json={"target": "owner@target.example"},
+                         timeout=10).status_code == 200
+    after = scrape(service)
+    for sample, labels in (("tempalias_aliases_created_total", {"door": "api"}),
+                           ("tempalias_aliases_created_total", {"door": "legacy"}),
+                           ("tempalias_alias_lookups_total", {"result": "found"}),
+                           ("tempalias_alias_lookups_total", {"result": "not-found"}),
+                           ("tempalias_alias_revocations_total", {"result": "revoked"}),
+                           ("tempalias_http_request_seconds_count",
+                            {"route": "/api/v1/aliases/<alias_id:path>", "method": "GET",
+                             "status": "404"})):
+        assert value(after, sample, **labels) == value(before, sample, **labels) + 1, sample
 
 
 def test_dashboard_names_only_families_a_scrape_exposes(workers_service):

@@ -13,6 +13,8 @@
 - ``migration.py``: ``Migration``: an older tempalias's keys brought to this schema, once.
 - ``domains.py``: ``DomainStore``: custom domains registered, activated, read, checked, erased.
 - ``ratelimits.py``: ``RateLimiter``: token buckets and connection leases (tempalias/abuse.py).
+- ``stats.py``: ``StatsStore``: the counts of ``tempalias stats``, added in batches by every
+  process to hourly hashes, and the last days of the aliases created.
 - ``errors.py``: what the store raises.
 """
 
