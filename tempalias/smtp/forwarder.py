@@ -179,7 +179,7 @@ class Outbound:
         # takes replies: alone in its transaction, its message rewritten
         self.reply: ReplyContext | None = None  # a reply from an alias's owner, alone too
         self.spool: Spool | None = None  # the message held whole (sealed, rewritten, a reply)
-        self.refusal: str | None = None  # why the last recipient refused was (replies.reason)
+        self.refusal: str | None = None  # why the last refused recipient was (replies.reason)
         self.size = 0  # octets of the message so far, as the client sends them
 
     # --- recipients
