@@ -244,15 +244,14 @@ def http_request(route: str, method: str, status: int, seconds: float) -> None:
 
 # --- what a series starts at: zero, not absent, so that rate() and alerts see it from the start
 
-OPERATIONS: set[str] = set()  # every store operation's name, as runner.operation wraps it
 _OUTCOMES = ("delivered", "refused-unknown", "refused-relay", "refused-rbl", "refused-rate",
              "tempfail-redis", "tempfail-smarthost", "refused-smarthost", "client-aborted",
              "timeout")
 
 
-def start_counting(rbl_zones: tuple[str, ...]) -> None:
+def start_counting(rbl_zones: tuple[str, ...], operations: Iterable[str]) -> None:
     """Make the series of every fixed label value, at zero; in each serving process, after
-    ``use_directory`` and after the fork."""
+    ``use_directory`` and after the fork. ``operations``: the store's (``runner.OPERATIONS``)."""
     for outcome in _OUTCOMES:
         SMTP_TRANSACTIONS.labels(outcome)
     for outcome in ("accepted", "refused-rbl", "refused-rate", "tempfail-rbl", "too-busy"):
@@ -272,7 +271,7 @@ def start_counting(rbl_zones: tuple[str, ...]) -> None:
     for step in ("mail", "data-end"):
         for result in ("ok", "tempfail", "refused"):
             SMARTHOST_TRANSACTION_SECONDS.labels(step, result)
-    for operation in OPERATIONS:
+    for operation in operations:
         REDIS_ERRORS.labels(operation)
 
 

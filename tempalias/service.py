@@ -43,6 +43,7 @@ from tempalias.smtp.shaping import MessageShaper
 from tempalias.smtp.spool import spool_directory
 from tempalias.srs import SRS, load_or_create_secret
 from tempalias.store import AliasStore, DomainStore, RateLimiter
+from tempalias.store.runner import OPERATIONS
 from tempalias.store.stats import StatsStore
 from tempalias.web import create_app
 from tempalias.workers import WorkerSockets
@@ -56,7 +57,7 @@ class Service:
         """``sockets``: listeners bound by a pre-forking parent (``--workers``); else bind here."""
         self.config = config
         self.store = store
-        metrics.start_counting(config.rbl_zones)
+        metrics.start_counting(config.rbl_zones, OPERATIONS)
         self.http_socket = sockets.http if sockets else make_listener(config.http_listen)
         self.smtp_socket = None
         try:

@@ -185,3 +185,11 @@ def test_only_the_parent_listens_for_scrapes(workers_service):
 
     assert listening(parent)
     assert not any(listening(worker) for worker in wait_for(workers, 30, "two workers"))
+
+
+def test_the_metrics_module_imports_first():
+    """The store's runner counts through metrics.py and metrics.py reads the store's errors:
+    importing either first must work (a tool or a test may start with metrics)."""
+    done = subprocess.run([sys.executable, "-c", "import tempalias.metrics"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -186,6 +186,9 @@ def _domain_error(reply: redis.exceptions.ResponseError, subject: str | None) ->
     return refusal(subject, rest) if refusal else reply
 
 
+OPERATIONS: set[str] = set()  # every operation's name, for the metrics' series at zero
+
+
 def operation(method: Callable[..., T]) -> Callable[..., T]:
     """One store operation: every Redis connection-level failure and unexpected error reply
     becomes StoreUnavailable, and the whole operation, retries included, ends within the
@@ -202,7 +205,7 @@ def operation(method: Callable[..., T]) -> Callable[..., T]:
     Its time and whether it failed go to the metrics under the method's name (``AliasStore.
     reserve``): a bounded set, two clock reads and one histogram write an operation."""
     name = method.__qualname__
-    metrics.OPERATIONS.add(name)
+    OPERATIONS.add(name)
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
