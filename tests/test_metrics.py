@@ -51,14 +51,18 @@ def deliver(port: int, address: str) -> None:
         client.sendmail("alice@sender.example", [address], BODY)
 
 
-def stats(service) -> dict:
-    """``tempalias stats --json`` on the service's own (embedded) Redis."""
+def stats_output(service, *args: str) -> str:
+    """``tempalias stats`` on the service's own (embedded) Redis."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TEMPALIAS_")}
     environment["TEMPALIAS_DATA_DIR"] = str(service.workdir / "data")
-    done = subprocess.run([sys.executable, "-m", "tempalias", "stats", "--json"],
+    done = subprocess.run([sys.executable, "-m", "tempalias", "stats", *args],
                           env=environment, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return done.stdout
+
+
+def stats(service) -> dict:
+    return json.loads(stats_output(service, "--json"))
 
 
 @pytest.fixture
@@ -121,6 +125,9 @@ def test_two_workers_report_one_set_of_counts(workers_service):
         assert report[window]["refused"] == {"refused-unknown": 1}
         assert report[window]["transactions"]["delivered"] == 3
     assert report["live_aliases_at_most"] == 1
+    shown = stats_output(service)
+    assert "live aliases:   at most 1 " in shown and "messages forwarded: 3" in shown
+    assert "refused:            refused-unknown 1" in shown
 
 
 def test_public_http_port_does_not_serve_metrics(service):
