@@ -27,6 +27,7 @@ setup(
         "publicsuffixlist>=1.0,<2",
         "cryptography>=42",
         "pynacl>=1.5,<2",
+        "prometheus_client>=0.20,<1",  # /metrics, in its multiprocess mode for --workers
     ],
     extras_require={
         "test": [

@@ -23,7 +23,8 @@ from tempalias.lifetime import die_with_parent
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 # Ports the kernel picks, so that tests never collide with each other or with a `make run`.
-FREE_PORTS = {"TEMPALIAS_HTTP_LISTEN": "127.0.0.1:0", "TEMPALIAS_SMTP_LISTEN": "127.0.0.1:0"}
+FREE_PORTS = {"TEMPALIAS_HTTP_LISTEN": "127.0.0.1:0", "TEMPALIAS_SMTP_LISTEN": "127.0.0.1:0",
+              "TEMPALIAS_METRICS_LISTEN": "127.0.0.1:0"}
 # How tempalias is started: this interpreter's package, as the editable install provides it.
 MODULE_COMMAND = (sys.executable, "-m", "tempalias")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +149,7 @@ def python_child(name: str, module_args: list[str], workdir: Path, env: dict[str
 
 class ServiceProcess(Child):
     """``[prefix] command [args] serve [serve_args]`` in ``workdir``, with no ``TEMPALIAS_*``
-    variable of the caller's; it reports ``{"pid", "http", "smtp"}`` through ``--ready-file``.
+    variable of the caller's; it reports ``{"pid", "http", "smtp", "metrics"}`` through ``--ready-file``.
 
     ``test_settings`` adds what the tests run with (their data directory, domain, one worker);
     without it only ``FREE_PORTS`` and ``env`` are set, and the service runs on its defaults.

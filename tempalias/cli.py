@@ -20,6 +20,7 @@ from tempalias.addresses import domain_to_unicode, parse_domain_name  # noqa: E4
 from tempalias.aliases import (  # noqa: E402
     AliasNotFound, AliasRules, AliasService, InvalidOrder, StoreUnavailable, iso_utc)
 from tempalias.domains import DomainNotFound, DomainService, DomainTaken  # noqa: E402
+from tempalias import metrics  # noqa: E402
 from tempalias.config import Config, ConfigError, load_config  # noqa: E402
 from tempalias.embedded_redis import EmbeddedRedisError, RedisServer  # noqa: E402
 from tempalias import logformat  # noqa: E402
@@ -213,25 +214,32 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         return 2
     workers = args.workers if args.workers is not None else config.workers
     workers = workers or default_worker_count()
+    metrics.use_directory(os.path.join(config.data_dir, "metrics"))  # before anything counts
     if workers == 1:
         with _store(config, exclusive=True) as store:
             migrate_schema(store)  # before any worker serves
-            service = Service(config, store)
-            service.start()
-            if args.ready_file:
-                write_ready_file(args.ready_file, service.ports())
-            log.info("ready: domains %s", ", ".join(config.domains))
-            service.serve_until_signalled()
+            service = Service(config, store)  # its ports first: a taken one is the error shown
+            with _metrics_server(config, store) as server:
+                service.start()
+                if args.ready_file:
+                    write_ready_file(args.ready_file, {**service.ports(), **_port_of(server)})
+                log.info("ready: domains %s", ", ".join(config.domains))
+                service.serve_until_signalled()
         return 0
 
     with _redis_url(config, exclusive=True) as url:
-        store = _open_store(url, config)
+        store = _open_store(url, config)  # the parent's: the migration, the live-alias gauge
         try:
             migrate_schema(store)  # before any worker serves
-        finally:
+        except BaseException:
             store.close()
+            raise
+
+        inherited: list = []  # the parent's metrics server, which a forked worker must forget
 
         def worker_main(sockets) -> int:
+            for server in inherited:
+                server.forget()
             store = _open_store(url, config)
             try:
                 service = Service(config, store, sockets)
@@ -242,12 +250,43 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
             return 0
 
         supervisor = WorkerSupervisor(config.http_listen, config.smtp_listen,
-                                      config.drain_seconds, workers, worker_main)
-        supervisor.start()
-        if args.ready_file:
-            write_ready_file(args.ready_file, supervisor.ports())
-        log.info("ready: %d workers, domains %s", workers, ", ".join(config.domains))
-        return supervisor.run()
+                                      config.drain_seconds, workers, worker_main,
+                                      on_exit=metrics.worker_exited)
+        try:
+            with _metrics_server(config, store) as server:
+                inherited += [server] if server else []
+                supervisor.start()
+                if args.ready_file:
+                    write_ready_file(args.ready_file, {**supervisor.ports(), **_port_of(server)})
+                log.info("ready: %d workers, domains %s", workers, ", ".join(config.domains))
+                return supervisor.run()
+        finally:
+            store.close()
+
+
+@contextlib.contextmanager
+def _metrics_server(config: Config, store: AliasStore) -> Iterator["metrics.MetricsServer | None"]:
+    """``/metrics`` served from this process (the workers' parent, or the one process), the
+    live-alias gauge read on ``store``; None when it is off. A worker forked meanwhile must
+    ``forget`` it."""
+    if config.metrics_listen is None:
+        yield None
+        return
+    from tempalias.listeners import make_listener
+    from tempalias.service import stats_store_of
+
+    server = metrics.MetricsServer(make_listener(config.metrics_listen),
+                                   metrics.LiveAliases(stats_store_of(store)))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _port_of(server: "metrics.MetricsServer | None") -> dict[str, int]:
+    """The metrics port for the ready file, if it serves."""
+    return {"metrics": server.port} if server else {}
 
 
 def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
@@ -265,8 +304,13 @@ def cmd_create(config: Config, args: argparse.Namespace) -> int:
     except InvalidOrder as exc:
         print(f"tempalias: {exc.description}", file=sys.stderr)
         return 2
-    with _aliases(config) as aliases:
+    from tempalias.service import stats_store_of
+
+    with _store(config) as store:
+        aliases = AliasService.from_settings(config.section("aliases"), store, policy=None)
         created = aliases.create(order.target, order.days, order.uses)
+        metrics.alias_created("cli", False, created.view.alias.expires_ms)
+        metrics.StatsFlusher(stats_store_of(store)).flush()  # this process ends now
     if args.json:  # the fields of POST /api/v1/aliases
         _print_json({**created.view.summary(), "token": created.token})
         return 0
@@ -275,6 +319,46 @@ def cmd_create(config: Config, args: argparse.Namespace) -> int:
     print(f"expires: {iso_utc(created.view.alias.expires_ms)}")
     print(f"uses:    {'unlimited' if order.uses is None else order.uses}")
     return 0
+
+
+def cmd_stats(config: Config, args: argparse.Namespace) -> int:
+    """What every process of every node counted (store/stats.py): the last hour and day."""
+    import time
+
+    from tempalias.service import stats_store_of
+
+    with _store(config) as store:
+        stats = stats_store_of(store)
+        now = time.time()
+        hour, day = stats.windows(now, (1, 24))
+        live = stats.live_upper_bound(now)
+    report = {"live_aliases_at_most": live,
+              "last_hour": _stats_summary(hour.counts), "last_day": _stats_summary(day.counts)}
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    print(f"live aliases:   at most {live} (created, last day not passed; "
+          "revoked or used up early still counted)")
+    for name, window in (("last hour", report["last_hour"]), ("last day", report["last_day"])):
+        print(f"{name}:")
+        print(f"  aliases created:    {window['aliases_created']}")
+        print(f"  messages forwarded: {window['messages_forwarded']}")
+        refused = ", ".join(f"{reason} {count}" for reason, count in window["refused"].items())
+        print(f"  refused:            {refused or 'none'}")
+    return 0
+
+
+def _stats_summary(counts: dict[str, int]) -> dict:
+    """An hour's or a day's fields as ``tempalias stats`` shows them."""
+    return {
+        "aliases_created": counts.get("created", 0),
+        "messages_forwarded": sum(count for field, count in counts.items()
+                                  if field.startswith("forwarded-")),
+        "transactions": {field: count for field, count in sorted(counts.items())
+                         if field != "created" and not field.startswith("forwarded-")},
+        "refused": {field: count for field, count in sorted(counts.items())
+                    if field.startswith(("refused-", "tempfail-"))},
+    }
 
 
 def cmd_show(config: Config, args: argparse.Namespace) -> int:
@@ -388,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the HTTP API and the SMTP proxy")
     serve.add_argument("--ready-file", metavar="PATH",
-                       help="write {pid, http, smtp} as JSON here once listening")
+                       help="write {pid, http, smtp, metrics} as JSON here once listening")
     serve.add_argument("--workers", type=int, metavar="N",
                        help="processes sharing the ports (default TEMPALIAS_WORKERS; 0: one per CPU)")
     serve.set_defaults(run=cmd_serve)
@@ -408,6 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = commands.add_parser("revoke", help="revoke an alias and erase its data")
     revoke.add_argument("id", help="the alias's id (or local@domain in a custom domain)")
     revoke.set_defaults(run=cmd_revoke)
+    stats = commands.add_parser(
+        "stats", help="live aliases, creations, forwards and refusals of the last hour and day",
+        description="the counts every process of every node adds to Redis every few seconds: "
+                    "aliases created, messages forwarded, transactions by outcome and refusals "
+                    "by reason, in the last hour and the last 24; and an upper bound of the "
+                    "live aliases")
+    stats.add_argument("--json", action="store_true", help="print them as JSON")
+    stats.set_defaults(run=cmd_stats)
     purge = commands.add_parser("purge", help="erase ended aliases now (for cron or a timer)")
     purge.set_defaults(run=cmd_purge)
     migrate = commands.add_parser(

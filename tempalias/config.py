@@ -374,6 +374,8 @@ class Config:
         "for SMTP lines client, outcome, queue_id")
     workers: int = setting(0, _int_between(0, 256), "service",
         "worker processes sharing the ports; 0: one per CPU")
+    metrics_listen: Listen | None = setting(Listen("127.0.0.1", 9325), _optional_listen, "service",
+        "host:port where Prometheus scrapes /metrics (never the public HTTP port); empty: off")
     purge_interval: float = setting(300.0, _seconds, "service",
         "seconds between sweeps of ended aliases out of Redis and checks of custom domains due")
     postmaster: str | None = setting(None, _postmaster, "smtp",

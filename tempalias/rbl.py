@@ -28,6 +28,7 @@ import gevent
 import gevent.monkey
 from gevent.pool import Pool
 
+from tempalias import metrics
 from tempalias.config import Listen
 from tempalias.resolver import make_resolver
 
@@ -113,6 +114,7 @@ class RblChecker:
                 if zone not in outcomes:
                     log.warning("rbl %s: no answer for %s in time", zone, ip)
                     self.stats.count("timeout")
+                    metrics.rbl_lookup(zone, "timeout", self.timeout + 1.0)
                     outcomes[zone] = None
         else:
             outcomes = {zone: self._lookup(ip, zone) for zone in self.zones}
@@ -131,35 +133,43 @@ class RblChecker:
             if cached is not None and cached.expires > now:
                 self.stats.count("cache-hits")
                 return cached.listed
+        started = time.monotonic()
+        listed, result = self._ask(ip, zone, key)
+        metrics.rbl_lookup(zone, result, time.monotonic() - started)
+        return listed
+
+    def _ask(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, zone: str,
+             key: tuple[str, str]) -> tuple[bool | None, str]:
+        """The DNS look-up behind ``_lookup``, and its result in the metrics' words."""
         name = reversed_name(ip, zone)
         try:
             answer = self.resolver.resolve(name, "A", lifetime=self.timeout,
                                            raise_on_no_answer=False, search=False)
         except dns.resolver.NXDOMAIN as exc:
             self._remember(key, False, _negative_ttl(exc))
-            return False
+            return False, "clean"
         except dns.exception.Timeout:
             log.warning("rbl %s: look-up of %s timed out", zone, ip)
             self.stats.count("timeout")
-            return None
+            return None, "timeout"
         except dns.exception.DNSException as exc:
             log.warning("rbl %s: look-up of %s failed: %s", zone, ip,
                         exc.__class__.__name__)
             self.stats.count("servfail")
-            return None
+            return None, "failed"
         if answer.rrset is None:
             self._remember(key, False, CACHE_NEGATIVE_TTL)
-            return False
+            return False, "clean"
         codes = [ipaddress.ip_address(record.address) for record in answer.rrset
                  if record.rdtype == dns.rdatatype.A]
         if any(code in REFUSED_RESOLVER_RANGE for code in codes):
             log.warning("rbl %s refuses our resolver (answered %s): the list is not checked",
                         zone, ", ".join(map(str, codes)))
             self.stats.count("resolver-refused")
-            return False  # not cached: it says nothing about the client
+            return False, "refused-resolver"  # not cached: it says nothing about the client
         listed = any(code in LISTED_RANGE for code in codes)
         self._remember(key, listed, float(answer.rrset.ttl))
-        return listed
+        return listed, "listed" if listed else "clean"
 
     def _remember(self, key: tuple[str, str], listed: bool, ttl: float) -> None:
         ttl = min(ttl, CACHE_MAX_TTL)

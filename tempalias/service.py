@@ -22,6 +22,7 @@ import gevent
 import gevent.event
 import greenlet
 
+from tempalias import metrics
 from tempalias.abuse import AbusePolicy
 from tempalias.aliases import AliasService
 from tempalias.config import Config
@@ -42,6 +43,8 @@ from tempalias.smtp.shaping import MessageShaper
 from tempalias.smtp.spool import spool_directory
 from tempalias.srs import SRS, load_or_create_secret
 from tempalias.store import AliasStore, DomainStore, RateLimiter
+from tempalias.store.runner import OPERATIONS
+from tempalias.store.stats import StatsStore
 from tempalias.web import create_app
 from tempalias.workers import WorkerSockets
 
@@ -54,6 +57,7 @@ class Service:
         """``sockets``: listeners bound by a pre-forking parent (``--workers``); else bind here."""
         self.config = config
         self.store = store
+        metrics.start_counting(config.rbl_zones, OPERATIONS)
         self.http_socket = sockets.http if sockets else make_listener(config.http_listen)
         self.smtp_socket = None
         try:
@@ -82,6 +86,7 @@ class Service:
                 self.smtp_socket.close()
             raise
         self.janitor = Janitor(store, config.purge_interval, self.domains)
+        self.stats = metrics.StatsFlusher(stats_store_of(store))
         self._stopping = gevent.event.Event()
 
     @property
@@ -94,6 +99,7 @@ class Service:
 
     def start(self) -> None:
         self.janitor.start()
+        self.stats.start()
         self.http.start()
         host = self.config.http_listen.host
         log.info("http listening on %s:%d", host, self.http_port)
@@ -142,6 +148,7 @@ class Service:
         self.smtp.stop(timeout=max(0.0, deadline - time.monotonic()))
         self.delivery.close()
         self.janitor.stop()
+        self.stats.stop()  # the last counts, after the last transaction ended
         log.info("stopped")
 
 
@@ -182,6 +189,11 @@ def domain_store_of(config: Config, store: AliasStore) -> DomainStore:
     """Custom domains on the alias store's Redis and connections, checked on its schedule."""
     return DomainStore(store.redis, runner=store.runner,
                        recheck_ms=int(config.domain_recheck * 1000))
+
+
+def stats_store_of(store: AliasStore) -> StatsStore:
+    """The counts for ``tempalias stats``, on the alias store's Redis and connections."""
+    return StatsStore(store.redis, runner=store.runner)
 
 
 def domain_service(config: Config, domain_store: DomainStore,

@@ -47,13 +47,15 @@ WorkerMain = Callable[[WorkerSockets], int]
 
 class WorkerSupervisor:
     def __init__(self, http_listen: Listen, smtp_listen: Listen, drain_seconds: float, count: int,
-                 worker_main: WorkerMain) -> None:
-        """``drain_seconds``: what each worker's Service takes to drain (the service setting)."""
+                 worker_main: WorkerMain, on_exit: Callable[[int], None] | None = None) -> None:
+        """``drain_seconds``: what each worker's Service takes to drain (the service setting);
+        ``on_exit(pid)``: told of each worker reaped (the metrics forget its live values)."""
         self.http_host, self.http_port = http_listen.host, http_listen.port
         self.smtp_host, self.smtp_port = smtp_listen.host, smtp_listen.port
         self.drain_seconds = drain_seconds
         self.count = count
         self.worker_main = worker_main
+        self.on_exit = on_exit
         self.workers: dict[int, int] = {}  # pid -> slot
         self._stopping = gevent.event.Event()
         self._backoff: dict[int, RestartBackoff] = {}  # slot -> its restart delays
@@ -143,6 +145,7 @@ class WorkerSupervisor:
             if done == 0:
                 continue
             del self.workers[pid]
+            self._exited(pid)
             if self._stopping.is_set():
                 continue
             delay = self._backoff[slot].died()
@@ -152,6 +155,10 @@ class WorkerSupervisor:
                 gevent.spawn_later(delay, self._restart, slot)
             else:
                 self._restart(slot)
+
+    def _exited(self, pid: int) -> None:
+        if self.on_exit is not None:
+            self.on_exit(pid)
 
     def _restart(self, slot: int) -> None:
         if not self._stopping.is_set():
@@ -164,6 +171,7 @@ class WorkerSupervisor:
                 done, _ = os.waitpid(pid, os.WNOHANG)
                 if done:
                     del self.workers[pid]
+                    self._exited(pid)
             gevent.sleep(0.05)
         for pid in list(self.workers):
             log.error("worker pid %d did not drain in time; killing it", pid)

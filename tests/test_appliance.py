@@ -621,6 +621,7 @@ def start_supervised(tmp_path: Path, redis_url: str) -> Supervised:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TEMPALIAS_")},
            "TEMPALIAS_HTTP_LISTEN": f"127.0.0.1:{http_port}",
            "TEMPALIAS_SMTP_LISTEN": "127.0.0.1:0",
+           "TEMPALIAS_METRICS_LISTEN": "127.0.0.1:0",
            "TEMPALIAS_REDIS_URL": redis_url,
            "TEMPALIAS_DATA_DIR": str(tmp_path / "data"),
            "TEMPALIAS_DOMAINS": "tempalias.test"}

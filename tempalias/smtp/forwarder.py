@@ -39,6 +39,7 @@ import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
+from tempalias import metrics
 from tempalias.abuse import AbusePolicy
 from tempalias.addresses import Address
 from tempalias.config import Rate, SmtpSettings
@@ -46,7 +47,7 @@ from tempalias.reverse import parse_reverse
 from tempalias.smtp import replies
 from tempalias.smtp.delivery import Delivery, DeliveryError, Transaction, dot_stuff, dot_unstuff
 from tempalias.smtp.loops import LoopGuard, delivered_to
-from tempalias.smtp.refusals import refusal_reply
+from tempalias.smtp.refusals import refusal_reason, refusal_reply
 from tempalias.smtp.replies import Reply
 from tempalias.smtp.reports import NotAReport, read_report, write_report
 from tempalias.smtp.session import Envelope, Recipient, Session
@@ -60,6 +61,11 @@ from tempalias.store import (AliasExhausted, AliasNotFound, AliasRefused, AliasS
 
 log = logging.getLogger("tempalias.smtp")
 
+# how the protocol ended a transaction (its words, protocol.py) -> the counted outcome; any
+# other ending (reset, quit, the client gone, EHLO again) is the client's: client-aborted
+_PROTOCOL_ENDINGS = {"idle timeout": "timeout", "data timeout": "timeout",
+                     "transaction timeout": "timeout", "service shutting down": "shutting-down",
+                     "local error": "local-error"}
 _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
 REPORT_READ_LIMIT = 256 * 1024  # of a bounce, what is read: its status part comes before the rest
 RETURN_ADDRESS_LIFETIME_MS = (MAX_AGE_DAYS + 1) * 86_400_000
@@ -104,7 +110,10 @@ class Forwarder:
         """MAIL FROM: may this client start one more message now? None: yes."""
         policy, client = self.policy, session.client
         refusal = policy.on_message(client) if policy and client else None
-        return refusal_reply(refusal) if refusal else None
+        if refusal is None:
+            return None
+        metrics.smtp_transaction(refusal_reason(refusal))  # refused at MAIL: no Outbound
+        return refusal_reply(refusal)
 
     def addresses_of(self, alias_id: str) -> list[str]:
         """The addresses an alias may be written at, the one it is known by first: an id at a
@@ -170,10 +179,21 @@ class Outbound:
         # takes replies: alone in its transaction, its message rewritten
         self.reply: ReplyContext | None = None  # a reply from an alias's owner, alone too
         self.spool: Spool | None = None  # the message held whole (sealed, rewritten, a reply)
+        self.refusal: str | None = None  # why the last refused recipient was (replies.reason)
+        self.size = 0  # octets of the message so far, as the client sends them
 
     # --- recipients
 
     def recipient(self, address: Address) -> Verdict:
+        """The answer to one RCPT and the recipient it adds, if any; counted by verdict."""
+        verdict = self._recipient(address)
+        word = replies.reason(verdict[0])
+        metrics.smtp_recipient(word)
+        if word != "accepted":
+            self.refusal = word
+        return verdict
+
+    def _recipient(self, address: Address) -> Verdict:
         ours = address.domain in self.forwarder.domains
         if self.return_path is not None:
             return (replies.RETURN_ADDRESS_ALONE if ours else replies.RELAY_DENIED), None
@@ -377,6 +397,7 @@ class Outbound:
 
     def write(self, data: bytes) -> None:
         """Pass whole lines on; after a failure, keep quiet (the client is still sending)."""
+        self.size += len(data)
         if self.failure is not None:
             return
         if self.report is not None:
@@ -400,7 +421,7 @@ class Outbound:
     def end_data(self, problem: Reply | None) -> Reply:
         """The client sent the final dot: finish at the next hop, or give up and say why."""
         if problem is not None:
-            self.end(f"refused ({problem.code} {problem.status})")
+            self.end(f"refused ({problem.code} {problem.status})", replies.reason(problem))
             return problem
         if self.report is not None:
             return self._answer_bounce()
@@ -408,7 +429,8 @@ class Outbound:
             try:
                 self._send_held()
             except Refused as exc:
-                self.end(f"refused ({exc.reply.code} {exc.reply.status}: {exc.detail})")
+                self.end(f"refused ({exc.reply.code} {exc.reply.status}: {exc.detail})",
+                         replies.reason(exc.reply))
                 return exc.reply
         if self.failure is None:
             try:
@@ -418,12 +440,13 @@ class Outbound:
         if self.failure is not None:
             reply = self.failure.reply
             self.end(f"not delivered ({reply.code} {reply.status}: "
-                     f"{self.failure.detail or reply.text})")
+                     f"{self.failure.detail or reply.text})", _next_hop_failure(reply))
             return reply
         self.transaction = None  # finished: nothing to abort
         for recipient in self.envelope.recipients:
             self.forwarder.commit(recipient)
-        self.end("delivered")
+        metrics.message_forwarded("reply" if self.reply is not None else "forward", self.size)
+        self.end("delivered", "delivered")
         return replies.QUEUED.with_text(f"OK: delivered as {self.queue_id}")
 
     def _send_held(self) -> None:
@@ -456,7 +479,7 @@ class Outbound:
             outcome = read_report(dot_unstuff(b"".join(self.report)[:REPORT_READ_LIMIT]))
         except NotAReport as exc:
             reply = replies.NOT_A_REPORT.with_text(f"{replies.NOT_A_REPORT.text}; this is {exc}")
-            self.end(f"refused ({reply.code} {reply.status}: {exc})")
+            self.end(f"refused ({reply.code} {reply.status}: {exc})", "refused-not-report")
             return reply
         try:
             allowed = forwarder.store.take_report(return_path.hash, forwarder.max_reports,
@@ -464,10 +487,10 @@ class Outbound:
         except StoreUnavailable as exc:
             log.warning("smtp client=%s: %s", self.session.peer_ip, exc,
                         extra={"client": self.session.peer_ip})
-            self.end("not delivered (store unavailable)")
+            self.end("not delivered (store unavailable)", "tempfail-redis")
             return replies.STORE_UNAVAILABLE
         if not allowed:
-            self.end("refused (report budget used up)")
+            self.end("refused (report budget used up)", "refused-rate")
             return replies.REPORTS_USED_UP
         report = write_report(outcome, forwarder.addresses_of(return_path.alias)[0],
                               return_path.sender, forwarder.primary_domain,
@@ -476,16 +499,19 @@ class Outbound:
             self.transaction, verdict = forwarder.delivery.open(
                 "", return_path.sender, self.envelope.smtputf8, False, len(report))
             if verdict is not None:
-                self.end(f"not delivered ({verdict.code} {verdict.status} for the report)")
+                self.end(f"not delivered ({verdict.code} {verdict.status} for the report)",
+                         _next_hop_failure(verdict))
                 return verdict
             self.transaction.start_data(b"")  # no Received: it would name the bouncing MTA
             self.transaction.write(dot_stuff(report))
             self.queue_id = forwarder.delivery.finish(self.transaction)
         except DeliveryError as exc:
-            self.end(f"not delivered ({exc.reply.code} {exc.reply.status}: {exc.detail})")
+            self.end(f"not delivered ({exc.reply.code} {exc.reply.status}: {exc.detail})",
+                     _next_hop_failure(exc.reply))
             return exc.reply
         self.transaction = None
-        self.end(f"report sent ({outcome.action})")
+        metrics.message_forwarded("report", len(report))
+        self.end(f"report sent ({outcome.action})", "report-sent")
         return replies.QUEUED.with_text(f"OK: report sent as {self.queue_id}")
 
     def _received(self) -> bytes:
@@ -501,8 +527,12 @@ class Outbound:
 
     # --- the end of every transaction
 
-    def end(self, outcome: str) -> None:
-        """Abort what is still open, release uses not committed, write the transaction's line."""
+    def end(self, outcome: str, counted: str | None = None) -> None:
+        """Abort what is still open, release uses not committed, write the transaction's line.
+
+        ``outcome``: the log's words; ``counted``: the metrics' (one of a fixed few), else
+        derived here for a transaction the protocol ended before its message was through."""
+        metrics.smtp_transaction(counted or self._unfinished(outcome))
         if self.transaction is not None:
             self.transaction.abort()
             self.transaction = None
@@ -519,3 +549,16 @@ class Outbound:
                  outcome, self.queue_id or "-",
                  extra={"client": self.session.peer_ip, "outcome": outcome,
                         "queue_id": self.queue_id})
+
+    def _unfinished(self, outcome: str) -> str:
+        """The counted outcome of a transaction the protocol ended (``outcome``: its words)."""
+        if not self.envelope.recipients and self.refusal is not None:
+            return self.refusal  # nobody taken: as refused as its last recipient was
+        return _PROTOCOL_ENDINGS.get(outcome, "client-aborted")
+
+
+def _next_hop_failure(reply: Reply) -> str:
+    """A message the next hop (or the loop guard on the way there) did not take."""
+    if replies.reason(reply) == "refused-loop":
+        return "refused-loop"
+    return "tempfail-smarthost" if reply.code < 500 else "refused-smarthost"

@@ -173,10 +173,10 @@ class SMTPProtocol:
                 raise Closing(replies.TOO_MANY_ERRORS, "too many bad commands")
         self.connection.queue(reply.encode())
 
-    def _end_envelope(self, outcome: str) -> None:
+    def _end_envelope(self, outcome: str, counted: str | None = None) -> None:
         outbound, self.envelope, self.outbound = self.outbound, None, None
         if outbound is not None:
-            outbound.end(outcome)
+            outbound.end(outcome, counted)
 
     # --- greeting commands
 
@@ -319,7 +319,8 @@ class SMTPProtocol:
         envelope.local_id = secrets.token_hex(6)
         verdict = outbound.begin_data()
         if verdict.code != 354:
-            self._end_envelope(f"not delivered ({verdict.code} {verdict.status} at DATA)")
+            self._end_envelope(f"not delivered ({verdict.code} {verdict.status} at DATA)",
+                               replies.reason(verdict))
             return self._reply(verdict)
         self.connection.queue(verdict.encode())
         problem = self._receive_message(outbound)

@@ -26,6 +26,13 @@ RBL_UNAVAILABLE_AT_CONNECT = Reply(421, "4.7.0", "cannot check {client} against 
 RBL_UNAVAILABLE = Reply(451, "4.7.1", RBL_UNAVAILABLE_AT_CONNECT.text)
 
 
+def refusal_reason(refusal: Refusal) -> str:
+    """The verdict in the metrics' and stats' words (``replies.reason``'s set)."""
+    if refusal.kind == RATE_LIMITED:
+        return "refused-rate"
+    return "refused-rbl" if refusal.kind == RBL_LISTED else "tempfail-rbl"
+
+
 def refusal_reply(refusal: Refusal, at_connect: bool = False) -> Reply:
     if refusal.kind == RATE_LIMITED:
         reply = RATE_LIMIT_REPLIES[refusal.limit]

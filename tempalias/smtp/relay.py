@@ -18,15 +18,17 @@ see. Its reply codes and enhanced status codes are passed back.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 import socket
 import ssl
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import gevent
 
+from tempalias import metrics
 from tempalias.config import SmarthostSettings
 from tempalias.netio import send_all
 from tempalias.smtp import replies
@@ -149,9 +151,13 @@ class SmarthostPool:
 
     def dial(self) -> SmarthostConnection:
         """A fresh, greeted connection; raises DeliveryError (4xx) when there is none to have."""
+        started = time.monotonic()
         try:
-            return self._connect()
+            client = self._connect()
+            metrics.smarthost_connected(True, time.monotonic() - started)
+            return client
         except (OSError, smtplib.SMTPException, ValueError) as exc:  # ValueError: from ssl
+            metrics.smarthost_connected(False, time.monotonic() - started)
             raise DeliveryError(replies.SMARTHOST_UNAVAILABLE,
                                 f"smarthost {self.host}:{self.port}: {exc}") from None
 
@@ -383,12 +389,14 @@ class SmarthostDelivery:
             expect(answers[-2], 250, "MAIL")
             return answers[-1]
 
-        client, (code, text) = self.pool.checkout(first)
+        with _timed("mail"):
+            client, (code, text) = self.pool.checkout(first)
         return SmarthostTransaction(client), rcpt_verdict(code, text)
 
     def finish(self, transaction: SmarthostTransaction) -> str:
         """End the message; the connection goes back to the pool for the next one."""
-        queue_id = transaction.finish()
+        with _timed("data-end"):
+            queue_id = transaction.finish()
         client = transaction.detach()
         if client is not None:
             self.pool.give_back(client)
@@ -396,6 +404,20 @@ class SmarthostDelivery:
 
     def close(self) -> None:
         self.pool.close()
+
+
+@contextlib.contextmanager
+def _timed(step: str) -> Iterator[None]:
+    """One step's time at the smarthost, by how it ended (ok, tempfail, refused)."""
+    started, result = time.monotonic(), "tempfail"
+    try:
+        yield
+        result = "ok"
+    except DeliveryError as exc:
+        result = "refused" if exc.reply.code >= 500 else "tempfail"
+        raise
+    finally:
+        metrics.smarthost_step(step, result, time.monotonic() - started)
 
 
 def _mail_line(client: smtplib.SMTP, sender: str, smtputf8: bool, eight_bit: bool,

@@ -105,3 +105,39 @@ TARGET_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "this alias forwards to a non-ASCII 
                                              "send with the SMTPUTF8 parameter")
 SMTPUTF8_NOT_DELIVERABLE = Reply(553, "5.6.7", "the next hop cannot take non-ASCII addresses")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "message exceeds the size limit")
+
+
+# --- each refusal in one bounded word, for the metrics and the stats kept in Redis. By code and
+# enhanced status, so that a reply whose text was filled in (a rate limit's, a block list's, the
+# smarthost's own) is still known; where two constants share both, the word names the commoner.
+_REASONS = {
+    (550, "5.1.1"): "refused-unknown",  # NO_SUCH_ALIAS, BAD_SRS, NO_SUCH_REVERSE, NO_POSTMASTER
+    (550, "5.7.1"): "refused-relay",  # RELAY_DENIED, DOMAIN_LAPSED and the SRS/reply rules
+    (554, "5.7.1"): "refused-rbl",  # RBL_LISTED_REPLY
+    (421, "4.7.0"): "refused-rate",  # a limit at connect (also too many bad commands)
+    (451, "4.7.1"): "refused-rate",  # a limit on a message or an alias (or RBL not answering)
+    (450, "4.7.1"): "refused-rate",  # replies throttled, a suspended domain
+    (451, "4.3.0"): "tempfail-redis",  # STORE_UNAVAILABLE (LOCAL_ERROR shares it)
+    (450, "4.2.1"): "tempfail-busy",  # ALIAS_BUSY: its uses held by messages in flight
+    (452, "4.5.3"): "tempfail-alone",  # too many recipients, a message that must go alone
+    (451, "4.4.1"): "tempfail-smarthost",
+    (451, "4.4.0"): "tempfail-smarthost",
+    (451, "4.7.0"): "tempfail-dns",  # REPLY_UNVERIFIED
+    (552, "5.3.4"): "refused-size",
+    (554, "5.4.6"): "refused-loop",
+    (554, "5.6.0"): "refused-content",
+    (553, "5.6.7"): "refused-smtputf8",
+    (521, "5.5.2"): "refused-syntax",
+}
+
+
+def reason(reply: Reply) -> str:
+    """``accepted`` for a 2xx or 3xx, else a word from a small fixed set (never the text)."""
+    if reply.code < 400:
+        return "accepted"
+    known = _REASONS.get((reply.code, reply.status))
+    if known is not None:
+        return known
+    if reply.code == 501 or reply.code == 553:
+        return "refused-syntax"
+    return "tempfail-other" if reply.code < 500 else "refused-other"

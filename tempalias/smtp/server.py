@@ -14,13 +14,14 @@ import gevent
 from gevent.pool import Group, Pool
 from gevent.server import StreamServer
 
+from tempalias import metrics
 from tempalias.abuse import AbusePolicy, parse_ip
 from tempalias.config import SmtpSettings
 from tempalias.smtp import replies
 from tempalias.smtp.connection import Connection
 from tempalias.smtp.forwarder import Forwarder
 from tempalias.smtp.protocol import Limits, SMTPProtocol
-from tempalias.smtp.refusals import refusal_reply
+from tempalias.smtp.refusals import refusal_reason, refusal_reply
 from tempalias.smtp.replies import Reply
 from tempalias.smtp.session import Session
 
@@ -79,6 +80,7 @@ class SMTPServer(StreamServer):
         """Runs in the accept loop: must not wait. A fresh socket's send buffer is empty."""
         try:
             sock.setblocking(False)
+            metrics.smtp_connection("too-busy")
             sock.send(replies.TOO_BUSY.encode())
         except OSError:
             pass
@@ -89,8 +91,10 @@ class SMTPServer(StreamServer):
         """Ask the abuse policy first (block lists, connection limits), then speak SMTP."""
         client, refusal = self.policy.on_connect(address[0]) if self.policy else (None, None)
         if refusal is not None:
+            metrics.smtp_connection(refusal_reason(refusal))
             self._refuse_client(sock, refusal_reply(refusal, at_connect=True))
             return
+        metrics.smtp_connection("accepted")
         try:
             # an IPv4 client of a dual-stack listener is named by its IPv4 address (greeting,
             # Received:), not as ::ffff:a.b.c.d

@@ -14,6 +14,8 @@
 - ``domains.py``: ``DomainStore``: custom domains registered, activated, read, checked, erased.
 - ``ratelimits.py``: ``RateLimiter``: token buckets and connection leases (tempalias/abuse.py).
 - ``health.py``: ``server_settings``: the read-only ``CONFIG GET`` of ``tempalias check``.
+- ``stats.py``: ``StatsStore``: the counts of ``tempalias stats``, added in batches by every
+  process to hourly hashes, and the last days of the aliases created.
 - ``errors.py``: what the store raises.
 """
 

@@ -176,6 +176,18 @@ SCHEMA_KEY = "ta:schema"
 SCHEMA = 2  # the version of this schema, which store/migration.py brings older keys to
 
 
+# The service's own counts (store/stats.py), summed over every process of every node: one hash
+# per hour, ``ta:stats:{h:<hours since the epoch>}`` (field -> count; TTL two days), and one hash
+# of the days on which the aliases created end at the latest, ``ta:stats:{ends}`` (day since the
+# epoch -> aliases created with that last day), from which the live aliases are estimated.
+STATS_TTL_SECONDS = 2 * 86400
+STATS_ENDS_KEY = "ta:stats:{ends}"
+
+
+def stats_hour_key(hour: int) -> str:
+    return f"ta:stats:{{h:{hour}}}"
+
+
 def report_key(return_hash: str) -> str:
     return f"ta:srs:{{{return_hash}}}"
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
-from bottle import Bottle, request, response
+from bottle import Bottle, HTTPResponse, request, response
+
+from tempalias import metrics
 
 from tempalias.aliases import AliasService, StoreUnavailable
 from tempalias.config import HttpSettings, IPNetwork
@@ -62,6 +65,33 @@ def _slow_body_is_408(callback):
     return wrapper
 
 
+class _Timed:
+    """Bottle plugin (api 2, so it sees the route): each routed request's time in its route,
+    labelled by the route's rule (``/api/v1/aliases/<alias_id:path>``), never the path, which
+    would name an alias. Installed first, so it is outermost and sees the final status."""
+
+    name = "timed"
+    api = 2
+
+    def apply(self, callback, route):
+        rule, method = route.rule, route.method
+
+        @functools.wraps(callback)
+        def wrapper(*args, **kwargs):
+            started, status = time.perf_counter(), 500
+            try:
+                result = callback(*args, **kwargs)
+                status = response.status_code
+                return result
+            except HTTPResponse as exc:  # HTTPError and ApiError too
+                status = exc.status_code
+                raise
+            finally:
+                metrics.http_request(rule, method, status, time.perf_counter() - started)
+
+        return wrapper
+
+
 def create_app(settings: HttpSettings, aliases: AliasService,
                trusted_proxies: tuple[IPNetwork, ...],
                domains: DomainService | None = None) -> Bottle:
@@ -69,6 +99,7 @@ def create_app(settings: HttpSettings, aliases: AliasService,
     ``domains``: the custom-domain use cases (None: only the list of our own domains)."""
     app = Bottle(catchall=True, autojson=False)
     app.default_error_handler = json_error_handler
+    app.install(_Timed())
     app.install(_store_unavailable_is_503)
     app.install(_slow_body_is_408)
     app.add_hook("after_request", _cors_headers)

@@ -8,6 +8,7 @@ from bottle import Bottle, request, response
 
 from urllib.parse import quote
 
+from tempalias import metrics
 from tempalias.addresses import domain_to_unicode
 from tempalias.aliases import (AliasNotFound, AliasService, AliasTaken, CreationRefused,
                                DomainNotFound, DomainSuspended, InvalidOrder, iso_utc)
@@ -79,7 +80,9 @@ def install(app: Bottle, settings: HttpSettings, aliases: AliasService,
         try:
             view = aliases.show(alias_id, _bearer_token())
         except AliasNotFound:
+            metrics.alias_looked_up("api", found=False)
             raise ApiError(404, *NOT_FOUND) from None
+        metrics.alias_looked_up("api", found=True)
         return private_json({**view.summary(), "delivered": view.alias.delivered,
                               "active": view.active})
 
@@ -88,7 +91,9 @@ def install(app: Bottle, settings: HttpSettings, aliases: AliasService,
         try:
             aliases.revoke(alias_id, _bearer_token())
         except AliasNotFound:
+            metrics.alias_revoked("api", found=False)
             raise ApiError(404, *NOT_FOUND) from None
+        metrics.alias_revoked("api", found=True)
         response.status = 204
         return b""
 

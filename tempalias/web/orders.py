@@ -14,6 +14,7 @@ from typing import Any
 
 from bottle import request
 
+from tempalias import metrics
 from tempalias.abuse import client_ip
 from tempalias.aliases import AliasService, Created, InvalidOrder
 from tempalias.config import IPNetwork
@@ -83,10 +84,14 @@ def place_order(aliases: AliasService, fields: dict[str, Any], trusted_proxies: 
     order = read_order(fields, uses_key=uses_key, legacy=legacy, query=query)
     ip = requesting_client(trusted_proxies)
     try:
-        return aliases.create(order.target, order.days, order.uses, ip, domain=order.domain,
-                              local_part=order.local_part, domain_token=domain_token,
-                              replies=order.replies)
+        created = aliases.create(order.target, order.days, order.uses, ip, domain=order.domain,
+                                 local_part=order.local_part, domain_token=domain_token,
+                                 replies=order.replies)
     except InvalidOrder as exc:
         if exc.field == "uses" and uses_key != "uses":
             raise InvalidOrder(uses_key, exc.reason) from None
         raise
+    metrics.alias_created("legacy" if legacy else "api",
+                          order.domain is not None and not aliases.rules.is_ours(order.domain),
+                          created.view.alias.expires_ms)
+    return created

@@ -1,0 +1,202 @@
+"""/metrics end to end: a running service (one process, or a parent with two workers), real
+traffic through its HTTP and SMTP ports, a scrape of its own metrics address parsed as Prometheus
+parses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.processes import wait_for
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "appliance" / "grafana-dashboard.json"
+BODY = b"From: alice@sender.example\r\nSubject: counted\r\n\r\nhello\r\n"
+
+
+def scrape(service) -> dict[str, list]:
+    """Every sample of one scrape, by family name."""
+    answer = requests.get(f"http://127.0.0.1:{service.ports['metrics']}/metrics", timeout=10)
+    assert answer.status_code == 200
+    return {family.name: family.samples
+            for family in text_string_to_metric_families(answer.text)}
+
+
+def value(families: dict[str, list], sample_name: str, **labels: str) -> float:
+    """The sum of the samples named ``sample_name`` whose labels include ``labels`` (0 if none)."""
+    return sum(sample.value for samples in families.values() for sample in samples
+               if sample.name == sample_name
+               and all(sample.labels.get(key) == wanted for key, wanted in labels.items()))
+
+
+def create_alias(service) -> str:
+    answer = requests.post(f"{service.http_url}/api/v1/aliases",
+                           json={"target": "owner@target.example", "uses": 10}, timeout=10)
+    assert answer.status_code == 201
+    return answer.json()["id"]
+
+
+def deliver(port: int, address: str) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.example")
+        client.sendmail("alice@sender.example", [address], BODY)
+
+
+def stats_output(service, *args: str) -> str:
+    """``tempalias stats`` on the service's own (embedded) Redis."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TEMPALIAS_")}
+    environment["TEMPALIAS_DATA_DIR"] = str(service.workdir / "data")
+    done = subprocess.run([sys.executable, "-m", "tempalias", "stats", *args],
+                          env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def stats(service) -> dict:
+    return json.loads(stats_output(service, "--json"))
+
+
+@pytest.fixture
+def workers_service(service_factory, own_peer):
+    """Two workers behind one parent, relaying to a sink of this test's own; a Redis of its own
+    (the embedded one), so that the counts kept there are this test's alone; a block list that
+    does not list loopback (harness/dns_server.py), asked about loopback as about anyone."""
+    sink = own_peer()
+    service = service_factory(env={"TEMPALIAS_WORKERS": "2", "TEMPALIAS_ARC": "no",
+                                   "TEMPALIAS_RBL_ZONES": "bl.test",
+                                   "TEMPALIAS_TRUSTED_NETWORKS": "",
+                                   "TEMPALIAS_SMARTHOST": sink.address, "TEMPALIAS_REDIS_URL": "",
+                                   "TEMPALIAS_METRICS_LISTEN": "127.0.0.1:0"})
+    return service, sink
+
+
+def test_two_workers_report_one_set_of_counts(workers_service):
+    service, sink = workers_service
+    before = scrape(service)
+    alias_id = create_alias(service)
+    for _ in range(3):
+        deliver(service.smtp_port, f"{alias_id}@tempalias.test")
+    assert len(sink.messages) == 3
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        deliver(service.smtp_port, "nosuchalias@tempalias.test")
+    after = scrape(service)
+
+    def moved(sample: str, **labels: str) -> float:
+        return value(after, sample, **labels) - value(before, sample, **labels)
+
+    assert moved("tempalias_smtp_transactions_total", outcome="delivered") == 3
+    assert moved("tempalias_messages_forwarded_total", kind="forward") == 3
+    assert moved("tempalias_forwarded_bytes_total", kind="forward") >= 3 * len(BODY)
+    assert moved("tempalias_smtp_recipients_total", verdict="accepted") == 3
+    assert moved("tempalias_smtp_recipients_total", verdict="refused-unknown") == 1
+    assert moved("tempalias_smtp_transactions_total", outcome="refused-unknown") == 1
+    assert moved("tempalias_aliases_created_total", door="api", kind="ours") == 1
+    assert moved("tempalias_http_request_seconds_count", route="/api/v1/aliases",
+                  method="POST", status="201") == 1
+    assert moved("tempalias_smarthost_transaction_seconds_count", step="data-end",
+                 result="ok") == 3
+    assert moved("tempalias_redis_operation_seconds_count") > 0
+    assert moved("tempalias_rbl_lookups_total", zone="bl.test", result="clean") >= 1
+    assert moved("tempalias_smtp_connections_total", outcome="accepted") == 4
+    assert "process_cpu_seconds" in after  # the library's process collector, the parent's
+    assert "tempalias_live_aliases" in after  # read from redis as the parent started
+
+    values = {label for samples in after.values() for sample in samples
+              for label in sample.labels.values()}
+    assert not any(alias_id in label or "@" in label or "127.0.0.1" in label
+                   for label in values), values
+
+    # the same counts, in Redis for `tempalias stats`: flushed by each worker in batches
+    wait_for(lambda: stats(service)["last_hour"]["messages_forwarded"] == 3, 30,
+             "the workers' counts in redis")
+    report = stats(service)
+    for window in ("last_hour", "last_day"):
+        assert report[window]["aliases_created"] == 1
+        assert report[window]["messages_forwarded"] == 3
+        assert report[window]["refused"] == {"refused-unknown": 1}
+        assert report[window]["transactions"]["delivered"] == 3
+    assert report["live_aliases_at_most"] == 1
+    shown = stats_output(service)
+    assert "live aliases:   at most 1 " in shown and "messages forwarded: 3" in shown
+    assert "refused:            refused-unknown 1" in shown
+
+
+def test_public_http_port_does_not_serve_metrics(service):
+    assert requests.get(f"{service.http_url}/metrics", timeout=10).status_code == 404
+    assert requests.get(f"http://127.0.0.1:{service.ports['metrics']}/other",
+                        timeout=10).status_code == 404
+
+
+def test_one_process_counts_each_door_and_what_owners_do(service):
+    before = scrape(service)
+    answer = requests.post(f"{service.http_url}/api/v1/aliases", timeout=10,
+                           json={"target": "owner@target.example"})
+    alias = f"{service.http_url}/api/v1/aliases/{answer.json()['id']}"
+    owner = {"Authorization": f"Bearer {answer.json()['token']}"}
+    assert requests.get(alias, headers=owner, timeout=10).status_code == 200
+    assert requests.delete(alias, headers=owner, timeout=10).status_code == 204
+    assert requests.get(alias, headers=owner, timeout=10).status_code == 404
+    assert requests.post(f"{service.http_url}/aliases", json={"target": "owner@target.example"},
+                         timeout=10).status_code == 200
+    after = scrape(service)
+    for sample, labels in (("tempalias_aliases_created_total", {"door": "api"}),
+                           ("tempalias_aliases_created_total", {"door": "legacy"}),
+                           ("tempalias_alias_lookups_total", {"result": "found"}),
+                           ("tempalias_alias_lookups_total", {"result": "not-found"}),
+                           ("tempalias_alias_revocations_total", {"result": "revoked"}),
+                           ("tempalias_http_request_seconds_count",
+                            {"route": "/api/v1/aliases/<alias_id:path>", "method": "GET",
+                             "status": "404"})):
+        assert value(after, sample, **labels) == value(before, sample, **labels) + 1, sample
+
+
+def test_dashboard_names_only_families_a_scrape_exposes(workers_service):
+    service, _ = workers_service
+    deliver(service.smtp_port, f"{create_alias(service)}@tempalias.test")
+    exposed = {sample.name for samples in scrape(service).values() for sample in samples}
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
+    assert dashboard["panels"]
+    for panel in dashboard["panels"]:
+        assert panel["type"] and panel["title"], panel
+        assert set(panel["gridPos"]) >= {"x", "y", "w", "h"}, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            named = set(re.findall(r"\b(?:tempalias|process)_[a-z_]+\b", target["expr"]))
+            assert named, target["expr"]
+            assert named <= exposed, (panel["title"], named - exposed)
+
+
+def test_only_the_parent_listens_for_scrapes(workers_service):
+    """A worker is forked with the parent's metrics socket and gauge: it must let go of both."""
+    service, _ = workers_service
+    port = service.ports["metrics"]
+    parent = psutil.Process(service.pid)
+
+    def workers():
+        found = [child for child in parent.children() if "redis" not in child.name()]
+        return found if len(found) == 2 else None
+
+    def listening(process) -> bool:
+        return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in process.net_connections(kind="tcp"))
+
+    assert listening(parent)
+    assert not any(listening(worker) for worker in wait_for(workers, 30, "two workers"))
+
+
+def test_the_metrics_module_imports_first():
+    """The store's runner counts through metrics.py and metrics.py reads the store's errors:
+    importing either first must work (a tool or a test may start with metrics)."""
+    done = subprocess.run([sys.executable, "-c", "import tempalias.metrics"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
