@@ -242,15 +242,22 @@ def test_an_alias_at_our_domains_is_erased_by_its_own_expiry(store, redis_client
                                keys.revs_key(made.id)) == 0
 
 
-def test_purge_removes_exactly_the_ended_aliases_of_custom_domains(store, redis_client):
+def _ended_and_live(store, redis_client, ended: int, live: int):
+    """A custom domain of the test's own with ``ended`` aliases whose 50 ms are over and ``live``
+    ones of an hour: (domain, the ended Alias objects, the live ids)."""
     domain = _active_domain(redis_client, store)
     made = [store.create("a@example.org", 50, None, domain=domain, custom=True).alias
-            for _ in range(5)]
-    live = [store.create("b@example.org", HOUR_MS, None, domain=domain, custom=True).alias.id
-            for _ in range(5)]
-    listed = keys.domain_aliases_key(domain)
+            for _ in range(ended)]
+    kept = [store.create("b@example.org", HOUR_MS, None, domain=domain, custom=True).alias.id
+            for _ in range(live)]
     last_end = max(alias.expires_ms for alias in made)
     wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
+    return domain, made, kept
+
+
+def test_purge_removes_exactly_the_ended_aliases_of_custom_domains(store, redis_client):
+    domain, made, live = _ended_and_live(store, redis_client, 5, 5)
+    listed = keys.domain_aliases_key(domain)
     assert store.purge() >= 5
     for alias in made:
         assert keys_of(redis_client, alias.id) == {keys.id_key(alias.id)}  # its id stays taken
@@ -262,13 +269,7 @@ def test_purge_removes_exactly_the_ended_aliases_of_custom_domains(store, redis_
 
 
 def test_purge_goes_on_batch_after_batch_until_every_ended_alias_is_gone(store, redis_client):
-    domain = _active_domain(redis_client, store)
-    made = [store.create("a@example.org", 50, None, domain=domain, custom=True).alias
-            for _ in range(25)]
-    live = [store.create("b@example.org", HOUR_MS, None, domain=domain, custom=True).alias.id
-            for _ in range(3)]
-    last_end = max(alias.expires_ms for alias in made)
-    wait_for(lambda: redis_client.time()[0] * 1000 > last_end, 5, "the aliases to end")
+    domain, made, live = _ended_and_live(store, redis_client, 25, 3)
     assert store.purge(batch=10) >= 25  # three batches, the last one short
     assert redis_client.zcard(keys.domain_aliases_key(domain)) == 3
     assert all(redis_client.exists(keys.alias_key(alias_id)) == 1 for alias_id in live)
