@@ -104,6 +104,10 @@ def test_two_workers_report_one_set_of_counts(workers_service):
                   method="POST", status="201") == 1
     assert moved("tempalias_smarthost_transaction_seconds_count", step="data-end",
                  result="ok") == 3
+    # the pool: a worker that carried a message keeps its connection for the next; none in use
+    idle = value(after, "tempalias_smarthost_connections", state="idle")
+    assert 1 <= idle <= 2, idle
+    assert value(after, "tempalias_smarthost_connections", state="open") == idle
     assert moved("tempalias_redis_operation_seconds_count") > 0
     assert moved("tempalias_rbl_lookups_total", zone="bl.test", result="clean") >= 1
     assert moved("tempalias_smtp_connections_total", outcome="accepted") == 4
