@@ -115,17 +115,22 @@ def test_every_image_a_document_shows_is_part_of_the_project():
 
 # --- The docs' examples, run as written against a service started as `make run` starts it
 
-# The documents whose curl, swaks and cat lines are walked, in this order, against one service:
-# the README's first alias and message, the API's create/look-up/revoke, a custom domain from
-# registration to an alias, and the by-hand scrape that counts the README's message.
-WALKED = ["README.md", "docs/api.md", "docs/custom-domains.md", "docs/monitoring.md"]
+# The documents whose curl, swaks, cat and tempalias lines are walked, in this order, against one
+# service: the README's first alias and message, the API's create/look-up/revoke, a custom domain
+# from registration to an alias, the administration commands on the same store, and the by-hand
+# scrape that counts the README's message.
+WALKED = ["README.md", "docs/api.md", "docs/custom-domains.md", "docs/administration.md",
+          "docs/monitoring.md"]
 DOCUMENTED_STATUS = re.compile(r"#\s+(\d{3})\b(.*)")
+DOCUMENTED_EXIT = re.compile(r"#\s+exit (\d+)\b")
+TEMPALIAS = str(Path(sys.executable).with_name("tempalias"))  # the Makefile's $(BIN)/tempalias
 WALK_BUDGET = 30.0
 
 
 def _examples(document: str) -> list[tuple[str, list[str]]]:
-    """Each curl, swaks or cat command of a document's ``sh`` blocks with the comment lines
-    after it (where the docs show the answer: ``# 201 {...}``), continuation lines joined."""
+    """Each curl, swaks, cat or tempalias command (but ``serve``) of a document's ``sh`` blocks
+    with the comment lines after it (where the docs show the answer: ``# 201 {...}``, ``# exit
+    1``), continuation lines joined."""
     text = (REPO / document).read_text(encoding="utf-8")
     examples: list[tuple[str, list[str]]] = []
     for block in SHELL_BLOCK.findall(text):
@@ -136,7 +141,9 @@ def _examples(document: str) -> list[tuple[str, list[str]]]:
                     examples[-1][1].append(line)
                 continue
             command = line.split(" #", 1)[0].strip()
-            if command.split(" ", 1)[0] in ("curl", "swaks", "cat"):
+            words = command.split()
+            if words and (words[0] in ("curl", "swaks", "cat") or (
+                    words[0].endswith("bin/tempalias") and "serve" not in words)):
                 examples.append((command, []))
             elif command:
                 examples.append((command, None))  # make, tempalias...: parsed above, not run
@@ -160,6 +167,15 @@ def _documented(comments: list[str]) -> tuple[int | None, str]:
     return status, " ".join(shown)
 
 
+# A record `tempalias domain add` prints for the operator to publish: "  NAME. TYPE VALUE"
+PRINTED_RECORD = re.compile(r"^  (\S+)\. (MX|TXT) (.+)$", re.MULTILINE)
+
+
+def _publish(dns_zone, name: str, rtype: str, value: str) -> None:
+    """What a domain's owner does with the records the service shows: publish them."""
+    dns_zone.publish(f'{name}. IN {rtype} ' + (f'"{value}"' if rtype == "TXT" else f"{value}."))
+
+
 def _keys(value) -> set[str]:
     if isinstance(value, dict):
         return set(value) | {key for item in value.values() for key in _keys(item)}
@@ -169,15 +185,16 @@ def _keys(value) -> set[str]:
 
 
 def test_the_docs_examples_run_as_written(tmp_path, dns_zone):
-    """Issue 16: every curl, swaks and cat line of the README's first steps, the API, custom
-    domains and monitoring runs, in order, against `tempalias serve` with no settings (only free
-    ports and the test's DNS server), with the example's id and tokens replaced by the ones the
-    service answered: each answers the status the docs show (2xx where they show none), with
-    every field the docs show, and the text the docs quote; the message lands in the Maildir
-    the README names and the scrape counts it."""
+    """Issue 16: every curl, swaks, cat and tempalias line of the README's first steps, the API,
+    custom domains, administration and monitoring runs, in order, against `tempalias serve` with
+    no settings (only free ports and the test's DNS server), with the example's id and tokens
+    replaced by the ones the service answered: each answers the status the docs show (2xx where
+    they show none), with every field the docs show, and the text the docs quote; a command
+    exits as the docs say (0 where they say nothing); the message lands in the Maildir the
+    README names and the scrape counts it."""
     import requests
 
-    from harness.processes import ServiceProcess, wait_for
+    from harness.processes import ServiceProcess, environment_without_tempalias, wait_for
 
     service = ServiceProcess(tmp_path, {"TEMPALIAS_DNS_SERVERS": dns_zone.address},
                              command=(str(Path(sys.executable).with_name("tempalias")),),
@@ -215,10 +232,8 @@ def test_the_docs_examples_run_as_written(tmp_path, dns_zone):
                         assert missing == set(), f"{where}: the docs show {missing}: {body}"
                         if "records" in answered and "token" in answered:  # a registration
                             found["DOMAIN_TOKEN"] = answered["token"]
-                            for record in answered["records"]:  # the operator publishes them
-                                value = (f'"{record["value"]}"' if record["type"] == "TXT"
-                                         else f'{record["value"]}.')
-                                dns_zone.publish(f'{record["name"]}. IN {record["type"]} {value}')
+                            for record in answered["records"]:  # its owner publishes them
+                                _publish(dns_zone, record["name"], record["type"], record["value"])
                         elif "token" in answered:  # an alias
                             if "@tempalias.localhost" in answered["address"]:
                                 found["k3x9qa@tempalias.localhost"] = answered["address"]
@@ -237,19 +252,36 @@ def test_the_docs_examples_run_as_written(tmp_path, dns_zone):
 
                     out = wait_for(shown_by_cat, WALK_BUDGET, f"{where} to show the message")
                     assert "Delivered-To: me@example.org" in out  # the README says so
-                else:
+                elif line.startswith("swaks"):
                     sent = subprocess.run(line + " --timeout 20", shell=True, capture_output=True,
                                           text=True, cwd=tmp_path, timeout=WALK_BUDGET)
                     assert sent.returncode == 0, f"{where}: {sent.stdout}{sent.stderr}"
+                else:  # tempalias, on the service's store (the embedded Redis under ./var)
+                    words = shlex.split(line)
+                    done = subprocess.run([TEMPALIAS, *words[1:]], capture_output=True, text=True,
+                                          cwd=tmp_path, timeout=WALK_BUDGET,
+                                          env=environment_without_tempalias(
+                                              TEMPALIAS_DNS_SERVERS=dns_zone.address))
+                    exits = [int(match.group(1)) for match in map(DOCUMENTED_EXIT.match, comments)
+                             if match]
+                    assert done.returncode == (exits[0] if exits else 0), \
+                        f"{where} exited {done.returncode}: {done.stdout}{done.stderr}"
+                    made = re.search(r"\b([a-z0-9]+)@tempalias\.localhost\b", done.stdout)
+                    if words[1] == "create" and made:
+                        found["k3x9qa"] = made.group(1)
+                    for name, rtype, value in PRINTED_RECORD.findall(done.stdout):  # domain add
+                        _publish(dns_zone, name, rtype, value)
                 ran.append(where)
         # The walk reached every kind of example; docs/api.md's DELETE revoked the alias it made
-        # and nothing else (the README's and the custom domain's are still there).
-        assert len(ran) >= 10 and any("swaks" in where for where in ran), ran
-        answers = {alias_id: requests.get(f"{service.http_url}/api/v1/aliases/{alias_id}",
-                                          headers={"Authorization": f"Bearer {token}"},
-                                          timeout=10).status_code
-                   for alias_id, token in tokens.items()}
-        assert sorted(answers.values()) == [200, 200, 404], answers
-        assert answers[found["k3x9qa"]] == 404
+        # and nothing else (the README's and the custom domain's are still there), and the
+        # administration's revoke the one its create made.
+        assert len(ran) >= 20 and {where.split(": ")[0] for where in ran} == set(WALKED), ran
+        answers = [requests.get(f"{service.http_url}/api/v1/aliases/{alias_id}",
+                                headers={"Authorization": f"Bearer {token}"},
+                                timeout=10).status_code for alias_id, token in tokens.items()]
+        assert answers == [200, 404, 200], tokens  # the README's, the API's, the custom domain's
+        shown = subprocess.run([TEMPALIAS, "show", found["k3x9qa"]], capture_output=True,
+                               cwd=tmp_path, timeout=WALK_BUDGET, env=environment_without_tempalias())
+        assert shown.returncode != 0 and found["k3x9qa"] not in tokens
     finally:
         assert service.stop() == 0
