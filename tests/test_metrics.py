@@ -1,6 +1,7 @@
 """/metrics end to end: a running service (one process, or a parent with two workers), real
 traffic through its HTTP and SMTP ports, a scrape of its own metrics address parsed as Prometheus
-parses it."""
+parses it; and the Grafana dashboard and the alert rules select only what such a scrape
+exposes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.processes import wait_for
 
-DASHBOARD = Path(__file__).resolve().parent.parent / "appliance" / "grafana-dashboard.json"
+APPLIANCE = Path(__file__).resolve().parent.parent / "appliance"
+DASHBOARD = APPLIANCE / "grafana-dashboard.json"
+ALERT_RULES = APPLIANCE / "prometheus-alerts.yml"
 BODY = b"From: alice@sender.example\r\nSubject: counted\r\n\r\nhello\r\n"
 
 
@@ -159,10 +162,15 @@ def test_one_process_counts_each_door_and_what_owners_do(service):
         assert value(after, sample, **labels) == value(before, sample, **labels) + 1, sample
 
 
+def scraped_after_a_message(service) -> list:
+    """Every sample of a scrape after one message went through: what Prometheus would hold."""
+    deliver(service.smtp_port, f"{create_alias(service)}@tempalias.test")
+    return [sample for samples in scrape(service).values() for sample in samples]
+
+
 def test_dashboard_names_only_families_a_scrape_exposes(workers_service):
     service, _ = workers_service
-    deliver(service.smtp_port, f"{create_alias(service)}@tempalias.test")
-    exposed = {sample.name for samples in scrape(service).values() for sample in samples}
+    exposed = {sample.name for sample in scraped_after_a_message(service)}
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
     assert dashboard["panels"]
@@ -174,6 +182,34 @@ def test_dashboard_names_only_families_a_scrape_exposes(workers_service):
             named = set(re.findall(r"\b(?:tempalias|process)_[a-z_]+\b", target["expr"]))
             assert named, target["expr"]
             assert named <= exposed, (panel["title"], named - exposed)
+
+
+# a series selector of PromQL (``name{label="value", other=~"regex"}``) and its matchers
+SELECTOR = re.compile(r"\b(tempalias_[a-z_]+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def selects(matchers: list[tuple[str, str, str]], labels: dict[str, str]) -> bool:
+    """Whether a series with ``labels`` is one the matchers select (a missing label is "")."""
+    tests = {"=": lambda got, want: got == want, "!=": lambda got, want: got != want,
+             "=~": lambda got, want: re.fullmatch(want, got) is not None,
+             "!~": lambda got, want: re.fullmatch(want, got) is None}
+    return all(tests[op](labels.get(name, ""), want) for name, op, want in matchers)
+
+
+def test_alert_rules_select_only_series_a_scrape_exposes(workers_service):
+    """A metric or a label value misspelled in a rule leaves the alert silent forever, and its
+    promtool unit tests (tests/test_alert_rules.py) cannot tell: they feed the series the rule
+    names. So each selector of the rules must select a series a running tempalias exposes."""
+    service, _ = workers_service
+    samples = scraped_after_a_message(service)
+    selectors = SELECTOR.findall(ALERT_RULES.read_text(encoding="utf-8"))
+    assert len(selectors) >= 10
+    for name, matchers in selectors:
+        parsed = MATCHER.findall(matchers)
+        assert len(parsed) == len([part for part in matchers.split(",") if part.strip()]), matchers
+        assert any(sample.name == name and selects(parsed, sample.labels) for sample in samples), \
+            f"no exposed series is {name}{{{matchers}}}"
 
 
 def test_only_the_parent_listens_for_scrapes(workers_service):
