@@ -372,6 +372,30 @@ def test_a_smarthost_refusing_at_the_final_dot_is_counted_by_its_answer(service_
     assert sink.messages == []
 
 
+def test_a_recipient_the_smarthost_refuses_is_counted_as_the_smarthosts_refusal(service_factory,
+                                                                              own_peer):
+    """Not as an unknown alias (550 5.1.1 is the smarthost's "no such user" here, about the
+    target), nor as a relay attempt: the refusals alert would take a smarthost's refusals for a
+    guessing run."""
+    sink = own_peer()
+    service = two_workers(service_factory, sink.address)
+    address = f"{create_alias(service)}@tempalias.test"
+    before = scrape(service)
+    for answer in ("550 5.1.1 no such user here", "550 5.7.1 relaying denied",
+                   "450 4.2.0 mailbox busy"):
+        sink.script = Script(rcpt={"owner@target.example": answer})
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            deliver(service.smtp_port, address)
+        assert refused.value.recipients[address][0] == int(answer[:3])
+    after = scrape(service)
+    for verdict, times in (("refused-smarthost", 2), ("tempfail-smarthost", 1)):
+        assert moved(before, after, "tempalias_smtp_recipients_total", verdict=verdict) == times
+        assert moved(before, after, "tempalias_smtp_transactions_total", outcome=verdict) == times
+    for word in ("refused-unknown", "refused-relay"):
+        assert moved(before, after, "tempalias_smtp_recipients_total", verdict=word) == 0
+        assert moved(before, after, "tempalias_smtp_transactions_total", outcome=word) == 0
+
+
 def test_the_metrics_module_imports_first():
     """The store's runner counts through metrics.py and metrics.py reads the store's errors:
     importing either first must work (a tool or a test may start with metrics)."""
