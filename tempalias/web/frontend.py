@@ -4,10 +4,13 @@ The page is plain files that talk to the public REST API like any other client. 
 generates ``/config.js``, because the page cannot know by itself what the server enforces (domain,
 limits) nor the public URL it is reached at (which the bookmarklet must carry to other sites).
 ``/bookmarklet.js`` is served at a stable root path with CORS, since third-party pages load it.
+``/extension/tempalias-<browser>.zip`` is the browser extension made for this server's public URL
+(``tempalias/webextension.py``), built in memory once per URL.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 
@@ -16,6 +19,7 @@ from bottle import Bottle, HTTPResponse, request, response, static_file
 from tempalias.aliases import AliasRules
 from tempalias.bundled import bundled_directory
 from tempalias.config import HttpSettings, Listen
+from tempalias import webextension
 
 # In a wheel, the package tempalias/static; in a checkout, static/ beside tempalias/.
 STATIC_ROOT = bundled_directory("static")
@@ -25,6 +29,7 @@ STATIC_ROOT = bundled_directory("static")
 REVALIDATE = "no-cache"
 ASSET_CACHE = "public, max-age=600"
 JS_TYPE = "text/javascript; charset=utf-8"
+ZIP_TYPE = "application/zip"
 # The page holds management tokens: nothing but its own files may run, load or receive anything.
 PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -103,6 +108,12 @@ def _generated(content_type: str) -> None:
         response.set_header(name, value)
 
 
+@functools.lru_cache(maxsize=8)  # bounded: without a public URL, the Host header names the URL
+def _extension_zip(base_url: str, shown: str, browser: str) -> bytes:
+    files = webextension.extension_files(base_url, json.loads(shown), browser)
+    return webextension.zip_bytes(files)
+
+
 def install(app: Bottle, settings: HttpSettings, rules: AliasRules) -> None:
     @app.get("/")
     def index():
@@ -120,6 +131,15 @@ def install(app: Bottle, settings: HttpSettings, rules: AliasRules) -> None:
         answer = _static("bookmarklet.js", ASSET_CACHE, JS_TYPE)
         answer.set_header("Access-Control-Allow-Origin", "*")
         return answer
+
+    @app.get("/extension/tempalias-<browser:re:chromium|firefox>.zip")
+    def extension_zip(browser: str):
+        base = public_url(settings, request.environ)
+        body = _extension_zip(base, json.dumps(page_settings(rules, base)), browser)
+        _generated(ZIP_TYPE)
+        response.set_header("Content-Disposition",
+                            f'attachment; filename="tempalias-{browser}.zip"')
+        return body
 
     @app.get("/static/<path:path>")
     def static(path: str):
