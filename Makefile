@@ -12,7 +12,8 @@ SMTP_TEST_PACKAGES := swaks:swaks openssl:openssl
 FRONTEND_TEST_PACKAGES := chromium:chromium npm:npm
 ABUSE_TEST_PACKAGES :=
 APPLIANCE_TEST_PACKAGES := nginx:nginx shellcheck:shellcheck supervisord:supervisor packer:packer \
-	systemd-analyze:systemd nft:nftables openssl:openssl redis-cli:redis-tools ssh-keygen:openssh-client
+	systemd-analyze:systemd nft:nftables openssl:openssl redis-cli:redis-tools ssh-keygen:openssh-client \
+	promtool:prometheus
 TEST_PACKAGES := $(RUN_PACKAGES) $(SMTP_TEST_PACKAGES) $(FRONTEND_TEST_PACKAGES) \
 	$(ABUSE_TEST_PACKAGES) $(APPLIANCE_TEST_PACKAGES)
 

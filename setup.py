@@ -37,6 +37,7 @@ setup(
             "playwright>=1.40,<2",
             "dnslib>=0.9.24,<0.10",
             "requests>=2.31,<3",
+            "pyyaml>=6,<7",  # the alert rules and their promtool tests, read and changed
             "locust>=2.40,<3",
             # the benchmark's charts (loadtest/bench/charts.py, make bench) and their test; never
             # imported by the service

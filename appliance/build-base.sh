@@ -37,7 +37,7 @@ root_uuid=$(cat /proc/sys/kernel/random/uuid)
 
 # The Debian packages provision.sh installs are preinstalled here, at native speed (unpacking
 # them in the TCG guest takes minutes); provision.sh finds them and skips apt-get.
-appliance_packages=nginx,supervisor,redis-server,python3,python3-venv,nftables
+appliance_packages=nginx,supervisor,redis-server,python3,python3-venv,nftables,prometheus-node-exporter
 # The customize hook runs with the new root tree as "$1"; these variables are exported to it.
 export TEMPALIAS_BUILD_PUBKEY="$out/build-key.pub" TEMPALIAS_ROOT_UUID="$root_uuid"
 # shellcheck disable=SC2016  # the hooks' "$1" is expanded by mmdebstrap's shell, not this one

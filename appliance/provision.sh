@@ -12,10 +12,11 @@
 #                   redis-server and supervisor services, which tempalias does not use, and
 #                   replace nginx's main configuration with the appliance's
 #
-# What it does: installs Debian's nginx, supervisor, redis-server, python3-venv and nftables;
-# creates the unprivileged user tempalias; copies the source to /opt/tempalias/src and installs
-# it into the venv /opt/tempalias/venv; installs the configuration under /etc/tempalias (an
-# existing tempalias.ini is kept), the nginx site and the systemd units; enables them.
+# What it does: installs Debian's nginx, supervisor, redis-server, python3-venv and nftables
+# (and, with --appliance, prometheus-node-exporter, on loopback only); creates the unprivileged
+# user tempalias; copies the source to /opt/tempalias/src and installs it into the venv
+# /opt/tempalias/venv; installs the configuration under /etc/tempalias (an existing
+# tempalias.ini is kept), the nginx site and the systemd units; enables them.
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,6 +48,11 @@ fi
 
 # --- Debian packages: only the missing ones, so a second run needs no network
 packages="nginx supervisor redis-server python3 python3-venv nftables"
+# The appliance also serves the machine's own metrics; an existing server keeps its own choice.
+appliance_packages="prometheus-node-exporter"
+if [ "$appliance" = yes ]; then
+    packages="$packages $appliance_packages"
+fi
 missing=""
 for package in $packages; do
     status=$(dpkg-query -W -f '${db:Status-Status}' "$package" 2>/dev/null || true)
@@ -128,6 +134,15 @@ fi
 rm -f /etc/nginx/sites-enabled/default
 nginx -t -q
 
+# The node exporter's settings (loopback only): ours on the first run, the operator's afterwards,
+# as long as they keep the file's first line. Debian's package ships the file; on a machine
+# without the image's preinstalled package it listened on every address from its installation
+# above until the restart below.
+node_exporter_defaults=/etc/default/prometheus-node-exporter
+if [ "$appliance" = yes ] && ! grep -qs '^# tempalias appliance' "$node_exporter_defaults"; then
+    install -o root -g root -m 0644 "$src/appliance/node-exporter.default" "$node_exporter_defaults"
+fi
+
 for unit in "$src"/systemd/*.service "$src"/systemd/*.timer; do
     install -o root -g root -m 0644 "$unit" /etc/systemd/system/
 done
@@ -135,6 +150,9 @@ done
 # --- services
 units="tempalias-firewall.service tempalias-configure.service tempalias-dns-records.service"
 units="$units tempalias-redis.service tempalias.service tempalias-purge.timer nginx.service"
+if [ "$appliance" = yes ]; then
+    units="$units prometheus-node-exporter.service"
+fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     # shellcheck disable=SC2086
@@ -147,6 +165,9 @@ if [ -d /run/systemd/system ]; then
             tempalias-dns-records.service tempalias-redis.service tempalias.service
         systemctl start tempalias-purge.timer
         systemctl reload-or-restart nginx.service
+        if [ "$appliance" = yes ]; then
+            systemctl restart prometheus-node-exporter.service
+        fi
         say "started; logs in /var/log/tempalias and journalctl -u 'tempalias*'"
     fi
 else

@@ -162,6 +162,10 @@ class ClusterStack(ThrowawayStack):
     def redis_url(self) -> str:
         return self.redis.url
 
+    @property
+    def services(self) -> list[ServiceProcess]:
+        return self.nodes
+
     def description(self) -> dict:
         """What runs where, as the ready file and the banner say it."""
         return {"http": self.http_url, "redis_url": self.redis_url,

@@ -29,6 +29,10 @@ LIVE_POOL_SIZE = 5000
 OWNED_PER_USER = 200
 REVOKED_SHARE = 0.2  # of the aliases an owner creates, this share is kept to be revoked later
 SMTP_TIMEOUT = 30.0
+# Refused recipients one connection carries before the sender opens another: below the service's
+# TEMPALIAS_SMTP_MAX_BAD_RECIPIENTS (5), past which it slows each answer and then closes, as it
+# should for a guesser. An MTA whose recipients bounce reaches them over many connections.
+REFUSED_PER_CONNECTION = 4
 SENDER = "loadtest@sender.example"
 
 # Addresses of aliases nobody revokes: the senders' live recipients. Shared by the users of one
@@ -127,7 +131,8 @@ class UnexpectedReply(Exception):
 
 
 class MailSender(User):
-    """Sends over one SMTP connection per user (reconnecting after any error), as an MTA would."""
+    """Sends over one SMTP connection per user (reconnecting after any error, and after
+    ``REFUSED_PER_CONNECTION`` unknown recipients), as an MTA would."""
 
     wait_time = between(0.05, 0.2)
     weight = 1
@@ -144,12 +149,14 @@ class MailSender(User):
         self.message = (b"From: <" + SENDER.encode() + b">\r\nSubject: load test\r\n\r\n"
                         + body + b"\r\n")
         self.client: smtplib.SMTP | None = None
+        self.refused_here = 0  # refused recipients on the current connection
 
     def on_stop(self) -> None:
         self._close(quit_first=True)
 
     def _close(self, quit_first: bool = False) -> None:
         client, self.client = self.client, None
+        self.refused_here = 0
         if client is None:
             return
         try:
@@ -191,6 +198,9 @@ class MailSender(User):
                 code, text = client.rset()
                 if code != 250:
                     raise UnexpectedReply(f"RSET {code} {text!r}")
+                self.refused_here += 1
+                if self.refused_here >= REFUSED_PER_CONNECTION:
+                    self._close(quit_first=True)
             else:
                 if code != 250:
                     raise UnexpectedReply(f"RCPT {code} {text!r}")

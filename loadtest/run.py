@@ -4,8 +4,11 @@ Starts loadtest/stack.py's stack (every abuse limit off; with ``--cluster`` load
 nodes on a Redis Cluster, Locust's HTTP users through their nginx front and its SMTP users spread
 over the nodes' SMTP ports, so that every node takes load at once), runs loadtest/locustfile.py for a set time
 and user count, stops the stack, and writes Locust's HTML report and CSV files into a results
-folder. Exits non-zero when any request failed that should not have, or when the sink did not
-receive exactly the messages tempalias accepted (a lost or duplicated message).
+folder. Before the stack stops it scrapes every node's ``/metrics`` into ``metrics.txt`` (with
+several nodes ``metrics-NAME.txt``) beside the report: the service's own view of the same run.
+Exits non-zero when any request failed that should not have, when the sink did not receive exactly
+the messages tempalias accepted (a lost or duplicated message), or when tempalias's own counters
+disagree with what Locust and the sink saw.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from loadtest.stack import Stack, ThrowawayStack, interrupt_on_sigterm
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 RESULTS = Path(__file__).resolve().parent / "results"
 LIVE_SENDS = "send to a live alias (expects 250)"
+UNKNOWN_SENDS = "send to an unknown alias (expects 550)"
 
 
 @dataclass
@@ -44,6 +49,7 @@ class LoadTestResult:
     sink_messages: int
     output_dir: Path
     problems: list[str] = field(default_factory=list)
+    own_counts: dict[str, float] = field(default_factory=dict)
 
     def by_name(self, name: str) -> RequestStats | None:
         return next((row for row in self.stats if row.name == name), None)
@@ -100,10 +106,47 @@ def run_locust(stack: ThrowawayStack, output_dir: Path, users: int, spawn_rate: 
                 process.wait(30)
 
 
+# What the run reads back from every node's /metrics: (family, label, value) summed over nodes.
+OWN_COUNTS = {
+    "forwarded": ("tempalias_messages_forwarded", "kind", "forward"),
+    "delivered": ("tempalias_smtp_transactions", "outcome", "delivered"),
+    "refused-unknown": ("tempalias_smtp_recipients", "verdict", "refused-unknown"),
+}
+
+
+def scrape(stack: ThrowawayStack, output_dir: Path) -> list[str]:
+    """Every node's ``/metrics`` as text, each kept in ``output_dir``; read after Locust stopped
+    and before the stack stops, so the counts are those of the whole run."""
+    texts = []
+    for service in stack.services:
+        url = f"http://127.0.0.1:{service.ports['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            texts.append(answer.read().decode("utf-8"))
+        name = "metrics.txt" if len(stack.services) == 1 else f"metrics-{service.name}.txt"
+        (output_dir / name).write_text(texts[-1], encoding="utf-8")
+    return texts
+
+
+def own_counts(texts: list[str]) -> dict[str, float]:
+    """``OWN_COUNTS`` summed over the nodes' scrapes (prometheus_client's own parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = dict.fromkeys(OWN_COUNTS, 0.0)
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for what, (name, label, value) in OWN_COUNTS.items():
+                if family.name == name:
+                    counts[what] += sum(sample.value for sample in family.samples
+                                        if sample.name == f"{name}_total"
+                                        and sample.labels.get(label) == value)
+    return counts
+
+
 def verdict(locust_status: int, stats: list[RequestStats], sink_messages: int,
-            output_dir: Path) -> list[str]:
+            output_dir: Path, counts: dict[str, float] | None = None) -> list[str]:
     """What went wrong, if anything: Locust's own failure, a request that failed that should
-    not have, or a difference between the messages tempalias accepted and those the sink got."""
+    not have, a difference between the messages tempalias accepted and those the sink got, or
+    tempalias's own ``counts`` (from /metrics) not matching what Locust and the sink saw."""
     problems = []
     if locust_status != 0:
         problems.append(f"locust exited with {locust_status} (see {output_dir / 'locust.log'})")
@@ -115,6 +158,15 @@ def verdict(locust_status: int, stats: list[RequestStats], sink_messages: int,
     if accepted != sink_messages:
         problems.append(f"tempalias accepted {accepted} messages but the sink received "
                         f"{sink_messages}")
+    if counts is not None:
+        unknown = next((row for row in stats if row.name == UNKNOWN_SENDS), None)
+        for what, seen, by in (("forwarded", sink_messages, "the sink received"),
+                               ("delivered", accepted, "Locust saw answered 250"),
+                               ("refused-unknown", unknown.requests if unknown else 0,
+                                "Locust sent to unknown aliases")):
+            if counts[what] != seen:
+                problems.append(f"tempalias's metrics count {counts[what]:.0f} {what} but "
+                                f"{by} {seen}")
     return problems
 
 
@@ -126,10 +178,11 @@ def load_test(output_dir: Path, users: int = 50, spawn_rate: float = 10, seconds
         if cluster_nodes else Stack(workdir=output_dir / "stack", workers=workers)
     with stack:
         status = run_locust(stack, output_dir, users, spawn_rate, seconds, message_bytes)
+        counts = own_counts(scrape(stack, output_dir))
     stats = read_stats(output_dir / "stats.json")
     sink_messages = stack.sink_counts["messages"]
     return LoadTestResult(status, stats, sink_messages, output_dir,
-                          verdict(status, stats, sink_messages, output_dir))
+                          verdict(status, stats, sink_messages, output_dir, counts), counts)
 
 
 def main() -> int:
@@ -160,6 +213,8 @@ def main() -> int:
         print(f"{row.kind:6} {row.name:48} {row.requests:9d} {row.failures:7d} "
               f"{row.per_second:8.1f} {row.median_ms:7.0f} {row.p99_ms:7.0f}")
     print(f"messages received by the sink: {result.sink_messages}")
+    print("tempalias's own counts (/metrics, kept beside the report): "
+          + ", ".join(f"{what} {count:.0f}" for what, count in result.own_counts.items()))
     print(f"HTML report: {output_dir / 'report.html'}")
     for problem in result.problems:
         print(f"FAILED: {problem}", file=sys.stderr)

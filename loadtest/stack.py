@@ -110,6 +110,11 @@ class ThrowawayStack:
     def stop(self) -> None:
         raise NotImplementedError
 
+    @property
+    def services(self) -> list[ServiceProcess]:
+        """Every ``tempalias serve`` of the stack (the load test scrapes each one's /metrics)."""
+        raise NotImplementedError
+
     def _service(self, workdir: Path, name: str, workers: int, smarthost: str,
                  env: dict[str, str]) -> ServiceProcess:
         """``tempalias serve`` in ``workdir``, as the stacks run it (``tempalias_env``), started."""
@@ -176,6 +181,10 @@ class Stack(ThrowawayStack):
     @property
     def smtp_ports(self) -> list[int]:
         return [self.service.smtp_port]
+
+    @property
+    def services(self) -> list[ServiceProcess]:
+        return [self.service]
 
     @property
     def service_pid(self) -> int:

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import gevent
-from prometheus_client import (CollectorRegistry, Counter, Histogram, PlatformCollector,
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
                                ProcessCollector, make_wsgi_app, multiprocess, values)
 from prometheus_client.core import GaugeMetricFamily
 
@@ -93,6 +93,10 @@ SMARTHOST_TRANSACTION_SECONDS = Histogram(
     "data-end: the final dot answered), by step and result (ok, tempfail, refused); the time "
     "the message itself took to arrive is the client's and is not in it", ["step", "result"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+SMARTHOST_CONNECTIONS = Gauge(
+    "tempalias_smarthost_connections", "smarthost connections of the live processes, by state "
+    "(open: every one dialled and not closed yet, in use or kept; idle: kept for the next "
+    "message)", ["state"], multiprocess_mode="livesum")
 
 # --- HTTP
 HTTP_REQUEST_SECONDS = Histogram(
@@ -232,6 +236,14 @@ def rbl_lookup(zone: str, result: str, seconds: float) -> None:
 
 def smarthost_connected(ok: bool, seconds: float) -> None:
     SMARTHOST_CONNECT_SECONDS.labels("ok" if ok else "failed").observe(seconds)
+
+
+def smarthost_connection_opened(opened: bool) -> None:
+    SMARTHOST_CONNECTIONS.labels("open").inc(1 if opened else -1)
+
+
+def smarthost_idle(count: int) -> None:
+    SMARTHOST_CONNECTIONS.labels("idle").set(count)
 
 
 def smarthost_step(step: str, result: str, seconds: float) -> None:

@@ -24,6 +24,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from dataclasses import dataclass
@@ -96,11 +97,36 @@ def test_shell_scripts_pass_shellcheck():
 
 def test_base_image_preinstalls_what_provision_installs():
     """Otherwise the image build silently falls back to apt-get inside the slow guest."""
-    provision = re.search(r'^packages="([^"]+)"', (APPLIANCE / "provision.sh").read_text(), re.M)
+    script = (APPLIANCE / "provision.sh").read_text()
+    provision = re.search(r'^packages="([^"]+)"', script, re.M)
+    appliance_only = re.search(r'^appliance_packages="([^"]+)"', script, re.M)
     base = re.search(r"^appliance_packages=(\S+)$", (APPLIANCE / "build-base.sh").read_text(),
                      re.M)
-    assert provision and base
-    assert set(provision.group(1).split()) == set(base.group(1).split(","))
+    assert provision and appliance_only and base
+    assert set(provision.group(1).split()) | set(appliance_only.group(1).split()) == \
+        set(base.group(1).split(","))
+
+
+NODE_EXPORTER_DEFAULTS = APPLIANCE / "node-exporter.default"
+
+
+def test_the_node_exporter_listens_on_loopback_only():
+    """The appliance's node exporter adds no listener reachable from outside: its ARGS, as the
+    Debian unit's shell-less $ARGS splits them, hold one listening address, on loopback."""
+    shown = run(["sh", "-c", '. "$1" && printf %s "$ARGS"', "sh", str(NODE_EXPORTER_DEFAULTS)])
+    assert shown.returncode == 0, shown.stderr
+    listening = [arg for arg in shown.stdout.split() if arg.startswith("--web.listen-address")]
+    assert listening == ["--web.listen-address=127.0.0.1:9100"]
+
+
+def test_provision_writes_the_node_exporters_settings_once_and_on_the_appliance_only():
+    script = (APPLIANCE / "provision.sh").read_text()
+    marker = re.search(r"grep -qs '\^([^']+)' \"\$node_exporter_defaults\"", script)
+    assert marker, "provision.sh no longer tells its own file from the operator's"
+    assert NODE_EXPORTER_DEFAULTS.read_text().startswith(marker.group(1))
+    assert re.search(r'if \[ "\$appliance" = yes \] && ! grep -qs .*\n\s+install .*'
+                     r'node-exporter\.default" "\$node_exporter_defaults"', script)
+    assert "node_exporter_defaults=/etc/default/prometheus-node-exporter" in script.splitlines()
 
 
 def test_example_ini_is_current_and_names_every_setting():
@@ -218,6 +244,17 @@ def test_packer_template_validates(tmp_path):
 def test_firewall_rules_are_accepted_by_nft():
     result = run(["nft", "--check", "--file", str(APPLIANCE / "firewall.nft")])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_docs_fence_for_the_exporters_is_accepted_by_nft(tmp_path):
+    """docs/monitoring.md's table that lets one Prometheus reach ports 9100 and 9325 and drops
+    everyone else: an operator pastes it as it is shown."""
+    text = (REPO / "docs/monitoring.md").read_text()
+    [table] = re.findall(r"```\n(\s*table inet .*?)```", text, re.DOTALL)
+    (tmp_path / "fence.nft").write_text(textwrap.dedent(table))
+    result = run(["nft", "--check", "--file", str(tmp_path / "fence.nft")])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tcp dport { 9100, 9325 } drop" in table
 
 
 @pytest.mark.skipif(not netns.available(), reason="needs root and network namespaces")

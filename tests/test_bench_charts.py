@@ -50,8 +50,8 @@ def rows(panels, title_part: str) -> dict[str, str]:
 def test_every_section_gets_its_charts_as_pngs_of_a_sane_size(tmp_path):
     paths = charts.write_charts(bench_result(), tmp_path / "out", "bench-x")
     assert sorted(p.name for p in paths) == sorted(
-        f"bench-x-{section}-{kind}.png" for section in ("http", "smtp", "cluster")
-        for kind in ("throughput", "latency"))
+        [f"bench-x-{section}-{kind}.png" for section in ("http", "smtp", "cluster")
+         for kind in ("throughput", "latency")] + ["bench-x-main-throughput.png"])
     sizes = {p.name.removeprefix("bench-x-"): png_size(p) for p in paths}
     for name, (width, height) in sizes.items():
         assert 600 <= width <= 2000 and 200 <= height <= 3000, (name, width, height)
@@ -71,6 +71,19 @@ def test_each_bar_carries_its_ratio_to_each_baseline_of_its_panel():
     assert rows(made["smtp-throughput"], OTHER_SHAPE)["tempalias"] == "0.25× direct"
     cluster = rows(made["cluster-throughput"], CREATE)
     assert cluster[REDIS_CLUSTER] == "0.80× single"
+
+
+def test_the_main_chart_holds_tempalias_against_hello_world_the_minimal_relay_and_postfix():
+    """Issue 16: the README's one picture: HTTP with the most workers against hello-world, and the
+    main SMTP shape against the minimal relay and Postfix, without the direct ceiling."""
+    http, smtp = charts.charts(bench_result())["main-throughput"]
+    assert "--workers 2" in http.title
+    assert rows([http], "HTTP")[CREATE] == "0.15× hello-world"
+    assert f"SMTP, {MAIN_SHAPE} (" in smtp.title
+    forwarding = rows([smtp], "SMTP")
+    assert "direct" not in forwarding
+    assert forwarding["tempalias"] == "1.00× minimal relay, 8.00× Postfix"
+    assert forwarding["Postfix"] == "baseline; 0.12× minimal relay"
 
 
 def test_latency_shows_p50_and_p99_of_the_cases_that_measured_them():
@@ -98,7 +111,7 @@ def test_a_case_missing_from_the_result_is_absent_and_the_rest_is_drawn(tmp_path
     assert SINGLE_REDIS not in rows(made["cluster-throughput"], CREATE)
     [smtp_latency] = made["smtp-latency"]
     assert [row.label for row in smtp_latency.rows] == ["tempalias"]  # the probe's NaN: no bar
-    assert len(charts.write_charts(result, tmp_path)) == 6
+    assert len(charts.write_charts(result, tmp_path)) == 7
 
 
 def test_only_the_sections_that_ran_get_charts(tmp_path):
@@ -106,7 +119,7 @@ def test_only_the_sections_that_ran_get_charts(tmp_path):
     del result["http"], result["cluster"]
     result["smtp"] = {name: case for name, case in result["smtp"].items()
                       if name.startswith(TEMPALIAS)}
-    assert sorted(charts.charts(result)) == ["smtp-latency", "smtp-throughput"]
+    assert sorted(charts.charts(result)) == ["main-throughput", "smtp-latency", "smtp-throughput"]
     assert charts.write_charts({"command": "x", "erasure": {}}, tmp_path) == []
 
 

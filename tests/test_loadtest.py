@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from loadtest.run import LIVE_SENDS, RequestStats, load_test, read_stats, verdict
+from loadtest.run import (LIVE_SENDS, UNKNOWN_SENDS, RequestStats, load_test, read_stats,
+                          verdict)
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,7 @@ def test_both_doors_are_exercised_without_unexpected_failures(short_load_test):
     result = short_load_test
     assert result.ok, result.problems
     ran = {row.name: row.requests for row in result.stats}
-    for name in ("POST /api/v1/aliases", "GET /api/v1/aliases/[id]", LIVE_SENDS,
-                 "send to an unknown alias (expects 550)"):
+    for name in ("POST /api/v1/aliases", "GET /api/v1/aliases/[id]", LIVE_SENDS, UNKNOWN_SENDS):
         assert ran.get(name, 0) > 0, f"{name!r} never ran: {ran}"
     assert {row.kind for row in result.stats} >= {"POST", "GET", "SMTP"}
     assert sum(row.failures for row in result.stats) == 0
@@ -32,6 +32,18 @@ def test_every_accepted_message_reached_the_sink_once(short_load_test):
     live = short_load_test.by_name(LIVE_SENDS)
     assert live.requests > 0
     assert short_load_test.sink_messages == live.requests - live.failures
+
+
+def test_the_services_own_metrics_count_the_run_as_locust_and_the_sink_saw_it(short_load_test):
+    """Issue 16: the run keeps tempalias's /metrics beside Locust's report, and its counters agree
+    with the load: forwards with the sink, 250s and unknown recipients with Locust."""
+    result = short_load_test
+    assert (result.output_dir / "metrics.txt").read_text().count("tempalias_") > 50
+    unknown = result.by_name(UNKNOWN_SENDS)
+    assert result.own_counts == {"forwarded": result.sink_messages,
+                                 "delivered": result.sink_messages,
+                                 "refused-unknown": unknown.requests}
+    assert result.sink_messages > 0 and unknown.requests > 0
 
 
 def _locust_entry(method: str, name: str, times: dict[int, int], failures: int = 0) -> dict:
@@ -74,6 +86,15 @@ def test_a_run_passes_only_when_nothing_failed_and_the_sink_got_each_accepted_me
         f"locust exited with 1 (see {tmp_path / 'locust.log'})"]
 
 
+def test_a_run_fails_when_the_services_own_counters_disagree(tmp_path):
+    rows = [_row(LIVE_SENDS, 50), _row(UNKNOWN_SENDS, 7)]
+    agreeing = {"forwarded": 50, "delivered": 50, "refused-unknown": 7}
+    assert verdict(0, rows, 50, tmp_path, agreeing) == []
+    assert verdict(0, rows, 50, tmp_path, {**agreeing, "forwarded": 49, "refused-unknown": 8}) == [
+        "tempalias's metrics count 49 forwarded but the sink received 50",
+        "tempalias's metrics count 8 refused-unknown but Locust sent to unknown aliases 7"]
+
+
 def test_a_cluster_run_loses_nothing_across_its_nodes(tmp_path):
     """``make loadtest LOADTEST_ARGS=--cluster``: three nodes on a Redis Cluster behind nginx."""
     result = load_test(tmp_path, users=6, spawn_rate=6, seconds=5, workers=1, cluster_nodes=3)
@@ -81,3 +102,5 @@ def test_a_cluster_run_loses_nothing_across_its_nodes(tmp_path):
     live = result.by_name(LIVE_SENDS)
     assert live is not None and live.requests > 0
     assert result.by_name("POST /api/v1/aliases").requests > 0
+    assert result.own_counts["forwarded"] == result.sink_messages  # summed over the three nodes
+    assert len(list(result.output_dir.glob("metrics-*.txt"))) == 3

@@ -9,6 +9,10 @@ loadtest.bench`` writes), two per section that ran (http, smtp, cluster).
   it is measured against, which is what the targets are about.
 - ``STEM-SECTION-latency.png``: p50 and p99 of each case that measured them (wrk's for HTTP and
   for the cluster's creation; the latency probe's single messages for SMTP).
+- ``STEM-main-throughput.png``, the README's: the main cases alone, where tempalias stands at a
+  glance: its HTTP cases against hello-world with the most workers measured, and its forwarding
+  (2 KiB, 20 sessions) against the minimal relay and Postfix, without the direct ceiling, whose
+  bar would dwarf the rest.
 
 A case the result lacks is not drawn, and no ratio to a baseline the result lacks is written: a
 run with ``--only`` or one that stopped half-way still gets charts of what it measured.
@@ -34,7 +38,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from loadtest.bench.cases import DIRECT, HELLO_WORLD, MINIRELAY_KEPT, POSTFIX, SINGLE_REDIS
+from loadtest.bench.cases import (DIRECT, HELLO_WORLD, MAIN_SHAPE, MINIRELAY_KEPT, POSTFIX,
+                                  SINGLE_REDIS)
 from loadtest.bench.tools import WRK_CONNECTIONS
 
 UNITS = {"req_per_s": "requests/s", "msg_per_s": "messages/s"}
@@ -129,6 +134,20 @@ def cluster_groups(cluster: dict) -> list[Group]:
 SECTIONS = {"http": http_groups, "smtp": smtp_groups, "cluster": cluster_groups}
 
 
+def main_groups(result: dict[str, Any]) -> list[Group]:
+    """The README's chart: HTTP with the most workers, and SMTP's main shape without "direct"."""
+    groups = []
+    if result.get("http"):
+        groups.append(http_groups(result["http"])[-1])
+    for group in smtp_groups(result.get("smtp") or {}):
+        if group.title.startswith(f"SMTP, {MAIN_SHAPE} ("):
+            groups.append(Group(group.title, [(label, case) for label, case in group.cases
+                                              if label != "direct"],
+                                [baseline for baseline in group.baselines
+                                 if baseline[0] != "direct"], group.latency))
+    return groups
+
+
 def throughput_row(label: str, case: dict, baselines: list[tuple[str, dict | None]]) -> Row | None:
     key = _rate_key(case)
     if key is None:
@@ -162,10 +181,9 @@ def charts(result: dict[str, Any]) -> dict[str, list[Panel]]:
             continue
         throughput, latency = [], []
         for group in groups_of(result[section]):
-            rows = [throughput_row(label, case, group.baselines) for label, case in group.cases]
-            rows = tuple(row for row in rows if row)
-            if rows:
-                throughput.append(Panel(group.title, rows[0].bars[0].series, rows))
+            panel = throughput_panel(group)
+            if panel:
+                throughput.append(panel)
             rows = tuple(row for row in (latency_row(label, case, group.latency)
                                          for label, case in group.cases) if row)
             if rows:
@@ -175,7 +193,16 @@ def charts(result: dict[str, Any]) -> dict[str, list[Panel]]:
         for kind, panels in (("throughput", throughput), ("latency", latency)):
             if panels:
                 made[f"{section}-{kind}"] = panels
+    main = [panel for panel in map(throughput_panel, main_groups(result)) if panel]
+    if main:
+        made["main-throughput"] = main
     return made
+
+
+def throughput_panel(group: Group) -> Panel | None:
+    rows = tuple(row for row in (throughput_row(label, case, group.baselines)
+                                 for label, case in group.cases) if row)
+    return Panel(group.title, rows[0].bars[0].series, rows) if rows else None
 
 
 # --- drawing

@@ -180,14 +180,20 @@ class Outbound:
         self.reply: ReplyContext | None = None  # a reply from an alias's owner, alone too
         self.spool: Spool | None = None  # the message held whole (sealed, rewritten, a reply)
         self.refusal: str | None = None  # why the last refused recipient was (replies.reason)
+        self.next_hop_refused = False  # the RCPT being answered was refused by the next hop
         self.size = 0  # octets of the message so far, as the client sends them
 
     # --- recipients
 
     def recipient(self, address: Address) -> Verdict:
-        """The answer to one RCPT and the recipient it adds, if any; counted by verdict."""
+        """The answer to one RCPT and the recipient it adds, if any; counted by verdict. A
+        refusal the next hop gave counts as the next hop's, whatever its code says: its 550 5.1.1
+        is about the target, not an alias unknown here (a guessing run, to the metrics)."""
+        self.next_hop_refused = False
         verdict = self._recipient(address)
         word = replies.reason(verdict[0])
+        if word != "accepted" and self.next_hop_refused:
+            word = _next_hop_failure(verdict[0])
         metrics.smtp_recipient(word)
         if word != "accepted":
             self.refusal = word
@@ -361,9 +367,11 @@ class Outbound:
             if not envelope.recipients:
                 self.transaction = None  # the next recipient may try a fresh connection
             forwarder.release(recipient)
+            self.next_hop_refused = exc.next_hop_code is not None  # e.g. its MAIL refused
             return exc.reply, None
         if verdict is not None:
             forwarder.release(recipient)
+            self.next_hop_refused = True
             return verdict, None
         return replies.RECIPIENT_OK, recipient
 

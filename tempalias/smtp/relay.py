@@ -75,9 +75,24 @@ class _Stale(Exception):
 
 
 class SmarthostConnection(smtplib.SMTP):
-    """An smtplib connection that knows how many messages it has carried."""
+    """An smtplib connection that knows how many messages it has carried, and counts itself in
+    the pool-size gauge from its connect to its close (smtplib's ``quit`` closes too)."""
 
     messages = 0
+    _counted = False
+
+    def connect(self, host: str = "localhost", port: int = 0, source_address=None):
+        answer = super().connect(host, port, source_address)
+        if not self._counted:
+            self._counted = True
+            metrics.smarthost_connection_opened(True)
+        return answer
+
+    def close(self) -> None:
+        super().close()
+        if self._counted:
+            self._counted = False
+            metrics.smarthost_connection_opened(False)
 
 
 def exchange(client: smtplib.SMTP, lines: list[str]) -> list[tuple[int, bytes]]:
@@ -223,6 +238,7 @@ class SmarthostPool:
             _quit(client)
             return
         self._idle.append((time.monotonic(), client))
+        metrics.smarthost_idle(len(self._idle))
         if self._reaper is None:
             self._reaper = gevent.spawn_later(self.idle_seconds, self._reap)
 
@@ -238,10 +254,15 @@ class SmarthostPool:
         limit = time.monotonic() - self.idle_seconds
         while self._idle and self._idle[0][0] <= limit:
             _quit(self._idle.pop(0)[1])
+        metrics.smarthost_idle(len(self._idle))
 
     def _take_idle(self) -> SmarthostConnection | None:
         self._drop_stale()
-        return self._idle.pop()[1] if self._idle else None
+        if not self._idle:
+            return None
+        client = self._idle.pop()[1]
+        metrics.smarthost_idle(len(self._idle))
+        return client
 
     def close(self) -> None:
         """Say goodbye on every idle connection (at shutdown)."""
@@ -250,6 +271,7 @@ class SmarthostPool:
             self._reaper = None
         while self._idle:
             _quit(self._idle.pop()[1])
+        metrics.smarthost_idle(0)
 
 
 class SmarthostTransaction:
