@@ -21,32 +21,46 @@
   const INSET = 4; // px between the button and the field's right edge
   const SMALLEST_FIELD = { width: 48, height: 16 };
   const NOTE_ROOM = 96; // px a message needs below the field, else it goes above
+  const CHANGES_PAUSE_MS = 150;
   const UPDATED = "The tempalias extension was updated or stopped: reload this page and try again.";
 
-  const STYLE = `
-    :host { all: initial; }
-    button { all: initial; box-sizing: border-box; cursor: pointer; font: inherit; }
-    .fill { display: flex; align-items: center; justify-content: center; width: 100%; height: 100%;
-      border-radius: 6px; background: #0f6b5c; color: #ffffff; box-shadow: 0 1px 2px rgba(0,0,0,.25); }
-    .fill:hover { background: #0b5549; }
-    .fill:focus-visible, .note button:focus-visible { outline: 3px solid #2b59c3; outline-offset: 2px; }
-    .fill[aria-busy="true"] { cursor: progress; opacity: .6; }
-    .fill svg { width: 16px; height: 16px; display: block; }
-    .note { position: absolute; top: calc(100% + 8px); right: -${INSET}px; box-sizing: border-box;
-      width: max-content; max-width: min(320px, 90vw); padding: 8px 30px 8px 10px;
-      border: 1px solid #d3d9d5; border-left: 4px solid #a8322b; border-radius: 8px;
-      background: #ffffff; color: #1d2421; box-shadow: 0 8px 24px rgba(0,0,0,.18);
-      font: 13px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; text-align: left; }
-    .note.above { top: auto; bottom: calc(100% + 8px); }
-    .note[hidden] { display: none; }
-    .note .open { display: block; margin-top: 4px; color: #0f6b5c; font-weight: 600; text-decoration: underline; }
-    .note .open[hidden] { display: none; }
-    .note .close { position: absolute; top: 4px; right: 6px; width: 20px; height: 20px; text-align: center;
-      font-size: 16px; line-height: 20px; color: #515c57; border-radius: 4px; }
-    @media (prefers-color-scheme: dark) {
-      .note { background: #1a211e; color: #e6ebe8; border-color: #34403b; border-left-color: #f2877f; }
-      .note .open { color: #5cc8b2; } .note .close { color: #a3afa9; }
-    }`;
+  // How the button and its note look, set inline on each element through the CSSOM: no page's
+  // Content-Security-Policy has a say over that, in either browser (a content script in Firefox
+  // can neither adopt a constructed sheet nor count on a <style> that a strict page allows). The
+  // one sheet adds what inline styles cannot say, hover and keyboard focus, where it applies.
+  const DARK = window.matchMedia("(prefers-color-scheme: dark)").matches;
+  const COLOURS = DARK
+    ? { surface: "#1a211e", text: "#e6ebe8", border: "#34403b", alert: "#f2877f", link: "#5cc8b2", muted: "#a3afa9" }
+    : { surface: "#ffffff", text: "#1d2421", border: "#d3d9d5", alert: "#a8322b", link: "#0f6b5c", muted: "#515c57" };
+  const FONT = "13px/1.4 system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+  const RESET = { margin: "0", padding: "0", border: "0", background: "transparent", "box-sizing": "border-box" };
+  const LOOK = {
+    fill: {
+      ...RESET, display: "flex", "align-items": "center", "justify-content": "center", width: "100%",
+      height: "100%", "border-radius": "6px", background: "#0f6b5c", color: "#ffffff", cursor: "pointer",
+      "box-shadow": "0 1px 2px rgba(0,0,0,.25)",
+    },
+    icon: { display: "block", width: "16px", height: "16px" },
+    note: {
+      ...RESET, display: "none", position: "absolute", right: `-${INSET}px`, width: "max-content",
+      "max-width": "min(320px, 90vw)", padding: "8px 30px 8px 10px", border: `1px solid ${COLOURS.border}`,
+      "border-left": `4px solid ${COLOURS.alert}`, "border-radius": "8px", background: COLOURS.surface,
+      color: COLOURS.text, "box-shadow": "0 8px 24px rgba(0,0,0,.18)", font: FONT, "text-align": "left",
+    },
+    open: {
+      ...RESET, display: "none", "margin-top": "4px", font: FONT, "font-weight": "600", color: COLOURS.link,
+      "text-decoration": "underline", cursor: "pointer",
+    },
+    close: {
+      ...RESET, position: "absolute", top: "4px", right: "6px", width: "20px", height: "20px",
+      "border-radius": "4px", font: "16px/20px system-ui, sans-serif", color: COLOURS.muted,
+      "text-align": "center", cursor: "pointer",
+    },
+  };
+  const EXTRAS = `
+    .fill:hover { background: #0b5549 !important; }
+    .fill[aria-busy="true"] { cursor: progress !important; opacity: .6 !important; }
+    button:focus-visible { outline: 3px solid #2b59c3 !important; outline-offset: 2px !important; }`;
 
   // The host's own box, set inline with !important: a page's `* { ... !important }` loses to it.
   const HOST_STYLE = [
@@ -85,14 +99,19 @@
     return svg;
   }
 
-  /** Our style in a shadow root: a constructed sheet (no page's CSP has a say), else <style>. */
-  function dress(root) {
+  function look(target, name) {
+    for (const [property, value] of Object.entries(LOOK[name])) target.style.setProperty(property, value);
+    return target;
+  }
+
+  /** The extras of EXTRAS: a constructed sheet where the browser takes one, else <style>. */
+  function addExtras(root) {
     try {
       const sheet = new CSSStyleSheet();
-      sheet.replaceSync(STYLE);
+      sheet.replaceSync(EXTRAS);
       root.adoptedStyleSheets = [sheet];
     } catch {
-      root.append(element("style", {}, STYLE));
+      root.append(element("style", {}, EXTRAS));
     }
   }
 
@@ -135,16 +154,16 @@
       this.host = document.createElement(HOST_TAG);
       for (const [name, value] of HOST_STYLE) this.host.style.setProperty(name, value, "important");
       const root = this.host.attachShadow({ mode: "open" });
-      dress(root);
-      this.button = element("button", {
+      addExtras(root);
+      this.button = look(element("button", {
         type: "button", class: "fill", "data-tempalias-fill": "", tabindex: "-1",
         "aria-label": "Fill in a new alias (tempalias)", title: "Fill in a new alias (tempalias)",
-      });
-      this.button.append(envelope());
-      this.note = element("div", { class: "note", role: "status", "aria-live": "polite", hidden: "" });
+      }), "fill");
+      this.button.append(look(envelope(), "icon"));
+      this.note = look(element("div", { class: "note", role: "status", "aria-live": "polite" }), "note");
       this.noteText = element("span", { class: "text" });
-      this.openOptions = element("button", { type: "button", class: "open", hidden: "" }, "Open the tempalias options");
-      const close = element("button", { type: "button", class: "close", "aria-label": "Close" }, "×");
+      this.openOptions = look(element("button", { type: "button", class: "open" }, "Open the tempalias options"), "open");
+      const close = look(element("button", { type: "button", class: "close", "aria-label": "Close" }, "×"), "close");
       this.note.append(this.noteText, this.openOptions, close);
       root.append(this.button, this.note);
 
@@ -174,17 +193,19 @@
       style.setProperty("display", "block", "important");
       style.setProperty("left", `${Math.round(box.right - INSET - BUTTON)}px`, "important");
       style.setProperty("top", `${Math.round(box.top + (box.height - BUTTON) / 2)}px`, "important");
-      this.note.classList.toggle("above", box.bottom + NOTE_ROOM > window.innerHeight);
+      const above = box.bottom + NOTE_ROOM > window.innerHeight; // no room below: above the field
+      this.note.style.setProperty("top", above ? "auto" : "calc(100% + 8px)");
+      this.note.style.setProperty("bottom", above ? "calc(100% + 8px)" : "auto");
     }
 
     say(message, fixInOptions) {
       this.noteText.textContent = message;
-      this.openOptions.hidden = !fixInOptions;
-      this.note.hidden = false;
+      this.openOptions.style.setProperty("display", fixInOptions ? "block" : "none");
+      this.note.style.setProperty("display", "block");
     }
 
     quiet() {
-      this.note.hidden = true;
+      this.note.style.setProperty("display", "none");
     }
 
     async fill() {
@@ -249,6 +270,9 @@
     }
   }
 
+  // The buttons follow their fields at the next frame when something moves (scroll, resize);
+  // changes of the page's DOM, which some pages make all the time, are looked at a few times a
+  // second at most, since each look may make the browser lay the page out.
   let scheduled = false;
   function schedule() {
     if (scheduled) return;
@@ -257,6 +281,15 @@
       scheduled = false;
       scan();
     });
+  }
+
+  let changed = null;
+  function scheduleAfterChanges() {
+    if (changed !== null) return;
+    changed = setTimeout(() => {
+      changed = null;
+      schedule();
+    }, CHANGES_PAUSE_MS);
   }
 
   /** A change of the page's own, not one of ours (our hosts move as we place them). */
@@ -268,7 +301,7 @@
   }
 
   new MutationObserver((records) => {
-    if (records.some(theirs)) schedule();
+    if (records.some(theirs)) scheduleAfterChanges();
   }).observe(document.documentElement, {
     childList: true, subtree: true, attributes: true,
     attributeFilter: ["type", "name", "id", "autocomplete", "aria-label", "style", "class", "hidden", "disabled", "readonly"],
