@@ -34,8 +34,8 @@ $(STAMP): setup.py
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# JavaScript the browser tests inject (axe-core), pinned by its lock file, kept in a git-ignored
-# node_modules beside it.
+# JavaScript the tests use (axe-core, which the browser tests inject; web-ext, which lints the
+# extension's Firefox build), pinned by its lock file, kept in a git-ignored node_modules beside it.
 FRONTEND_NODE := tests/frontend_node
 frontend-node: $(FRONTEND_NODE)/node_modules/.installed
 

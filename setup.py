@@ -1,9 +1,9 @@
 from setuptools import find_packages, setup
 
-# The frontend stays at the top of the repository, where `make run` serves it from the source
-# tree; in a wheel or sdist it travels as the data-only package tempalias.static
-# (tempalias/web/frontend.py looks there first).
-FRONTEND = {"tempalias.static": "static"}
+# The frontend and the browser extension stay at the top of the repository, where `make run`
+# serves them from the source tree; in a wheel or sdist each travels as a data-only package,
+# tempalias.static and tempalias.extension (tempalias/bundled.py looks there first).
+FRONTEND = {"tempalias.static": "static", "tempalias.extension": "extension"}
 
 setup(
     name="tempalias",

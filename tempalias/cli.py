@@ -26,6 +26,7 @@ from tempalias.embedded_redis import EmbeddedRedisError, RedisServer  # noqa: E4
 from tempalias import logformat  # noqa: E402
 from tempalias.store import AliasStore, Durability, connect  # noqa: E402
 from tempalias.store.migration import Migration  # noqa: E402
+from tempalias.webextension import BROWSERS  # noqa: E402
 
 log = logging.getLogger("tempalias")
 
@@ -463,6 +464,36 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     return print_checks(run_checks(config), args.json)
 
 
+def cmd_extension(config: Config, args: argparse.Namespace) -> int:
+    """The browser extension for this server (tempalias/webextension.py): unpacked into --out,
+    zipped into --zip. It calls the public URL, so that URL must be one a browser can reach."""
+    from pathlib import Path
+
+    from tempalias import webextension
+    from tempalias.web.frontend import configured_public_url, page_settings
+
+    base = configured_public_url(config.section("http"))
+    if base is None:
+        print("tempalias: set TEMPALIAS_PUBLIC_URL, the URL browsers reach this server at "
+              f"(TEMPALIAS_HTTP_LISTEN {config.http_listen} names none)", file=sys.stderr)
+        return 2
+    rules = AliasRules.from_settings(config.section("aliases"))
+    files = webextension.extension_files(base, page_settings(rules, base), args.browser)
+    written = []
+    try:
+        if args.out:
+            webextension.write_directory(files, Path(args.out))
+            written.append(f"{args.out} (unpacked)")
+        if args.zip:
+            webextension.write_zip(files, Path(args.zip))
+            written.append(args.zip)
+    except webextension.OutputRefused as exc:
+        print(f"tempalias: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote the {args.browser} extension for {base}: {', '.join(written)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tempalias",
                                      description=_plain(__doc__.splitlines()[0]))
@@ -538,6 +569,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "are lost), what was found and what to do. Exit 0 without a FAIL, 1 with one")
     _json_flag(check, "the results")
     check.set_defaults(run=cmd_check)
+    extension = commands.add_parser(
+        "extension", help="write the browser extension, configured for this server",
+        description="the browser extension that puts a new alias into any sign-up form and "
+                    "remembers the aliases it made, calling this server's public URL "
+                    "(TEMPALIAS_PUBLIC_URL, else http://HTTP_LISTEN): unpacked into a "
+                    "directory to load, or packaged as a zip, or both (see docs/extension.md)")
+    extension.add_argument("--out", metavar="DIR",
+                           help="write it unpacked here: a new or empty directory, or an "
+                                "earlier output, which is replaced")
+    extension.add_argument("--zip", metavar="FILE", help="write it packaged as this zip file")
+    extension.add_argument("--browser", choices=BROWSERS, default="chromium", metavar="BROWSER",
+                           help="the browser it is for: chromium (the default) or firefox")
+    extension.set_defaults(run=cmd_extension)
     return parser
 
 
@@ -546,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "domain" and (args.domain is None) != (args.action == "recheck"):
         parser.error("domain recheck takes no DOMAIN; every other action takes one")
+    if args.command == "extension" and not (args.out or args.zip):
+        parser.error("extension writes to --out DIR, --zip FILE or both: name one")
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -1,5 +1,6 @@
 """Helpers for the browser tests: Debian's Chromium under Playwright, a third-party web site on
-another origin, and axe-core from the project-local npm folder.
+another origin, axe-core from the project-local npm folder, and screenshots decoded as a person
+would see them.
 
 Chromium is the system one (``make test`` installs the Debian package); Playwright never
 downloads a browser of its own. The flags keep it from phoning home on a closed network.
@@ -7,6 +8,7 @@ downloads a browser of its own. The flags keep it from phoning home on a closed 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.server
 import threading
@@ -19,6 +21,13 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 REPO = Path(__file__).resolve().parent.parent
+# A service's settings for tempalias with its real rate limiter on loopback (a trusted network as
+# shipped), limited per target address only: add TEMPALIAS_CREATE_DAILY_PER_TARGET.
+LIMITED_ON_LOOPBACK = {
+    "TEMPALIAS_TRUSTED_NETWORKS": "",
+    "TEMPALIAS_CREATE_RATE_PER_IP": "0",
+    "TEMPALIAS_CREATE_DAILY_PER_IP": "0",
+}
 ARTIFACTS = REPO / "test-artifacts"
 AXE = Path(__file__).resolve().parent / "frontend_node" / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -62,6 +71,45 @@ document.addEventListener("DOMContentLoaded", function () {
 });
 """
 
+# The same page with a spy of its own, as a hostile or compromised page would be: it wraps every way
+# a page sends or receives data (fetch, XMLHttpRequest, sendBeacon, WebSocket, messages posted to
+# it) and keeps what passed through, to learn what the extension's traffic carries.
+SPY_SCRIPT = """
+window.spied = [];
+(function () {
+  function record(what) { window.spied.push(String(what)); }
+  var realFetch = window.fetch;
+  window.fetch = function (input, init) {
+    record("fetch " + (input && input.url ? input.url : input) + " " + JSON.stringify(init));
+    return realFetch.apply(this, arguments);
+  };
+  var open = XMLHttpRequest.prototype.open, send = XMLHttpRequest.prototype.send;
+  XMLHttpRequest.prototype.open = function (method, url) {
+    record("xhr " + method + " " + url);
+    return open.apply(this, arguments);
+  };
+  XMLHttpRequest.prototype.send = function (body) {
+    record("xhr body " + body);
+    return send.apply(this, arguments);
+  };
+  var beacon = navigator.sendBeacon.bind(navigator);
+  navigator.sendBeacon = function (url, data) {
+    record("beacon " + url + " " + data);
+    return beacon(url, data);
+  };
+  var RealSocket = window.WebSocket;
+  window.WebSocket = function (url, protocols) {
+    record("websocket " + url);
+    return new RealSocket(url, protocols);
+  };
+  window.addEventListener("message", function (event) {
+    record("message " + JSON.stringify(event.data));
+  }, true);
+})();
+"""
+SPY_PAGE = SIGNUP_PAGE.replace('<script src="/shop.js"></script>',
+                               '<script src="/spy.js"></script><script src="/shop.js"></script>')
+
 # Only its own origin may run scripts, as many banking and e-mail sites are set up.
 STRICT_CSP = "default-src 'self'; script-src 'self'; connect-src 'self'"
 
@@ -91,9 +139,12 @@ class _ThirdPartyHandler(http.server.BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def third_party_site() -> Iterator[str]:
-    """Another origin on loopback: ``/signup`` (no CSP) and ``/strict`` (CSP blocks our script)."""
+    """Another origin on loopback: ``/signup`` (no CSP), ``/strict`` (CSP blocks our script) and
+    ``/spy`` (the sign-up page wrapping every way it could learn what the extension sends)."""
     handler = type("Handler", (_ThirdPartyHandler,), {"routes": {
         "/signup": ("text/html; charset=utf-8", SIGNUP_PAGE, {}),
+        "/spy": ("text/html; charset=utf-8", SPY_PAGE, {}),
+        "/spy.js": ("text/javascript; charset=utf-8", SPY_SCRIPT, {}),
         "/strict": ("text/html; charset=utf-8", SIGNUP_PAGE,
                     {"Content-Security-Policy": STRICT_CSP}),
         "/shop.js": ("text/javascript; charset=utf-8", SHOP_SCRIPT, {}),
@@ -109,3 +160,34 @@ def third_party_site() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+DECODE_PNG = """async (data) => {
+    const image = new Image();
+    image.src = "data:image/png;base64," + data;
+    await image.decode();
+    const canvas = document.createElement("canvas");
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0);
+    const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    const colours = new Set();
+    let luminance = 0;
+    for (let i = 0; i < pixels.length; i += 4) {
+        colours.add((pixels[i] << 16) | (pixels[i + 1] << 8) | pixels[i + 2]);
+        luminance += 0.2126 * pixels[i] + 0.7152 * pixels[i + 1] + 0.0722 * pixels[i + 2];
+    }
+    return {width: canvas.width, height: canvas.height, colours: colours.size,
+            luminance: luminance / (pixels.length / 4) / 255};
+}"""
+
+
+def decoded_png(context, png: bytes) -> dict:
+    """A screenshot as the browser itself decodes it, in a blank page of ``context``: its width
+    and height in pixels, its distinct colours, its mean luminance (0 black to 1 white)."""
+    blank = context.new_page()
+    try:
+        return blank.evaluate(DECODE_PNG, base64.b64encode(png).decode("ascii"))
+    finally:
+        blank.close()

@@ -86,7 +86,7 @@ def test_version_and_help():
     top = tempalias("--help")
     assert top.returncode == 0 and "``" not in top.stdout
     for command in ("serve", "create", "show", "revoke", "purge", "migrate", "domain",
-                    "dns-records", "check"):
+                    "dns-records", "check", "extension"):
         assert re.search(rf"^    {command} +\S", top.stdout, re.M)  # each with its line
         shown = tempalias(command, "--help")
         options = re.findall(r"^  (-[-\w]+(?: \w+)?|\w+) *(.*)$", shown.stdout, re.M)

@@ -6,7 +6,6 @@ Redis; what the page shows is compared with what the store holds.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -18,8 +17,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from frontend_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, axe_source,
-                              third_party_site)
+from frontend_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LIMITED_ON_LOOPBACK, axe_source,
+                              decoded_png, third_party_site)
 from harness.processes import wait_for
 from tempalias.store import AliasNotFound
 
@@ -50,12 +49,7 @@ def web(service_factory):
 @pytest.fixture(scope="module")
 def limited_web(service_factory):
     """tempalias with the real rate limiter on loopback: one new alias per target address a day."""
-    return service_factory(env={
-        "TEMPALIAS_TRUSTED_NETWORKS": "",
-        "TEMPALIAS_CREATE_RATE_PER_IP": "0",
-        "TEMPALIAS_CREATE_DAILY_PER_IP": "0",
-        "TEMPALIAS_CREATE_DAILY_PER_TARGET": "1/1d",
-    })
+    return service_factory(env={**LIMITED_ON_LOOPBACK, "TEMPALIAS_CREATE_DAILY_PER_TARGET": "1/1d"})
 
 
 @pytest.fixture(scope="module")
@@ -804,39 +798,13 @@ def _axe_violations(page: Page) -> list[dict]:
     return _axe(page)[0]
 
 
-DECODE_PNG = """async (data) => {
-    const image = new Image();
-    image.src = "data:image/png;base64," + data;
-    await image.decode();
-    const canvas = document.createElement("canvas");
-    canvas.width = image.naturalWidth;
-    canvas.height = image.naturalHeight;
-    const context = canvas.getContext("2d");
-    context.drawImage(image, 0, 0);
-    const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
-    const colours = new Set();
-    let luminance = 0;
-    for (let i = 0; i < pixels.length; i += 4) {
-        colours.add((pixels[i] << 16) | (pixels[i + 1] << 8) | pixels[i + 2]);
-        luminance += 0.2126 * pixels[i] + 0.7152 * pixels[i + 1] + 0.0722 * pixels[i + 2];
-    }
-    return {width: canvas.width, height: canvas.height, colours: colours.size,
-            luminance: luminance / (pixels.length / 4) / 255};
-}"""
-
-
 def screenshot(page: Page, name: str) -> dict:
     """A full-page screenshot, kept in test-artifacts/, decoded by the browser itself in a blank
     page: its size, the page's size it should have, its distinct colours, its mean luminance."""
     png = page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
     page_size = page.evaluate("[document.documentElement.scrollWidth, "
                               "document.documentElement.scrollHeight]")
-    blank = page.context.new_page()
-    try:
-        shown = blank.evaluate(DECODE_PNG, base64.b64encode(png).decode("ascii"))
-    finally:
-        blank.close()
-    return {**shown, "page_size": page_size}
+    return {**decoded_png(page.context, png), "page_size": page_size}
 
 
 def assert_seen_whole(shot: dict, scheme: str) -> None:

@@ -14,11 +14,13 @@ out. Installing the dependencies from PyPI instead would make the test slow and 
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import zipfile
 from pathlib import Path
 
 import requests
@@ -71,7 +73,8 @@ def fresh_venv_with(wheel: Path, venv: Path) -> Path:
     return venv / "bin" / "tempalias"
 
 
-def test_an_installed_wheel_serves_the_page_the_bookmarklet_and_the_assets(tmp_path, redis_server):
+def test_an_installed_wheel_serves_the_page_the_bookmarklet_the_assets_and_the_extension(
+        tmp_path, redis_server):
     wheel = build_wheel(tmp_path / "build")
     tempalias = fresh_venv_with(wheel, tmp_path / "venv")
     service = ServiceProcess(tmp_path / "run", {"TEMPALIAS_REDIS_URL": redis_server.url,
@@ -85,5 +88,10 @@ def test_an_installed_wheel_serves_the_page_the_bookmarklet_and_the_assets(tmp_p
             assert answer.content == (STATIC / name).read_bytes(), path
         page = requests.get(service.http_url + "/", timeout=10).text
         assert "<title>tempalias" in page
+        # The browser extension travels too: the page's download is built from the installed copy.
+        answer = requests.get(service.http_url + "/extension/tempalias-firefox.zip", timeout=10)
+        assert answer.status_code == 200, answer.text[:200]
+        with zipfile.ZipFile(io.BytesIO(answer.content)) as packed:
+            assert packed.read("content.js") == (REPO / "extension" / "content.js").read_bytes()
     finally:
         assert service.stop() == 0
