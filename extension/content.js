@@ -173,7 +173,10 @@
         this.host.addEventListener(type, (event) => event.stopPropagation());
       }
       this.button.addEventListener("mousedown", (event) => event.preventDefault());
-      this.button.addEventListener("click", () => this.fill());
+      // Only the person clicks: the shadow root is open (the page can reach the button), and a
+      // page's own .click() or dispatched event would otherwise make aliases at will, spending
+      // the owner's creation limits and filling the popup.
+      this.button.addEventListener("click", (event) => { if (event.isTrusted) this.fill(); });
       this.openOptions.addEventListener("click", () => {
         ext.runtime.sendMessage({ kind: "open-options" }).catch(() => this.say(UPDATED, false));
       });

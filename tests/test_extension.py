@@ -522,6 +522,34 @@ def test_a_page_that_wraps_fetch_learns_nothing_of_the_token_or_the_target(chrom
     page.close()
 
 
+
+def test_the_page_itself_cannot_press_the_button(chromium, web, third_party):
+    """The button sits in an open shadow root the page can reach; only a person's click makes an
+    alias, not the page's own .click() or a dispatched event (they would spend the owner's
+    limits and fill the popup, at the page's will)."""
+    chromium.set_options(target=unique_target(), days=1)
+    page = chromium.new_page()
+    page.goto(third_party + "/signup")
+    made_before = len(chromium.aliases())
+    page.locator(BUTTON).wait_for()
+    # A click that is taken starts the request at once, before its first await: the button is
+    # aria-busy within the same turn. So each untrusted click is seen refused right after it.
+    busy = page.evaluate("""() => {
+        const button = document.querySelector("tempalias-fill").shadowRoot
+            .querySelector("[data-tempalias-fill]");
+        button.click();
+        const afterClick = button.getAttribute("aria-busy");
+        button.dispatchEvent(new MouseEvent("click", {bubbles: true, composed: true}));
+        return [afterClick, button.getAttribute("aria-busy")];
+    }""")
+    assert busy == [None, None]
+    assert page.locator("#email").input_value() == ""
+    fill_through_button(page)  # a person's click still works
+    assert len(chromium.aliases()) == made_before + 1
+    assert (page.script_errors, page.dialogs) == ([], [])
+    page.close()
+
+
 LAYOUT = """() => [...document.body.querySelectorAll("*")]
     .map(element => JSON.stringify(element.getBoundingClientRect()))"""
 
