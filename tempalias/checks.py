@@ -91,6 +91,41 @@ def redis_server(url: str | None, timeout: float, password: str | None = None) -
     return results
 
 
+# --- the public URL
+
+
+def public_url(configured: str | None, listen_host: str, listen_port: int) -> list[Result]:
+    """The URL the page's bookmarklet and the browser extension call (``TEMPALIAS_PUBLIC_URL``,
+    else ``http://HTTP_LISTEN``) is one people can reach, and reach over TLS. Unset behind a
+    proxy, it names the loopback address the service listens on: the page still works, but every
+    bookmarklet and extension it hands out calls the user's own machine. A WARN: mail flows."""
+    advice = "set TEMPALIAS_PUBLIC_URL (public_url) to the URL people open the page at"
+    if configured is None:
+        try:
+            address = ipaddress.ip_address(listen_host)
+        except ValueError:
+            address = None
+        if address is not None and address.is_unspecified:
+            return [Result(WARN, "no public URL: the page's bookmarklet and extension download "
+                                 "are made for whatever Host header each request names", advice)]
+        if address is not None and address.is_loopback or listen_host == "localhost":
+            return [Result(WARN, f"no public URL: the bookmarklet and browser extension the page "
+                                 f"hands out call http://{listen_host}:{listen_port}, which only "
+                                 "this machine reaches", advice)]
+        configured = f"http://{listen_host}:{listen_port}"
+    scheme, _, rest = configured.partition("://")
+    host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host == "localhost" or host.endswith(".localhost")
+    if scheme == "http" and not local:
+        return [Result(WARN, f"public URL {configured} is plain HTTP: alias tokens and target "
+                             "addresses cross the network unencrypted",
+                       "serve the page over HTTPS (TLS in nginx) and set public_url to https://...")]
+    return [Result(OK, f"public URL {configured}: the bookmarklet and browser extension call it")]
+
+
 # --- the smarthost
 
 

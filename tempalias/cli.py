@@ -411,7 +411,8 @@ def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
 
 def run_checks(config: Config) -> list:
     """Every check of ``tempalias/checks.py`` on this configuration, in the order an operator
-    mends them: the store, the smarthost, the certificate, the block lists, each domain's records.
+    mends them: the store, the public URL, the smarthost, the certificate, the block lists, each
+    domain's records.
     Only what cannot be checked (a DKIM key that does not load) stops the domains' part."""
     from tempalias import checks, dnsrecords
     from tempalias.dkimkeys import DkimKeyError, load_or_create_keys
@@ -425,6 +426,8 @@ def run_checks(config: Config) -> list:
         url = config.redis_url
     results += checks.redis_server(url, config.redis_timeout,
                                    config.redis_password if config.redis_url else None)
+    results += checks.public_url(config.public_url, config.http_listen.host,
+                                 config.http_listen.port)
     results += checks.smarthost(config.section("smarthost"),
                                 config.banner_hostname or config.primary_domain)
     results += checks.tls_certificate(config.tls_cert, config.tls_key)

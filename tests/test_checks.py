@@ -137,6 +137,24 @@ def certificate(directory, name: str, days_left: float, key=None, days_before: f
     return str(cert_path), str(key_path)
 
 
+
+def test_the_public_url_is_one_people_reach_over_tls():
+    """The bookmarklet and the extension the page hands out call the public URL: unset behind a
+    proxy it names this machine's loopback; plain HTTP carries tokens in clear."""
+    def levels(*args):
+        return [(result.level, result.what.split(":")[0]) for result in checks.public_url(*args)]
+
+    assert levels(None, "127.0.0.1", 8080) == [("WARN", "no public URL")]
+    [loopback] = checks.public_url(None, "127.0.0.1", 8080)
+    assert "http://127.0.0.1:8080" in loopback.what and "TEMPALIAS_PUBLIC_URL" in loopback.advice
+    assert "Host header" in checks.public_url(None, "0.0.0.0", 8080)[0].what
+    assert levels("https://alias.example.org", "127.0.0.1", 8080) == [
+        ("OK", "public URL https")]
+    [plain] = checks.public_url("http://alias.example.org", "127.0.0.1", 8080)
+    assert plain.level == "WARN" and "unencrypted" in plain.what
+    assert checks.public_url(None, "192.0.2.7", 80)[0].level == "WARN"  # http on the network
+    assert checks.public_url("http://localhost:8080", "127.0.0.1", 8080)[0].level == "OK"
+
 def test_tls_certificates(tmp_path):
     [good] = checks.tls_certificate(*certificate(tmp_path, "good", 90))
     assert good.level == "OK"
