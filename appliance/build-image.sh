@@ -83,7 +83,7 @@ readme=""
 [ -f "$src/README.md" ] && readme=README.md
 # shellcheck disable=SC2086
 tar -czf "$out/payload.tar.gz" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
-    --exclude=node_modules -C "$src" setup.py tempalias static appliance systemd packer $readme \
+    --exclude=node_modules -C "$src" setup.py tempalias static extension appliance systemd packer $readme \
     -C "$out/payload" wheels
 rm -rf "$out/payload"
 timing payload "$step"

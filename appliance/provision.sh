@@ -86,7 +86,7 @@ readme=""
 [ -f "$src/README.md" ] && readme=README.md
 # shellcheck disable=SC2086
 (cd "$src" && tar -cf - --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
-    setup.py tempalias static appliance systemd $readme) |
+    setup.py tempalias static extension appliance systemd $readme) |
     tar -xf - -C "$staging" --no-same-owner
 chmod -R u=rwX,go=rX "$staging"
 if [ -d /opt/tempalias/src ]; then mv /opt/tempalias/src /opt/tempalias/src.old; fi

@@ -7,6 +7,7 @@ replaces is no longer in the file, so a test never runs a file it did not mean t
 
 from __future__ import annotations
 
+import ast
 import gzip
 import http.client
 import http.server
@@ -84,6 +85,18 @@ def port_answers(port: int) -> bool:
     except OSError:
         return False
 
+
+
+def test_the_source_the_image_and_a_server_install_holds_every_directory_setup_py_maps():
+    """setup.py maps static/ and extension/ into the wheel (FRONTEND): a payload without one
+    of them fails `pip install` inside the image build (it did, when extension/ came)."""
+    mapped = re.search(r"FRONTEND = (\{[^}]*\})", (REPO / "setup.py").read_text()).group(1)
+    directories = set(ast.literal_eval(mapped).values())
+    assert directories == {"static", "extension"}
+    for script, pattern in (("build-image.sh", r"-C \"\$src\" setup\.py ([^\\\n]*)"),
+                            ("provision.sh", r"\n    setup\.py ([^)]*)\)")):
+        listed = re.search(pattern, (REPO / "appliance" / script).read_text()).group(1).split()
+        assert directories <= set(listed), (script, listed)
 
 # --- static checks by the tools themselves
 
