@@ -69,13 +69,15 @@ class VM:
 
     def start(self) -> float:
         """Boots and waits for nginx + tempalias to answer; returns seconds to ready."""
-        self.http_port, self.smtp_port, self.direct_port = (free_loopback_port() for _ in range(3))
+        (self.http_port, self.smtp_port, self.direct_port, self.node_exporter_port,
+         self.metrics_port) = (free_loopback_port() for _ in range(5))
         self.boots += 1
         self.qmp_path = self.workdir / f"qmp{self.boots}.sock"
         self.serial_log = self.workdir / f"serial{self.boots}.log"
         forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in
                             ((self.http_port, 80), (self.smtp_port, 25),
-                             (self.direct_port, 2525)))
+                             (self.direct_port, 2525), (self.node_exporter_port, 9100),
+                             (self.metrics_port, 9325)))
         command = [
             "qemu-system-x86_64", "-accel", self.accel, "-m", "1024", "-smp", "2",
             "-display", "none", "-nodefaults", "-no-user-config",
@@ -170,6 +172,18 @@ def vm(built_image, sink, tmp_path):
     machine.kill()
 
 
+def _http_answer(port: int) -> bytes:
+    """What an HTTP GET of /metrics through a forwarded port gets: b"" when the guest refuses
+    the connection (nothing listens on its network address), else the answer's first bytes."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.settimeout(20)
+            conn.sendall(b"GET /metrics HTTP/1.0\r\nHost: appliance\r\n\r\n")
+            return conn.recv(512)
+    except (ConnectionError, socket.timeout):
+        return b""
+
+
 def _smtp_banner(port: int) -> bytes:
     """What a client gets on connecting: the greeting, or b"" when the connection is refused or
     reset (qemu's forwarder accepts on the host, then closes when the guest refuses)."""
@@ -196,6 +210,11 @@ def test_image_serves_forwards_and_keeps_aliases_across_a_reboot(built_image, vm
 
     assert _smtp_banner(vm.smtp_port).startswith(b"220"), "guest port 25 does not greet"
     assert _smtp_banner(vm.direct_port) == b"", "guest port 2525 is reachable from outside"
+    # Prometheus's two exporters listen on the guest's loopback only (docs/monitoring.md)
+    assert _http_answer(vm.node_exporter_port) == b"", "node exporter reachable from outside"
+    assert _http_answer(vm.metrics_port) == b"", "tempalias's /metrics reachable from outside"
+    status, _ = _http(vm.http_port, "GET", "/metrics")
+    assert status == 404, "nginx serves /metrics"
 
     message = EmailMessage()
     message["From"] = "sender@example.net"
