@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 
-from bottle import Bottle, HTTPResponse, request, response
+from bottle import Bottle, HTTPResponse, JSONPlugin, request, response
 
 from tempalias import metrics
 
@@ -97,7 +97,10 @@ def create_app(settings: HttpSettings, aliases: AliasService,
                domains: DomainService | None = None) -> Bottle:
     """``settings``: the http section of the Config; ``trusted_proxies``: the abuse setting;
     ``domains``: the custom-domain use cases (None: only the list of our own domains)."""
-    app = Bottle(catchall=True, autojson=False)
+    app = Bottle()  # catchall is on by default: a failing handler is a JSON 500, not a crash
+    # Handlers write their own JSON (one encoder, one content type); Bottle 0.13's autojson
+    # keyword is deprecated and no longer turns the dict filter off, so it is taken out here.
+    app.uninstall(JSONPlugin)
     app.default_error_handler = json_error_handler
     app.install(_Timed())
     app.install(_store_unavailable_is_503)
