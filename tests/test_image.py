@@ -4,9 +4,9 @@ only when TEMPALIAS_TEST_IMAGE=1 (``make test-image``; ``.ci/run`` passes the va
 From the host, as an operator and a user would: the image is configured through qemu's firmware
 config (domains, smarthost on the host), an alias is made over HTTP through nginx, a message to
 it goes to guest port 25 (redirected to 2525 by the firewall rules) and arrives at an SMTP sink
-on the host (qemu's user network reaches the host's loopback as 10.0.2.2); guest port 2525 is
-closed from outside; after a reboot the alias is still there. Build time and boot-to-ready are
-written to build/image/test-timings.json and printed.
+on the host (qemu's user network reaches the host's loopback as 10.0.2.2); guest port 2525 and
+the two metrics exporters (9100, 9325) are closed from outside; after a reboot the alias is still
+there. Build time and boot-to-ready are written to build/image/test-timings.json and printed.
 """
 
 from __future__ import annotations
@@ -172,27 +172,20 @@ def vm(built_image, sink, tmp_path):
     machine.kill()
 
 
-def _http_answer(port: int) -> bytes:
-    """What an HTTP GET of /metrics through a forwarded port gets: b"" when the guest refuses
-    the connection (nothing listens on its network address), else the answer's first bytes."""
+def _first_bytes(port: int, request: bytes = b"") -> bytes:
+    """What a client gets on connecting to a forwarded port (and sending ``request``, if any): the
+    first bytes of the answer, or b"" when the connection is refused or reset (qemu's forwarder
+    accepts on the host, then closes when nothing answers on the guest's network address)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
             conn.settimeout(20)
-            conn.sendall(b"GET /metrics HTTP/1.0\r\nHost: appliance\r\n\r\n")
+            conn.sendall(request)
             return conn.recv(512)
     except (ConnectionError, socket.timeout):
         return b""
 
 
-def _smtp_banner(port: int) -> bytes:
-    """What a client gets on connecting: the greeting, or b"" when the connection is refused or
-    reset (qemu's forwarder accepts on the host, then closes when the guest refuses)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
-            conn.settimeout(20)
-            return conn.recv(512)
-    except (ConnectionError, socket.timeout):
-        return b""
+METRICS_GET = b"GET /metrics HTTP/1.0\r\nHost: appliance\r\n\r\n"
 
 
 def test_image_serves_forwards_and_keeps_aliases_across_a_reboot(built_image, vm, sink):
@@ -208,11 +201,12 @@ def test_image_serves_forwards_and_keeps_aliases_across_a_reboot(built_image, vm
     status, body = _http(vm.http_port, "GET", "/")
     assert status == 200 and b"<html" in body.lower()
 
-    assert _smtp_banner(vm.smtp_port).startswith(b"220"), "guest port 25 does not greet"
-    assert _smtp_banner(vm.direct_port) == b"", "guest port 2525 is reachable from outside"
+    assert _first_bytes(vm.smtp_port).startswith(b"220"), "guest port 25 does not greet"
+    assert _first_bytes(vm.direct_port) == b"", "guest port 2525 is reachable from outside"
     # Prometheus's two exporters listen on the guest's loopback only (docs/monitoring.md)
-    assert _http_answer(vm.node_exporter_port) == b"", "node exporter reachable from outside"
-    assert _http_answer(vm.metrics_port) == b"", "tempalias's /metrics reachable from outside"
+    for port, exporter in ((vm.node_exporter_port, "the node exporter"),
+                           (vm.metrics_port, "tempalias's /metrics")):
+        assert _first_bytes(port, METRICS_GET) == b"", f"{exporter} is reachable from outside"
     status, _ = _http(vm.http_port, "GET", "/metrics")
     assert status == 404, "nginx serves /metrics"
 
