@@ -25,6 +25,7 @@ def test_defaults_without_file_or_environment():
     assert config == Config()
     assert config.http_listen == Listen("127.0.0.1", 8080)
     assert config.smtp_listen == Listen("127.0.0.1", 2525)
+    assert config.metrics_listen == Listen("127.0.0.1", 9325)  # on loopback: no one outside scrapes
     assert (config.max_days, config.max_uses, config.data_dir) == (60, 100, "./var")
     assert config.redis_url is None and config.smarthost is None
 
